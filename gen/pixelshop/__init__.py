@@ -1,0 +1,1 @@
+"""Generated from protos/ by tools/genproto.py. Do not edit."""

@@ -1,0 +1,1 @@
+"""Developer tooling: code generation, the embedded Postgres, provisioning and the runner."""
