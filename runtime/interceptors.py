@@ -1,0 +1,182 @@
+"""The one server interceptor every service runs.
+
+For each call it: takes the request id from metadata (or makes one), authenticates the
+caller as the method requires (anonymous, user access token, or service credential),
+runs the handler, turns a DomainError into a google.rpc.Status with details, turns any
+other exception into a bare INTERNAL (logged with its trace, never sent), and writes
+one structured log line with the method, code and duration.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from grpc_status import rpc_status
+
+from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTokens, bearer_token
+from runtime.context import client_var, principal_var, request_id_var, service_caller_var
+from runtime.errors import DomainError, Unauthenticated, internal_status
+from runtime.metrics import Metrics
+
+log = logging.getLogger("pixelshop.rpc")
+
+MAX_REQUEST_ID = 128
+
+
+@dataclass(frozen=True)
+class AuthPolicy:
+    """Which methods need what. Methods of services outside `user_services` and
+    `internal_services` (health, reflection) pass through untouched."""
+
+    user_services: frozenset[str]
+    internal_services: frozenset[str] = frozenset()
+    # Full method names ("/pkg.Service/Method") callable without a token.
+    anonymous_methods: frozenset[str] = field(default_factory=frozenset)
+
+    def requirement(self, method: str) -> str | None:
+        service = method.split("/")[1] if method.count("/") == 2 else ""
+        if service in self.internal_services:
+            return "service"
+        if service in self.user_services:
+            return "anonymous" if method in self.anonymous_methods else "user"
+        return None
+
+
+def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
+    result: dict[str, str] = {}
+    for key, value in context.invocation_metadata() or ():
+        if isinstance(value, str):
+            result[key] = value
+    return result
+
+
+class CallInterceptor(grpc.aio.ServerInterceptor):
+    def __init__(
+        self,
+        policy: AuthPolicy,
+        verifier: AccessTokenVerifier,
+        service_tokens: ServiceTokens,
+        metrics: Metrics | None = None,
+    ) -> None:
+        self._policy = policy
+        self._verifier = verifier
+        self._service_tokens = service_tokens
+        self._metrics = metrics
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        requirement = self._policy.requirement(method)
+        if handler is None or requirement is None:
+            return handler
+        if handler.unary_unary:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(handler.unary_unary, method, requirement),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.stream_unary:
+            return grpc.stream_unary_rpc_method_handler(
+                self._wrap_unary(handler.stream_unary, method, requirement),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(handler.unary_stream, method, requirement),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return grpc.stream_stream_rpc_method_handler(
+            self._wrap_stream(handler.stream_stream, method, requirement),
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+    async def _enter(self, context: grpc.aio.ServicerContext[Any, Any], requirement: str) -> None:
+        metadata = _metadata(context)
+        request_id = metadata.get("x-request-id", "")[:MAX_REQUEST_ID] or uuid.uuid4().hex
+        request_id_var.set(request_id)
+        forwarded = metadata.get("x-forwarded-for", "")
+        address = forwarded.split(",")[-1].strip() if forwarded else context.peer()
+        client_var.set((address, metadata.get("user-agent", "")[:512]))
+        principal_var.set(None)
+        service_caller_var.set(None)
+        if requirement == "service":
+            token = metadata.get(SERVICE_TOKEN_METADATA, "")
+            service_caller_var.set(self._service_tokens.verify(token))
+        elif requirement == "user":
+            authorization = metadata.get("authorization", "")
+            if not authorization:
+                raise Unauthenticated("a valid access token is required")
+            principal_var.set(await self._verifier.verify(bearer_token(authorization)))
+
+    async def _fail(
+        self, context: grpc.aio.ServicerContext[Any, Any], error: BaseException, method: str
+    ) -> None:
+        if isinstance(error, DomainError):
+            status = error.to_status()
+        else:
+            log.error("unhandled error in %s", method, exc_info=error)
+            status = internal_status()
+        grpc_status = rpc_status.to_status(status)
+        await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+
+    def _finish(self, method: str, start: float, code: grpc.StatusCode) -> None:
+        duration = time.perf_counter() - start
+        if self._metrics is not None:
+            self._metrics.observe_rpc(method, code.name, duration)
+        log.info(
+            "rpc",
+            extra={"method": method, "code": code.name, "duration_ms": round(duration * 1000, 2)},
+        )
+
+    def _wrap_unary(self, behavior: Any, method: str, requirement: str) -> Any:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                await self._enter(context, requirement)
+                return await behavior(request, context)
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = context.code() or grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
+                await self._fail(context, error, method)
+            finally:
+                self._finish(method, start, code)
+
+        return wrapped
+
+    def _wrap_stream(self, behavior: Any, method: str, requirement: str) -> Any:
+        async def wrapped(
+            request: Any, context: grpc.aio.ServicerContext[Any, Any]
+        ) -> AsyncIterator[Any]:
+            start = time.perf_counter()
+            code = grpc.StatusCode.OK
+            try:
+                await self._enter(context, requirement)
+                async for response in behavior(request, context):
+                    yield response
+            except (grpc.aio.AbortError, asyncio.CancelledError):
+                code = context.code() or grpc.StatusCode.CANCELLED
+                raise
+            except Exception as error:
+                code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
+                await self._fail(context, error, method)
+            finally:
+                self._finish(method, start, code)
+
+        return wrapped

@@ -1,0 +1,1 @@
+"""Typed clients for calling other services through their generated stubs."""

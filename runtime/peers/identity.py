@@ -1,0 +1,93 @@
+"""Client for identity: public keys (JWKS) and users' tiers."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from google.protobuf import json_format
+from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from runtime.clients import PeerChannel
+
+
+@dataclass(frozen=True)
+class TierInfo:
+    """A tier's limits (0 = unlimited) and feature flags, as other services need them."""
+
+    code: str
+    name: str = ""
+    ai_edits_per_month: int = 0
+    storage_bytes: int = 0
+    max_projects: int = 0
+    max_upload_bytes: int = 0
+    max_pixels: int = 0
+    features: dict[str, Any] = field(default_factory=dict)
+
+    def allows(self, feature: str) -> bool:
+        return bool(self.features.get(feature, False))
+
+    @classmethod
+    def from_proto(cls, tier: identity_pb2.Tier) -> TierInfo:
+        limits = tier.limits
+        return cls(
+            code=tier.code,
+            name=tier.name,
+            ai_edits_per_month=limits.ai_edits_per_month,
+            storage_bytes=limits.storage_bytes,
+            max_projects=limits.max_projects,
+            max_upload_bytes=limits.max_upload_bytes,
+            max_pixels=limits.max_pixels,
+            features=json_format.MessageToDict(tier.features),
+        )
+
+
+class IdentityClient:
+    def __init__(self, peer: PeerChannel, *, tier_cache_seconds: float = 30.0) -> None:
+        self._peer = peer
+        self._public = identity_pb2_grpc.IdentityServiceStub(peer.channel)
+        self._internal = identity_pb2_grpc.IdentityInternalServiceStub(peer.channel)
+        self._tier_cache: dict[uuid.UUID, tuple[float, TierInfo]] = {}
+        self._tier_cache_seconds = tier_cache_seconds
+
+    async def jwks(self) -> list[dict[str, str]]:
+        response = await self._public.GetJwks(identity_pb2.GetJwksRequest(), timeout=5)
+        return [
+            {"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": k.use}
+            for k in response.keys
+        ]
+
+    async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
+        """The user's tier, cached briefly (a tier change shows within the cache time)."""
+        now = time.monotonic()
+        cached = self._tier_cache.get(user_id)
+        if cached and now - cached[0] < self._tier_cache_seconds:
+            return cached[1]
+        response = await self._internal.GetUserTier(
+            identity_pb2.GetUserTierRequest(user_id=str(user_id)),
+            metadata=self._peer.metadata(),
+            timeout=5,
+        )
+        tier = TierInfo.from_proto(response.tier)
+        self._tier_cache[user_id] = (now, tier)
+        if len(self._tier_cache) > 10_000:
+            self._tier_cache.clear()
+        return tier
+
+    async def set_user_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
+        await self._internal.SetUserTier(
+            identity_pb2.SetUserTierRequest(user_id=str(user_id), tier_code=tier_code),
+            metadata=self._peer.metadata(),
+            timeout=10,
+        )
+        self._tier_cache.pop(user_id, None)
+
+    async def events(self, after_sequence: int, limit: int = 100) -> list[identity_pb2.Event]:
+        response = await self._internal.ListEvents(
+            identity_pb2.ListEventsRequest(after_sequence=after_sequence, page_size=limit),
+            metadata=self._peer.metadata(),
+            timeout=10,
+        )
+        return list(response.events)
