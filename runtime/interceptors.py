@@ -110,7 +110,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         request_id_var.set(request_id)
         forwarded = metadata.get("x-forwarded-for", "")
         address = forwarded.split(",")[-1].strip() if forwarded else context.peer()
-        client_var.set((address, metadata.get("user-agent", "")[:512]))
+        # gRPC clients overwrite user-agent with their own; the gateway forwards the browser's.
+        agent = metadata.get("x-forwarded-user-agent") or metadata.get("user-agent", "")
+        client_var.set((address, agent[:512]))
         principal_var.set(None)
         service_caller_var.set(None)
         if requirement == "service":

@@ -1,0 +1,189 @@
+"""Settings from the environment, the rate limiter's arithmetic, and `python -m gateway`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import pathlib
+import signal
+import sys
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from gateway_harness import FakeClock
+
+from gateway.ratelimit import ClientRateLimiter
+from gateway.settings import (
+    DEFAULT_DESCRIPTOR_SET,
+    DEFAULT_UPSTREAMS,
+    GatewaySettings,
+    SettingsError,
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+
+
+def test_defaults_with_an_empty_environment() -> None:
+    settings = GatewaySettings.from_env({})
+
+    assert (settings.host, settings.port) == ("127.0.0.1", 8080)
+    assert settings.descriptor_set == REPO / "gen" / "pixelshop.binpb"
+    assert DEFAULT_DESCRIPTOR_SET.is_file()
+    assert dict(settings.upstreams) == {
+        "identity": "127.0.0.1:50051",
+        "projects": "127.0.0.1:50052",
+        "assets": "127.0.0.1:50053",
+        "presets": "127.0.0.1:50054",
+        "billing": "127.0.0.1:50055",
+    }
+    assert settings.cors_origins == ()
+    assert settings.max_body_bytes == 64 * 1024 * 1024
+    assert settings.auth_rate_limit_per_minute == 600
+    assert settings.timeout_seconds == 120.0
+
+
+def test_every_variable_is_read() -> None:
+    settings = GatewaySettings.from_env(
+        {
+            "PIXELSHOP_GATEWAY_HOST": "0.0.0.0",
+            "PIXELSHOP_GATEWAY_PORT": "9090",
+            "PIXELSHOP_GATEWAY_DESCRIPTOR_SET": str(DEFAULT_DESCRIPTOR_SET),
+            "PIXELSHOP_GATEWAY_IDENTITY_ADDR": "identity:50051",
+            "PIXELSHOP_GATEWAY_PROJECTS_ADDR": "dns:///projects:50052",
+            "PIXELSHOP_GATEWAY_ASSETS_ADDR": "unix:/run/assets.sock",
+            "PIXELSHOP_GATEWAY_PRESETS_ADDR": "presets:2",
+            "PIXELSHOP_GATEWAY_BILLING_ADDR": "billing:3",
+            "PIXELSHOP_GATEWAY_CORS_ORIGINS": " https://a.test, http://localhost:5173 ,",
+            "PIXELSHOP_GATEWAY_MAX_BODY_BYTES": "1024",
+            "PIXELSHOP_GATEWAY_AUTH_RATE_LIMIT_PER_MINUTE": "0",
+            "PIXELSHOP_GATEWAY_TIMEOUT_SECONDS": "2.5",
+        }
+    )
+
+    assert (settings.host, settings.port) == ("0.0.0.0", 9090)
+    assert settings.upstreams["projects"] == "dns:///projects:50052"
+    assert set(settings.upstreams) == set(DEFAULT_UPSTREAMS)
+    assert settings.cors_origins == ("https://a.test", "http://localhost:5173")
+    assert (settings.max_body_bytes, settings.auth_rate_limit_per_minute) == (1024, 0)
+    assert settings.timeout_seconds == 2.5
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PIXELSHOP_GATEWAY_PORT", "http"),
+        ("PIXELSHOP_GATEWAY_PORT", "70000"),
+        ("PIXELSHOP_GATEWAY_HOST", " "),
+        ("PIXELSHOP_GATEWAY_DESCRIPTOR_SET", "/nonexistent/pixelshop.binpb"),
+        ("PIXELSHOP_GATEWAY_IDENTITY_ADDR", "local host:1"),
+        ("PIXELSHOP_GATEWAY_BILLING_ADDR", "billing"),
+        ("PIXELSHOP_GATEWAY_ASSETS_ADDR", ""),
+        ("PIXELSHOP_GATEWAY_CORS_ORIGINS", "https://a.test/app"),
+        ("PIXELSHOP_GATEWAY_MAX_BODY_BYTES", "0"),
+        ("PIXELSHOP_GATEWAY_MAX_BODY_BYTES", "64MiB"),
+        ("PIXELSHOP_GATEWAY_AUTH_RATE_LIMIT_PER_MINUTE", "-1"),
+        ("PIXELSHOP_GATEWAY_TIMEOUT_SECONDS", "0"),
+        ("PIXELSHOP_GATEWAY_TIMEOUT_SECONDS", "nan"),
+    ],
+)
+def test_bad_values_fail_naming_the_variable(name: str, value: str) -> None:
+    with pytest.raises(SettingsError, match=name):
+        GatewaySettings.from_env({name: value})
+
+
+def test_rate_limiter_refills_continuously() -> None:
+    clock = FakeClock()
+    limiter = ClientRateLimiter(60, clock=clock)  # one a second, bursts of 60
+
+    assert [limiter.acquire("a") for _ in range(60)] == [0.0] * 60
+    assert limiter.acquire("a") == pytest.approx(1.0)
+    assert limiter.acquire("b") == 0.0  # per client
+    clock.advance(0.5)
+    assert limiter.acquire("a") == pytest.approx(0.5)
+    clock.advance(0.5)
+    assert limiter.acquire("a") == 0.0
+
+
+def test_rate_limiter_forgets_idle_clients() -> None:
+    clock = FakeClock()
+    limiter = ClientRateLimiter(1, clock=clock, max_clients=2)
+    limiter.acquire("a")
+    limiter.acquire("b")
+    clock.advance(60)  # a and b are full again
+
+    limiter.acquire("c")
+
+    assert len(limiter) == 1
+    assert limiter.acquire("c") > 0  # c is tracked
+
+
+def test_rate_limiter_resets_when_every_client_is_active() -> None:
+    clock = FakeClock()
+    limiter = ClientRateLimiter(1, clock=clock, max_clients=2)
+    limiter.acquire("a")
+    limiter.acquire("b")
+
+    assert limiter.acquire("c") == 0.0
+    assert len(limiter) == 1
+
+
+# --- the process ------------------------------------------------------------------------------
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(**env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        cwd=REPO,
+        env={**os.environ, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def read_log(process: asyncio.subprocess.Process) -> dict[str, object]:
+    assert process.stderr is not None
+    line = await asyncio.wait_for(process.stderr.readline(), 60)
+    assert line, "the gateway exited without logging"
+    entry: dict[str, object] = json.loads(line)
+    return entry
+
+
+async def test_python_m_gateway_serves_until_sigterm() -> None:
+    async with gateway_process(PIXELSHOP_GATEWAY_PORT="0") as process:
+        listening = await read_log(process)
+        assert listening["message"] == "gateway listening"
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listening['port']}") as http:
+            health = await http.get("/healthz")
+            missing = await http.get("/v1/nothing")
+        process.send_signal(signal.SIGTERM)
+        returncode = await asyncio.wait_for(process.wait(), 60)
+        assert process.stderr is not None
+        rest = [json.loads(line) for line in (await process.stderr.read()).splitlines()]
+
+    assert health.status_code == 200
+    assert missing.status_code == 404
+    assert returncode == 0
+    access = [e for e in rest if e["logger"] == "gateway.access"]
+    assert [(e["path"], e["status"]) for e in access] == [("/v1/nothing", 404)]
+    assert rest[-1]["message"] == "gateway stopped"
+
+
+async def test_python_m_gateway_refuses_bad_settings() -> None:
+    async with gateway_process(PIXELSHOP_GATEWAY_MAX_BODY_BYTES="lots") as process:
+        entry = await read_log(process)
+        returncode = await asyncio.wait_for(process.wait(), 60)
+
+    assert returncode == 2
+    assert entry["level"] == "ERROR"
+    assert "PIXELSHOP_GATEWAY_MAX_BODY_BYTES" in str(entry["message"])
