@@ -1,0 +1,1 @@
+"""The presets service: system and community presets, likes, forks (schema `presets`)."""

@@ -1,0 +1,368 @@
+"""Every SQL statement of the presets service.
+
+Counters are changed only by conditional writes in the caller's transaction: a like row
+that was really inserted (ON CONFLICT DO NOTHING ... RETURNING) or really deleted
+(DELETE ... RETURNING) moves `like_count` by one, so the count stays exact under any
+concurrency without reading it first. The repository never commits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    delete,
+    exists,
+    func,
+    insert,
+    literal_column,
+    or_,
+    select,
+    tuple_,
+    union_all,
+    update,
+)
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.sql import FromClause
+
+from services.presets.models import (
+    Category,
+    Order,
+    Preset,
+    Scope,
+    Visibility,
+    preset_likes,
+    preset_uses,
+    presets,
+)
+
+# Constants, not bind parameters: Postgres uses a partial index only when it can prove
+# the query implies the index predicate, which it cannot do for a parameter in a
+# generic plan.
+_PUBLIC: ColumnElement[str] = literal_column("'public'")
+_PRIVATE: ColumnElement[str] = literal_column("'private'")
+_SIMPLE: ColumnElement[str] = literal_column("'simple'::regconfig")
+
+_SORT_KEYS = {
+    Order.NEWEST: presets.c.created_at,
+    Order.POPULAR: presets.c.like_count,
+    Order.USED: presets.c.use_count,
+}
+
+# Every column but the search document, which only the WHERE clause needs.
+_COLUMNS = [column for column in presets.c if column.name != "search"]
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """Keyset position: the sort key and id of the last row of a page."""
+
+    key: int | datetime.datetime
+    id: uuid.UUID
+
+
+@dataclass(frozen=True)
+class Listing:
+    """What one page of ListPresets asks for."""
+
+    viewer_id: uuid.UUID
+    scope: Scope
+    order: Order
+    category: Category | None
+    # Words matched as prefixes against name and description, all of them required.
+    terms: tuple[str, ...]
+    after: Cursor | None
+    limit: int
+
+
+@dataclass(frozen=True)
+class PresetAccess:
+    """The fields the access rules look at, read under a row lock."""
+
+    id: uuid.UUID
+    owner_id: uuid.UUID | None
+    visibility: Visibility
+    version: int
+
+
+@dataclass(frozen=True)
+class NewPreset:
+    owner_id: uuid.UUID
+    name: str
+    description: str
+    prompt: str
+    category: Category
+    visibility: Visibility
+    forked_from_id: uuid.UUID | None = None
+
+
+def visible_to(table: FromClause, viewer_id: uuid.UUID) -> ColumnElement[bool]:
+    """Live, and public, unlisted (reached by id) or the viewer's own."""
+    return and_(
+        table.c.deleted_at.is_(None),
+        or_(table.c.visibility != _PRIVATE, table.c.owner_id == viewer_id),
+    )
+
+
+def _live_public() -> list[ColumnElement[bool]]:
+    return [presets.c.deleted_at.is_(None), presets.c.visibility == _PUBLIC]
+
+
+def prefix_tsquery(terms: Sequence[str]) -> str:
+    """`synth wave` -> `'synth':* & 'wave':*`; terms hold only letters and digits."""
+    return " & ".join(f"'{term}':*" for term in terms)
+
+
+def _page_of(listing: Listing, scope_conditions: list[ColumnElement[bool]]) -> Select[Any]:
+    key = _SORT_KEYS[listing.order]
+    conditions = list(scope_conditions)
+    if listing.category is not None:
+        conditions.append(presets.c.category == listing.category.value)
+    if listing.terms:
+        query = func.to_tsquery(_SIMPLE, prefix_tsquery(listing.terms))
+        conditions.append(presets.c.search.bool_op("@@")(query))
+    if listing.after is not None:
+        conditions.append(tuple_(key, presets.c.id) < tuple_(listing.after.key, listing.after.id))
+    return (
+        select(*_COLUMNS)
+        .where(*conditions)
+        .order_by(key.desc(), presets.c.id.desc())
+        .limit(listing.limit)
+    )
+
+
+def listing_statement(listing: Listing) -> Select[Any]:
+    """The query of one page (public for the EXPLAIN tests that guard its indexes)."""
+    viewer = listing.viewer_id
+    if listing.scope is Scope.SYSTEM:
+        page = _page_of(listing, [*_live_public(), presets.c.owner_id.is_(None)])
+    elif listing.scope is Scope.MINE:
+        page = _page_of(listing, [presets.c.owner_id == viewer, presets.c.deleted_at.is_(None)])
+    elif listing.scope is Scope.COMMUNITY:
+        page = _page_of(
+            listing,
+            [*_live_public(), presets.c.owner_id.is_not(None), presets.c.owner_id != viewer],
+        )
+    else:
+        # Public rows (system, community and the viewer's public ones) come from the
+        # public indexes, the viewer's other rows from the owner index; each branch is
+        # already a sorted page, so the merge reads at most twice the page size.
+        public = _page_of(listing, _live_public())
+        own_hidden = _page_of(
+            listing,
+            [
+                presets.c.owner_id == viewer,
+                presets.c.deleted_at.is_(None),
+                presets.c.visibility != _PUBLIC,
+            ],
+        )
+        merged = union_all(public, own_hidden).subquery("merged")
+        key = merged.c[_SORT_KEYS[listing.order].name]
+        page = select(*merged.c).order_by(key.desc(), merged.c.id.desc()).limit(listing.limit)
+    rows = page.subquery("page")
+    key = rows.c[_SORT_KEYS[listing.order].name]
+    return _with_viewer_fields(rows, viewer).order_by(key.desc(), rows.c.id.desc())
+
+
+def _with_viewer_fields(rows: FromClause, viewer_id: uuid.UUID) -> Select[Any]:
+    """Adds what depends on the viewer: whether they like it, and its source's name."""
+    liked = exists().where(
+        preset_likes.c.preset_id == rows.c.id, preset_likes.c.user_id == viewer_id
+    )
+    source = presets.alias("source")
+    source_name = (
+        select(source.c.name)
+        .where(source.c.id == rows.c.forked_from_id, visible_to(source, viewer_id))
+        .scalar_subquery()
+    )
+    return select(*rows.c, liked.label("liked"), source_name.label("forked_from_name"))
+
+
+def _preset(row: Any) -> Preset:
+    return Preset(
+        id=row.id,
+        owner_id=row.owner_id,
+        name=row.name,
+        description=row.description,
+        prompt=row.prompt,
+        category=Category(row.category),
+        visibility=Visibility(row.visibility),
+        forked_from_id=row.forked_from_id,
+        forked_from_name=row.forked_from_name,
+        like_count=row.like_count,
+        use_count=row.use_count,
+        version=row.version,
+        liked=row.liked,
+        created_at=row.created_at,
+        updated_at=row.updated_at,
+    )
+
+
+class PresetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def find_visible(self, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset | None:
+        rows = (
+            select(*_COLUMNS)
+            .where(presets.c.id == preset_id, visible_to(presets, viewer_id))
+            .subquery("one")
+        )
+        row = (await self._session.execute(_with_viewer_fields(rows, viewer_id))).one_or_none()
+        return None if row is None else _preset(row)
+
+    async def list_page(self, listing: Listing) -> list[Preset]:
+        result = await self._session.execute(listing_statement(listing))
+        return [_preset(row) for row in result]
+
+    async def lock(
+        self, preset_id: uuid.UUID, mode: Literal["change", "reference"]
+    ) -> PresetAccess | None:
+        """Reads a live preset's access fields and locks its row for this transaction.
+
+        "change" (FOR NO KEY UPDATE) serializes edits of one preset; "reference" (FOR KEY
+        SHARE) only keeps the row from being deleted while a like or use points at it,
+        and blocks neither edits nor counter updates.
+        """
+        statement = select(
+            presets.c.id, presets.c.owner_id, presets.c.visibility, presets.c.version
+        ).where(presets.c.id == preset_id, presets.c.deleted_at.is_(None))
+        if mode == "change":
+            statement = statement.with_for_update(key_share=True)
+        else:
+            statement = statement.with_for_update(read=True, key_share=True)
+        row = (await self._session.execute(statement)).one_or_none()
+        if row is None:
+            return None
+        return PresetAccess(
+            id=row.id,
+            owner_id=row.owner_id,
+            visibility=Visibility(row.visibility),
+            version=row.version,
+        )
+
+    async def exists(self, preset_id: uuid.UUID) -> bool:
+        """Whether a row exists (deleted or not), locked against a concurrent purge."""
+        statement = (
+            select(presets.c.id)
+            .where(presets.c.id == preset_id)
+            .with_for_update(read=True, key_share=True)
+        )
+        return (await self._session.execute(statement)).one_or_none() is not None
+
+    async def insert(self, preset: NewPreset) -> uuid.UUID:
+        preset_id = uuid.uuid4()
+        await self._session.execute(
+            insert(presets).values(
+                id=preset_id,
+                owner_id=preset.owner_id,
+                name=preset.name,
+                description=preset.description,
+                prompt=preset.prompt,
+                category=preset.category.value,
+                visibility=preset.visibility.value,
+                forked_from_id=preset.forked_from_id,
+            )
+        )
+        return preset_id
+
+    async def update(self, preset_id: uuid.UUID, changes: dict[str, str]) -> None:
+        """Applies column changes and bumps the version (the row is already locked)."""
+        await self._session.execute(
+            update(presets)
+            .where(presets.c.id == preset_id)
+            .values(**changes, version=presets.c.version + 1, updated_at=func.now())
+        )
+
+    async def soft_delete(self, preset_id: uuid.UUID) -> None:
+        await self._session.execute(
+            update(presets)
+            .where(presets.c.id == preset_id)
+            .values(deleted_at=func.now(), updated_at=func.now())
+        )
+
+    async def add_like(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """Likes once; answers whether this call added the like (and counted it)."""
+        inserted = await self._session.execute(
+            pg_insert(preset_likes)
+            .values(preset_id=preset_id, user_id=user_id)
+            .on_conflict_do_nothing(
+                index_elements=[preset_likes.c.preset_id, preset_likes.c.user_id]
+            )
+            .returning(preset_likes.c.preset_id)
+        )
+        if inserted.one_or_none() is None:
+            return False
+        await self._change_like_count(preset_id, +1)
+        return True
+
+    async def remove_like(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> bool:
+        """Takes a like back; answers whether there was one (and uncounted it)."""
+        deleted = await self._session.execute(
+            delete(preset_likes)
+            .where(preset_likes.c.preset_id == preset_id, preset_likes.c.user_id == user_id)
+            .returning(preset_likes.c.preset_id)
+        )
+        if deleted.one_or_none() is None:
+            return False
+        await self._change_like_count(preset_id, -1)
+        return True
+
+    async def _change_like_count(self, preset_id: uuid.UUID, delta: int) -> None:
+        await self._session.execute(
+            update(presets)
+            .where(presets.c.id == preset_id)
+            .values(like_count=presets.c.like_count + delta)
+        )
+
+    async def record_use(self, preset_id: uuid.UUID, edit_id: uuid.UUID) -> uuid.UUID:
+        """Counts the edit's use once; answers the preset the edit is recorded for."""
+        inserted = await self._session.execute(
+            pg_insert(preset_uses)
+            .values(edit_id=edit_id, preset_id=preset_id)
+            .on_conflict_do_nothing(index_elements=[preset_uses.c.edit_id])
+            .returning(preset_uses.c.preset_id)
+        )
+        if inserted.one_or_none() is not None:
+            await self._session.execute(
+                update(presets)
+                .where(presets.c.id == preset_id)
+                .values(use_count=presets.c.use_count + 1)
+            )
+            return preset_id
+        recorded = await self._session.execute(
+            select(preset_uses.c.preset_id).where(preset_uses.c.edit_id == edit_id)
+        )
+        recorded_preset_id: uuid.UUID = recorded.scalar_one()
+        return recorded_preset_id
+
+    async def purge_user(self, user_id: uuid.UUID) -> None:
+        """Hard-deletes the user's presets, then removes their other likes, uncounting each.
+
+        Their presets' likes and uses go with them (ON DELETE CASCADE); forks others made
+        are copies and only lose the link to their source (ON DELETE SET NULL). Deleting
+        first means a concurrent like of one of these presets is waited for rather than
+        deadlocked with: the like holds FOR KEY SHARE and wants the counter, which this
+        transaction would otherwise already hold.
+        """
+        await self._session.execute(delete(presets).where(presets.c.owner_id == user_id))
+        removed = (
+            delete(preset_likes)
+            .where(preset_likes.c.user_id == user_id)
+            .returning(preset_likes.c.preset_id)
+            .cte("removed_likes")
+        )
+        # (preset, user) is unique, so each preset appears at most once in removed_likes.
+        await self._session.execute(
+            update(presets)
+            .where(presets.c.id == removed.c.preset_id)
+            .values(like_count=presets.c.like_count - 1)
+        )

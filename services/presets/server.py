@@ -1,0 +1,109 @@
+"""Composition root of presets: builds everything explicitly and serves it.
+
+start(settings) -> RunningServer   (tests pass port=0)
+main()                             (python -m services.presets)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+
+import grpc
+from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
+
+from runtime.auth import ServiceTokens
+from runtime.clients import PeerChannel
+from runtime.db import Database
+from runtime.errors import Unavailable
+from runtime.interceptors import AuthPolicy
+from runtime.logs import configure_logging
+from runtime.pagination import PageTokens
+from runtime.peers.identity import IdentityClient
+from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
+from services.presets.api import PresetApi, PresetInternalApi
+from services.presets.models import SCHEMA
+from services.presets.settings import PresetsSettings, load
+
+log = logging.getLogger("pixelshop.presets")
+
+PUBLIC_SERVICE = presets_pb2.DESCRIPTOR.services_by_name["PresetService"].full_name
+INTERNAL_SERVICE = presets_pb2.DESCRIPTOR.services_by_name["PresetInternalService"].full_name
+
+# SPEC section 6: every public method needs a user token; internal ones the service credential.
+AUTH_POLICY = AuthPolicy(
+    user_services=frozenset({PUBLIC_SERVICE}),
+    internal_services=frozenset({INTERNAL_SERVICE}),
+)
+
+
+class IdentityTierFeatures:
+    """Tier feature flags from identity; a failing identity is UNAVAILABLE, not INTERNAL."""
+
+    def __init__(self, identity: IdentityClient) -> None:
+        self._identity = identity
+
+    async def allows(self, user_id: uuid.UUID, feature: str) -> bool:
+        try:
+            tier = await self._identity.user_tier(user_id)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return False  # a user identity does not know has no plan at all
+            log.warning("identity tier lookup failed", extra={"code": error.code().name})
+            raise Unavailable("cannot check your plan right now; try again") from error
+        return tier.allows(feature)
+
+
+def page_token_key(settings: PresetsSettings) -> bytes:
+    """Page tokens are signed with a key derived from the internal secret, per service."""
+    secret = settings.internal_secret.reveal().encode()
+    return hashlib.sha256(b"pixelshop presets page tokens\x00" + secret).digest()
+
+
+async def start(settings: PresetsSettings, *, port: int | None = None) -> RunningServer:
+    database = Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
+    identity_channel = PeerChannel(
+        settings.identity_addr, ServiceTokens(settings.internal_secret.reveal(), "presets")
+    )
+    try:
+        identity = IdentityClient(identity_channel, tier_cache_seconds=settings.tier_cache_seconds)
+        tiers = IdentityTierFeatures(identity)
+        registrations = [
+            Registration(
+                PUBLIC_SERVICE,
+                PresetApi(database, tiers, PageTokens(page_token_key(settings))),
+                presets_pb2_grpc.add_PresetServiceServicer_to_server,
+            ),
+            Registration(
+                INTERNAL_SERVICE,
+                PresetInternalApi(database, tiers),
+                presets_pb2_grpc.add_PresetInternalServiceServicer_to_server,
+            ),
+        ]
+        running = await start_server(
+            settings,
+            registrations,
+            AUTH_POLICY,
+            jwks_verifier(settings, identity.jwks),
+            port=port,
+            metrics_port=settings.metrics_port,
+        )
+    except BaseException:
+        await identity_channel.close()
+        await database.close()
+        raise
+    running.on_close += [database.close, identity_channel.close]
+    return running
+
+
+async def _serve(settings: PresetsSettings) -> None:
+    running = await start(settings)
+    await serve(running, settings.shutdown_grace_seconds)
+
+
+def main() -> None:
+    settings = load()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    asyncio.run(_serve(settings))

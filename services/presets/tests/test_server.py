@@ -1,0 +1,76 @@
+"""Settings and the identity adapter of the composition root."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+
+import pytest
+
+from runtime.auth import ServiceTokens
+from runtime.clients import PeerChannel
+from runtime.errors import Unavailable
+from runtime.peers.identity import IdentityClient
+from runtime.settings import SettingsError, load_settings
+from services.presets.server import IdentityTierFeatures
+from services.presets.settings import ENV_PREFIX, PresetsSettings
+from tests.support.fake_identity import FakeIdentity
+from tests.support.settings import INTERNAL_SECRET
+
+
+def test_settings_come_from_the_presets_prefix() -> None:
+    settings = load_settings(
+        PresetsSettings,
+        ENV_PREFIX,
+        {
+            "PIXELSHOP_INTERNAL_SECRET": INTERNAL_SECRET,
+            "PIXELSHOP_PRESETS_PORT": "6000",
+            "PIXELSHOP_PRESETS_TIER_CACHE_SECONDS": "5",
+            "PIXELSHOP_IDENTITY_ADDR": "identity:50051",
+        },
+    )
+    assert settings.port == 6000
+    assert settings.tier_cache_seconds == 5.0
+    assert settings.identity_addr == "identity:50051"
+    assert (
+        load_settings(
+            PresetsSettings, ENV_PREFIX, {"PIXELSHOP_INTERNAL_SECRET": INTERNAL_SECRET}
+        ).port
+        == 50054
+    )
+    with pytest.raises(SettingsError, match="METRICS_PORT"):
+        load_settings(
+            PresetsSettings,
+            ENV_PREFIX,
+            {"PIXELSHOP_INTERNAL_SECRET": INTERNAL_SECRET, "PIXELSHOP_PRESETS_METRICS_PORT": "-1"},
+        )
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_tier_features_follow_identity(fake_identity: FakeIdentity) -> None:
+    peer = PeerChannel(fake_identity.address, ServiceTokens(INTERNAL_SECRET, "presets"))
+    try:
+        features = IdentityTierFeatures(IdentityClient(peer, tier_cache_seconds=0))
+        pro, _ = fake_identity.new_user("pro")
+        free, _ = fake_identity.new_user("free")
+        assert await features.allows(pro, "public_presets")
+        assert not await features.allows(free, "public_presets")
+        # A user identity does not know gets no features.
+        assert not await features.allows(uuid.uuid4(), "public_presets")
+    finally:
+        await peer.close()
+
+
+async def test_an_unreachable_identity_is_unavailable_not_internal() -> None:
+    peer = PeerChannel(f"127.0.0.1:{_closed_port()}", ServiceTokens(INTERNAL_SECRET, "presets"))
+    try:
+        features = IdentityTierFeatures(IdentityClient(peer, tier_cache_seconds=0))
+        with pytest.raises(Unavailable):
+            await features.allows(uuid.uuid4(), "public_presets")
+    finally:
+        await peer.close()
