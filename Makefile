@@ -27,8 +27,9 @@ format: $(INSTALLED) ## Fix what ruff can fix
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-proto: $(INSTALLED) ## Regenerate Python code, stubs and the descriptor set from protos/
+proto: $(INSTALLED) ## Regenerate Python code, stubs, the descriptor set and Envoy's config from protos/
 	$(PY) -m tools.genproto
+	$(PY) -m tools.envoy_config
 
 docs: $(INSTALLED) ## Regenerate docs/database.md from the migrated schemas
 	$(PY) -m tools.dbdoc

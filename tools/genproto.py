@@ -33,25 +33,34 @@ def proto_files() -> list[str]:
     return sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))
 
 
+# Envoy's convert_grpc_status can only print the error details it finds in the descriptor
+# set; our errors carry ErrorInfo, BadRequest and RetryInfo.
+ERROR_DETAIL_PROTOS = ("google/rpc/status.proto", "google/rpc/error_details.proto")
+
+
+def _protoc(*args: str) -> None:
+    includes = [
+        f"-I{PROTO_ROOT}",
+        f"-I{googleapis_include()}",
+        f"-I{pathlib.Path(protoc.__file__).parent / '_proto'}",
+    ]
+    if protoc.main(["grpc_tools.protoc", *includes, *args]) != 0:
+        raise SystemExit("protoc failed")
+
+
 def generate(out: pathlib.Path) -> None:
     """Writes generated Python packages and the descriptor set into `out`."""
     out.mkdir(parents=True, exist_ok=True)
     files = proto_files()
-    args = [
-        "grpc_tools.protoc",
-        f"-I{PROTO_ROOT}",
-        f"-I{googleapis_include()}",
-        f"-I{pathlib.Path(protoc.__file__).parent / '_proto'}",
-        f"--python_out={out}",
-        f"--pyi_out={out}",
-        f"--grpc_python_out={out}",
+    _protoc(f"--python_out={out}", f"--pyi_out={out}", f"--grpc_python_out={out}", *files)
+    # A second run for the descriptor set, so no google/rpc Python lands in gen/.
+    _protoc(
         "--include_imports",
         "--include_source_info",
         f"--descriptor_set_out={out / DESCRIPTOR_NAME}",
         *files,
-    ]
-    if protoc.main(args) != 0:
-        raise SystemExit("protoc failed")
+        *ERROR_DETAIL_PROTOS,
+    )
     for package in {pathlib.Path(f).parent for f in files}:
         for folder in [package, *package.parents][:-1]:
             (out / folder / "__init__.py").touch()

@@ -1,0 +1,297 @@
+"""The production Envoy config: generated, current, and shaped as SPEC section 5 requires."""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import re
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import yaml
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+from tools import envoy_config
+
+TYPE_PREFIX = "type.googleapis.com/"
+# What runtime/errors.py puts in google.rpc.Status details.
+ERROR_DETAIL_TYPES = ("google.rpc.ErrorInfo", "google.rpc.BadRequest", "google.rpc.RetryInfo")
+
+
+@pytest.fixture(scope="module")
+def config() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load(envoy_config.OUTPUT.read_text())
+    return loaded
+
+
+@pytest.fixture(scope="module")
+def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
+    parsed = descriptor_pb2.FileDescriptorSet()
+    parsed.ParseFromString(envoy_config.DESCRIPTOR_SET.read_bytes())
+    return parsed
+
+
+def services_by_kind(
+    descriptor_set: descriptor_pb2.FileDescriptorSet,
+) -> tuple[set[str], set[str]]:
+    """(public, internal) Pixelshop services: public ones carry HTTP rules (ARCHITECTURE.md)."""
+    public, internal = set(), set()
+    for file in descriptor_set.file:
+        if not file.package.startswith("pixelshop."):
+            continue
+        for service in file.service:
+            name = f"{file.package}.{service.name}"
+            routed = any(m.options.HasExtension(annotations_pb2.http) for m in service.method)
+            (public if routed else internal).add(name)
+    return public, internal
+
+
+def http_manager(config: dict[str, Any], listener: str = "http") -> dict[str, Any]:
+    (found,) = [x for x in config["static_resources"]["listeners"] if x["name"] == listener]
+    (chain,) = found["filter_chains"]
+    (manager,) = chain["filters"]
+    typed: dict[str, Any] = manager["typed_config"]
+    return typed
+
+
+def http_filter(config: dict[str, Any], name: str) -> dict[str, Any]:
+    (found,) = [f for f in http_manager(config)["http_filters"] if f["name"] == name]
+    typed: dict[str, Any] = found["typed_config"]
+    return typed
+
+
+def routes(config: dict[str, Any]) -> list[dict[str, Any]]:
+    (host,) = http_manager(config)["route_config"]["virtual_hosts"]
+    found: list[dict[str, Any]] = host["routes"]
+    return found
+
+
+def route_for(config: dict[str, Any], path: str, grpc: bool = True) -> dict[str, Any] | None:
+    """The first route matching `path`, as Envoy picks it (the gRPC matcher needs gRPC)."""
+    for route in routes(config):
+        match = route["match"]
+        if "grpc" in match and not grpc:
+            continue
+        if "prefix" in match and path.startswith(match["prefix"]):
+            return route
+        if "path" in match and path == match["path"]:
+            return route
+        if "safe_regex" in match and re.fullmatch(match["safe_regex"]["regex"], path):
+            return route
+    return None
+
+
+def type_urls(node: Any) -> Iterator[str]:
+    if isinstance(node, dict):
+        if "@type" in node:
+            yield node["@type"]
+        for value in node.values():
+            yield from type_urls(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from type_urls(value)
+
+
+def test_committed_config_is_what_the_generator_renders() -> None:
+    rendered = envoy_config.dump(envoy_config.render(envoy_config.DESCRIPTOR_SET))
+    assert envoy_config.OUTPUT.read_text() == rendered, (
+        "deploy/k8s/base/gateway/envoy.yaml is stale: run .venv/bin/python -m tools.envoy_config"
+    )
+    assert envoy_config.main(["--check"]) == 0
+
+
+def test_transcoder_serves_every_public_service_and_no_internal_one(
+    config: dict[str, Any], descriptor_set: descriptor_pb2.FileDescriptorSet
+) -> None:
+    public, internal = services_by_kind(descriptor_set)
+    listed = http_filter(config, "envoy.filters.http.grpc_json_transcoder")["services"]
+    assert set(listed) == public
+    assert len(listed) == len(public)
+    assert not set(listed) & internal
+    assert all(not name.endswith("InternalService") for name in listed)
+    assert internal, "the descriptor set should hold the internal services too"
+
+
+def test_filters_run_cors_then_transcoder_then_router(config: dict[str, Any]) -> None:
+    names = [f["name"] for f in http_manager(config)["http_filters"]]
+    cors = names.index("envoy.filters.http.cors")
+    transcoder = names.index("envoy.filters.http.grpc_json_transcoder")
+    assert cors < transcoder < names.index("envoy.filters.http.router")
+    assert names[-1] == "envoy.filters.http.router"
+    # The rate limit sees the gRPC route, which only exists after transcoding.
+    assert transcoder < names.index("envoy.filters.http.local_ratelimit")
+
+
+def test_transcoder_behaves_like_the_python_gateway(config: dict[str, Any]) -> None:
+    transcoder = http_filter(config, "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["proto_descriptor"] == "/etc/envoy/pixelshop.binpb"
+    assert transcoder["convert_grpc_status"] is True
+    assert transcoder["auto_mapping"] is False
+    assert transcoder["print_options"] == {
+        "add_whitespace": False,
+        "always_print_primitive_fields": False,
+        "always_print_enums_as_ints": False,
+        "preserve_proto_field_names": False,
+    }
+    assert transcoder["request_validation_options"] == {
+        "reject_unknown_method": True,
+        "reject_unknown_query_parameters": False,
+    }
+    assert transcoder["ignore_unknown_query_parameters"] is True
+    assert transcoder["max_request_body_size"] == 64 * 1024 * 1024
+
+
+def test_descriptor_set_holds_the_error_detail_types(
+    descriptor_set: descriptor_pb2.FileDescriptorSet,
+) -> None:
+    messages = {f"{f.package}.{m.name}" for f in descriptor_set.file for m in f.message_type}
+    assert set(ERROR_DETAIL_TYPES) <= messages
+
+
+def test_routes_match_grpc_paths_of_public_services_only(
+    config: dict[str, Any], descriptor_set: descriptor_pb2.FileDescriptorSet
+) -> None:
+    public, internal = services_by_kind(descriptor_set)
+    for name in public:
+        route = route_for(config, f"/{name}/AnyMethod")
+        assert route is not None, name
+        upstream = name.split(".")[1]
+        assert route["route"]["cluster"] == upstream
+        expected = envoy_config.UPSTREAMS[upstream].timeout_seconds
+        assert route["route"]["timeout"] == f"{expected}s"
+    for name in internal:
+        route = route_for(config, f"/{name}/PurgeUser")
+        assert route is None or route["route"]["cluster"] == envoy_config.UNTRANSCODED_CLUSTER, (
+            f"{name} is reachable through the gateway"
+        )
+    # AI edits take minutes; everything else answers within 30 s.
+    assert route_for(config, "/pixelshop.projects.v1.ProjectService/ApplyEdit") is not None
+    assert envoy_config.UPSTREAMS["projects"].timeout_seconds == 180
+    assert {u.timeout_seconds for n, u in envoy_config.UPSTREAMS.items() if n != "projects"} == {30}
+
+
+def test_http_paths_have_a_route_for_cors_but_no_upstream(config: dict[str, Any]) -> None:
+    """CORS runs before transcoding and acts only when the browser's path matches a route."""
+    for path in ("/v1/auth:logIn", "/v1/projects/1:undo", "/.well-known/jwks.json"):
+        route = route_for(config, path, grpc=False)
+        assert route is not None, path
+        assert route["route"]["cluster"] == envoy_config.UNTRANSCODED_CLUSTER
+    (cluster,) = [
+        c
+        for c in config["static_resources"]["clusters"]
+        if c["name"] == envoy_config.UNTRANSCODED_CLUSTER
+    ]
+    assert cluster["load_assignment"]["endpoints"] == []
+
+
+def test_auth_endpoints_are_rate_limited_per_client_address(
+    config: dict[str, Any], descriptor_set: descriptor_pb2.FileDescriptorSet
+) -> None:
+    auth_methods = set()
+    for file in descriptor_set.file:
+        for service in file.service:
+            for method in service.method:
+                rule = method.options.Extensions[annotations_pb2.http]
+                if rule.post.startswith("/v1/auth:"):
+                    auth_methods.add(f"/{file.package}.{service.name}/{method.name}")
+    assert len(auth_methods) >= 4
+    limited = [r for r in routes(config) if "typed_per_filter_config" in r]
+    assert len(limited) == 1, "one route, so that one bucket per address covers every method"
+    (route,) = limited
+    for path in auth_methods:
+        assert route_for(config, path) is route, path
+    assert route_for(config, "/pixelshop.identity.v1.IdentityService/GetCurrentUser") is not route
+    limit = route["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+    assert limit["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    # A descriptor entry without a value: one token bucket per distinct client address.
+    (descriptor,) = limit["descriptors"]
+    assert descriptor["entries"] == [{"key": "remote_address"}]
+    bucket = descriptor["token_bucket"]
+    assert bucket["max_tokens"] == 600
+    assert bucket["tokens_per_fill"] * 60 == 600
+    assert bucket["fill_interval"] == "1s"
+    assert limit["always_consume_default_token_bucket"] is False
+    assert limit["rate_limited_as_resource_exhausted"] is True
+
+
+def test_clusters_reach_headless_services_over_http2(config: dict[str, Any]) -> None:
+    clusters = {c["name"]: c for c in config["static_resources"]["clusters"]}
+    for name, upstream in envoy_config.UPSTREAMS.items():
+        cluster = clusters[name]
+        assert cluster["type"] == "STRICT_DNS"
+        assert cluster["lb_policy"] == "ROUND_ROBIN"
+        (locality,) = cluster["load_assignment"]["endpoints"]
+        (endpoint,) = locality["lb_endpoints"]
+        address = endpoint["endpoint"]["address"]["socket_address"]
+        assert address == {
+            "address": f"{name}.pixelshop.svc.cluster.local",
+            "port_value": upstream.port,
+        }
+        options = cluster["typed_extension_protocol_options"][
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+        ]
+        assert "http2_protocol_options" in options["explicit_http_config"]
+        (check,) = cluster["health_checks"]
+        assert check["grpc_health_check"] == {}
+        assert cluster["circuit_breakers"]["thresholds"]
+
+
+def test_admin_stays_on_loopback_and_logs_go_to_stdout_as_json(config: dict[str, Any]) -> None:
+    assert config["admin"]["address"]["socket_address"]["address"] == "127.0.0.1"
+    (log,) = http_manager(config)["access_log"]
+    assert log["typed_config"]["@type"].endswith("StdoutAccessLog")
+    assert "json_format" in log["typed_config"]["log_format"]
+    # The ops listener exposes readiness and metrics, nothing else of the admin interface.
+    (host,) = http_manager(config, "ops")["route_config"]["virtual_hosts"]
+    forwarded = {r["match"].get("path") for r in host["routes"] if "route" in r}
+    assert forwarded == {"/ready", "/stats/prometheus"}
+
+
+def test_render_rejects_a_service_without_upstream() -> None:
+    with pytest.raises(envoy_config.EnvoyConfigError, match="no upstream for"):
+        envoy_config.render(
+            envoy_config.DESCRIPTOR_SET, {"identity": envoy_config.UPSTREAMS["identity"]}
+        )
+
+
+def test_cors_origins_become_a_virtual_host_policy() -> None:
+    origin = "https://app.pixelshop.example"
+    rendered = envoy_config.render(envoy_config.DESCRIPTOR_SET, cors_origins=[origin])
+    (host,) = http_manager(rendered)["route_config"]["virtual_hosts"]
+    policy = host["typed_per_filter_config"]["envoy.filters.http.cors"]
+    assert policy["allow_origin_string_match"] == [{"exact": origin}]
+    # None by default, as in the Python gateway.
+    (default_host,) = http_manager(envoy_config.render(envoy_config.DESCRIPTOR_SET))[
+        "route_config"
+    ]["virtual_hosts"]
+    assert "typed_per_filter_config" not in default_host
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("envoy_data_plane") is None,
+    reason="envoy-data-plane is not installed (a dev dependency: pip install envoy-data-plane)",
+)
+def test_config_parses_into_envoys_typed_api(config: dict[str, Any]) -> None:
+    """Catches misspelled fields, wrong types and deprecated fields (not Envoy's own checks)."""
+    with warnings.catch_warnings():
+        # The generated package trips pydantic deprecation warnings at import time.
+        warnings.simplefilter("ignore")
+        bootstrap_module = importlib.import_module("envoy_data_plane.envoy.config.bootstrap.v3")
+        # An Any only parses once the module of its type is imported.
+        for url in set(type_urls(config)):
+            package = url.removeprefix(TYPE_PREFIX).rsplit(".", 1)[0]
+            importlib.import_module(f"envoy_data_plane.{package}")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        bootstrap = bootstrap_module.Bootstrap.from_dict(config)
+    deprecated = [str(w.message) for w in caught if issubclass(w.category, DeprecationWarning)]
+    assert not deprecated, deprecated
+    assert len(bootstrap.static_resources.clusters) == len(config["static_resources"]["clusters"])
+
+
+def test_cors_origins_are_checked() -> None:
+    with pytest.raises(envoy_config.EnvoyConfigError, match="CORS origin"):
+        envoy_config.render(envoy_config.DESCRIPTOR_SET, cors_origins=["app.example.com/x"])

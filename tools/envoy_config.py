@@ -1,0 +1,722 @@
+"""Renders the production Envoy config from the descriptor set the Python gateway also reads.
+
+    python -m tools.envoy_config            # writes deploy/k8s/base/gateway/envoy.yaml
+    python -m tools.envoy_config --check    # exits 1 when the committed file is stale
+    python -m tools.envoy_config --cors-origin https://app.example.com --output FILE
+
+The public services (those whose methods carry `google.api.http` rules) are read from the
+descriptor set, so a new RPC or service needs no edit here; a new *upstream* (a service
+package `pixelshop.<name>.v1` with no entry in UPSTREAMS) is an error, never a silent gap.
+tests/deploy/test_envoy_config.py fails when the committed file differs from `render()`.
+
+How a request flows, and why the config is shaped this way:
+
+1. CORS runs first, on the HTTP path (`/v1/...`). It only acts when a route matches, so
+   the virtual host has one route per top-level HTTP path segment; those routes lead to an
+   endpoint-less cluster because nothing is ever forwarded on an HTTP path.
+2. The transcoder turns the JSON request into a gRPC one, rewrites `:path` to
+   `/<package>.<Service>/<Method>` and clears the route cache, so Envoy matches routes
+   again on the gRPC path. Routing is therefore by gRPC service, and because the match is
+   on the exact public service name, a native gRPC call to an `...InternalService` finds
+   no upstream route even though the transcoder lets gRPC requests pass untouched.
+3. The local rate limit runs after the transcoder, on the gRPC route of the methods whose
+   HTTP path starts with `/v1/auth:`. Its rejection is a gRPC RESOURCE_EXHAUSTED that the
+   transcoder (convert_grpc_status) turns into HTTP 429 with a google.rpc.Status body, like
+   every other error.
+4. The router sends the call to a STRICT_DNS cluster over the service's headless
+   Service: every pod is a host, and HTTP/2 streams are balanced per request.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import pathlib
+import re
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from google.api import annotations_pb2
+from google.protobuf import descriptor_pb2
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+DESCRIPTOR_SET = ROOT / "gen" / "pixelshop.binpb"
+OUTPUT = ROOT / "deploy" / "k8s" / "base" / "gateway" / "envoy.yaml"
+
+# Where the gateway Deployment mounts its ConfigMap (envoy.yaml and the descriptor set).
+CONFIG_DIR = "/etc/envoy"
+MOUNTED_DESCRIPTOR = f"{CONFIG_DIR}/pixelshop.binpb"
+
+NAMESPACE = "pixelshop"
+CLUSTER_DOMAIN = "cluster.local"
+LISTENER_PORT = 8080
+# The admin interface can change state (/quitquitquit, /drain_listeners): loopback only.
+ADMIN_PORT = 9901
+# Kubelet probes and Prometheus cannot reach loopback; this listener exposes exactly the
+# two read-only admin paths they need.
+OPS_PORT = 9902
+OPS_PATHS = ("/ready", "/stats/prometheus")
+
+# SPEC section 4 (gateway) defaults, the same as gateway/settings.py.
+MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
+AUTH_PATH_PREFIX = "/v1/auth:"
+AUTH_REQUESTS_PER_MINUTE = 600
+# LRU of per-address buckets; an address evicted and seen again starts with a full bucket.
+AUTH_TRACKED_ADDRESSES = 100_000
+# Sized for the gateway container's memory limit (1 GiB in deploy/k8s): shed load before
+# the kernel kills the pod. tests/deploy checks that the limit stays above it.
+MAX_HEAP_BYTES = 768 * 1024 * 1024
+MAX_DOWNSTREAM_CONNECTIONS = 50_000
+
+# Answers for requests rejected before they became gRPC (unknown path, bad JSON, body too
+# large), in the same google.rpc.Status shape the transcoder gives upstream errors.
+LOCAL_REPLY_GRPC_CODES = {400: 3, 404: 5, 413: 8}
+
+# Request headers the browser may send, and response headers its scripts may read; the
+# same lists as gateway/cors.py.
+CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE"
+CORS_ALLOW_HEADERS = "authorization, content-type, x-request-id, stripe-signature"
+CORS_EXPOSE_HEADERS = "x-request-id, retry-after, content-disposition"
+CORS_MAX_AGE_SECONDS = "3600"
+
+# Only services hold this credential (docs/adr/0005); one arriving from outside is dropped.
+SERVICE_TOKEN_HEADER = "x-pixelshop-service-token"
+
+# Requests on an HTTP path are never forwarded (see the module doc): this cluster has no
+# endpoints, so anything that reaches the router untranscoded gets a 503, not a service.
+UNTRANSCODED_CLUSTER = "untranscoded_http"
+ADMIN_CLUSTER = "envoy_admin"
+
+_PACKAGE = re.compile(r"^pixelshop\.([a-z][a-z0-9_]*)\.v[0-9]+$")
+# As gateway/settings.py accepts them: "*" or scheme://host[:port], no path.
+_ORIGIN = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/\s]+$")
+_TYPE_PREFIX = "type.googleapis.com/"
+
+
+@dataclasses.dataclass(frozen=True)
+class Upstream:
+    """One gRPC service Deployment as the gateway reaches it."""
+
+    port: int
+    # Route timeout of every call to it; AI edits run through the Gemini engine for minutes.
+    timeout_seconds: int = 30
+
+    def address(self, name: str) -> str:
+        return f"{name}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"
+
+
+UPSTREAMS: Mapping[str, Upstream] = MappingProxyType(
+    {
+        "identity": Upstream(50051),
+        "projects": Upstream(50052, timeout_seconds=180),
+        "assets": Upstream(50053),
+        "presets": Upstream(50054),
+        "billing": Upstream(50055),
+    }
+)
+
+
+class EnvoyConfigError(ValueError):
+    """The descriptor set and the upstream table do not fit together."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PublicService:
+    """A gRPC service with HTTP rules, as the transcoder and the routes see it."""
+
+    upstream: str  # "identity"
+    full_name: str  # "pixelshop.identity.v1.IdentityService"
+    # (method name, HTTP path template) for every binding, additional ones included.
+    bindings: tuple[tuple[str, str], ...]
+
+    @property
+    def grpc_prefix(self) -> str:
+        return f"/{self.full_name}/"
+
+
+def _rule_paths(rule: Any) -> Iterable[str]:
+    pattern = rule.WhichOneof("pattern")
+    if pattern == "custom":
+        yield rule.custom.path
+    elif pattern:
+        yield getattr(rule, pattern)
+    for extra in rule.additional_bindings:
+        yield from _rule_paths(extra)
+
+
+def public_services(descriptor_path: pathlib.Path) -> list[PublicService]:
+    """Every service of a `pixelshop.<name>.vN` package that has HTTP rules, sorted by name."""
+    descriptor_set = descriptor_pb2.FileDescriptorSet()
+    descriptor_set.ParseFromString(descriptor_path.read_bytes())
+    found: list[PublicService] = []
+    for file in descriptor_set.file:
+        match = _PACKAGE.match(file.package)
+        if match is None:
+            continue
+        for service in file.service:
+            bindings = tuple(
+                (method.name, path)
+                for method in service.method
+                if method.options.HasExtension(annotations_pb2.http)
+                for path in _rule_paths(method.options.Extensions[annotations_pb2.http])
+            )
+            if not bindings:
+                continue  # internal: reachable only from inside the cluster
+            full_name = f"{file.package}.{service.name}"
+            if service.name.endswith("InternalService"):
+                raise EnvoyConfigError(f"{full_name} is internal but has HTTP rules")
+            found.append(PublicService(match.group(1), full_name, bindings))
+    return sorted(found, key=lambda s: s.full_name)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _typed(type_name: str, **fields: Any) -> dict[str, Any]:
+    return {"@type": _TYPE_PREFIX + type_name, **fields}
+
+
+def _always() -> dict[str, Any]:
+    return {"default_value": {"numerator": 100, "denominator": "HUNDRED"}}
+
+
+def _http_path_prefixes(services: Sequence[PublicService]) -> list[str]:
+    """`/v1/` and `/.well-known/`: the first segment of every HTTP path, for CORS."""
+    prefixes = set()
+    for service in services:
+        for _, path in service.bindings:
+            first, slash, _ = path.lstrip("/").partition("/")
+            prefixes.add(f"/{first}{slash}" if slash else path)
+    return sorted(prefixes)
+
+
+def _auth_methods(services: Sequence[PublicService]) -> list[str]:
+    """gRPC paths of the methods whose HTTP path is an auth endpoint (rate limited)."""
+    return sorted(
+        {
+            f"{service.grpc_prefix}{method}"
+            for service in services
+            for method, path in service.bindings
+            if path.startswith(AUTH_PATH_PREFIX)
+        }
+    )
+
+
+def _auth_rate_limit() -> dict[str, Any]:
+    # One bucket per client address (the `remote_address` descriptor with no value is a
+    # wildcard: Envoy keeps a bucket per distinct value, in an LRU). The buckets live in one
+    # Envoy process: with N gateway replicas a client spread over several of them gets up to
+    # N times the limit (deploy/README.md, "Rate limit").
+    per_minute = {
+        "max_tokens": AUTH_REQUESTS_PER_MINUTE,
+        "tokens_per_fill": AUTH_REQUESTS_PER_MINUTE // 60,
+        "fill_interval": "1s",
+    }
+    return _typed(
+        "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+        stat_prefix="auth_rate_limit",
+        # Required on a route; with always_consume_default_token_bucket off it only counts
+        # requests that produce no descriptor, which cannot happen (every peer has an address).
+        token_bucket=per_minute,
+        filter_enabled={**_always(), "runtime_key": "auth_rate_limit_enabled"},
+        filter_enforced={**_always(), "runtime_key": "auth_rate_limit_enforced"},
+        rate_limits=[{"actions": [{"remote_address": {}}]}],
+        descriptors=[{"entries": [{"key": "remote_address"}], "token_bucket": per_minute}],
+        max_dynamic_descriptors=AUTH_TRACKED_ADDRESSES,
+        always_consume_default_token_bucket=False,
+        rate_limited_as_resource_exhausted=True,
+        enable_x_ratelimit_headers="DRAFT_VERSION_03",
+    )
+
+
+def _cors_policy(origins: Sequence[str]) -> dict[str, Any]:
+    for origin in origins:
+        if origin != "*" and not _ORIGIN.match(origin):
+            raise EnvoyConfigError(f"CORS origin {origin!r} is not '*' or scheme://host[:port]")
+    return _typed(
+        "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+        allow_origin_string_match=[
+            {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
+            for origin in origins
+        ],
+        allow_methods=CORS_ALLOW_METHODS,
+        allow_headers=CORS_ALLOW_HEADERS,
+        expose_headers=CORS_EXPOSE_HEADERS,
+        max_age=CORS_MAX_AGE_SECONDS,
+    )
+
+
+def _routes(services: Sequence[PublicService], upstreams: Mapping[str, Upstream]) -> list[Any]:
+    # Connection failures and refused streams never reached a service: safe to retry for
+    # any method. Nothing else is retried (ApplyEdit and uploads are not idempotent here).
+    retry = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}
+    # Transcoded calls are gRPC by now; a plain HTTP request on a gRPC path is not routed.
+    grpc_only: dict[str, Any] = {"grpc": {}}
+    routes: list[Any] = []
+    auth = _auth_methods(services)
+    if auth:
+        owners = {path.split("/")[1] for path in auth}
+        if len(owners) != 1:
+            raise EnvoyConfigError(f"auth endpoints span several services: {sorted(owners)}")
+        upstream = next(s.upstream for s in services if s.full_name in owners)
+        # One route for all auth methods, so that one bucket per address covers them all
+        # (a per-route rate limit config keeps its buckets per route).
+        regex = "|".join(re.escape(path) for path in auth)
+        routes.append(
+            {
+                "name": "auth",
+                "match": {"safe_regex": {"regex": f"^(?:{regex})$"}, **grpc_only},
+                "route": {
+                    "cluster": upstream,
+                    "timeout": _duration(upstreams[upstream].timeout_seconds),
+                    "retry_policy": retry,
+                },
+                "typed_per_filter_config": {
+                    "envoy.filters.http.local_ratelimit": _auth_rate_limit()
+                },
+            }
+        )
+    for service in services:
+        timeout = upstreams[service.upstream].timeout_seconds
+        routes.append(
+            {
+                "name": service.full_name,
+                "match": {"prefix": service.grpc_prefix, **grpc_only},
+                "route": {
+                    "cluster": service.upstream,
+                    "timeout": _duration(timeout),
+                    "retry_policy": retry,
+                },
+            }
+        )
+    for prefix in _http_path_prefixes(services):
+        routes.append(
+            {
+                "name": f"http{prefix}",
+                "match": {"prefix": prefix},
+                "route": {"cluster": UNTRANSCODED_CLUSTER},
+            }
+        )
+    return routes
+
+
+def _http_connection_manager(
+    services: Sequence[PublicService], upstreams: Mapping[str, Upstream], origins: Sequence[str]
+) -> dict[str, Any]:
+    virtual_host: dict[str, Any] = {
+        "name": "pixelshop",
+        "domains": ["*"],
+        "routes": _routes(services, upstreams),
+    }
+    if origins:
+        virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(origins)}
+    access_log_fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        # The transcoder keeps the browser's method and path in x-envoy-original-*; plain
+        # gRPC requests have none, so their own :method and :path are logged.
+        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "grpc_method": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS(NUMBER)%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "upstream": "%UPSTREAM_CLUSTER%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "duration_ms": "%DURATION%",
+        "user_agent": "%REQ(USER-AGENT)%",
+    }
+    local_reply_mappers = [
+        {
+            "filter": {
+                "and_filter": {
+                    "filters": [
+                        {
+                            "status_code_filter": {
+                                "comparison": {"op": "EQ", "value": _runtime(status)}
+                            }
+                        },
+                        # gRPC local replies carry their status in trailers, which the
+                        # transcoder converts itself; rewriting their body would garble it.
+                        {
+                            "header_filter": {
+                                "header": {
+                                    "name": "content-type",
+                                    "string_match": {"prefix": "application/grpc"},
+                                    "invert_match": True,
+                                }
+                            }
+                        },
+                    ]
+                }
+            },
+            "body_format_override": {
+                "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"},
+                "content_type": "application/json",
+            },
+        }
+        for status, code in sorted(LOCAL_REPLY_GRPC_CODES.items())
+    ]
+    return _typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="ingress_http",
+        codec_type="AUTO",
+        # The edge: the client address is the TCP peer (the LoadBalancer Service keeps it
+        # with externalTrafficPolicy: Local). Raise xff_num_trusted_hops behind an L7 proxy.
+        use_remote_address=True,
+        xff_num_trusted_hops=0,
+        # The Python gateway keeps a client's X-Request-Id too; services log it.
+        preserve_external_request_id=True,
+        normalize_path=True,
+        merge_slashes=True,
+        common_http_protocol_options={
+            "idle_timeout": "300s",
+            "headers_with_underscores_action": "REJECT_REQUEST",
+        },
+        http2_protocol_options={
+            "max_concurrent_streams": 100,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
+        # Slow clients: headers within 10 s; a 64 MiB upload on a slow link still fits.
+        request_headers_timeout="10s",
+        request_timeout="300s",
+        stream_idle_timeout="300s",
+        access_log=[
+            {
+                "name": "envoy.access_loggers.stdout",
+                "typed_config": _typed(
+                    "envoy.extensions.access_loggers.stream.v3.StdoutAccessLog",
+                    log_format={"json_format": access_log_fields},
+                ),
+            }
+        ],
+        route_config={
+            "name": "pixelshop",
+            "request_headers_to_remove": [SERVICE_TOKEN_HEADER],
+            # gRPC replaces `user-agent`; services read the browser's one here (gateway/headers.py)
+            "request_headers_to_add": [
+                {
+                    "header": {"key": "x-forwarded-user-agent", "value": "%REQ(USER-AGENT)%"},
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ],
+            "virtual_hosts": [virtual_host],
+        },
+        # The order is the contract (SPEC section 5): CORS sees the browser's request,
+        # the transcoder makes it gRPC, the rate limit and the router see gRPC.
+        http_filters=[
+            {
+                "name": "envoy.filters.http.cors",
+                "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors"),
+            },
+            {
+                "name": "envoy.filters.http.grpc_json_transcoder",
+                "typed_config": _transcoder(services),
+            },
+            {
+                "name": "envoy.filters.http.local_ratelimit",
+                # Disabled here; the auth route enables it with its own config.
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
+                    stat_prefix="http_local_rate_limit",
+                ),
+            },
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
+            },
+        ],
+        local_reply_config={"mappers": local_reply_mappers},
+    )
+
+
+def _runtime(value: int) -> dict[str, Any]:
+    return {"default_value": value, "runtime_key": f"local_reply_status_{value}"}
+
+
+def _transcoder(services: Sequence[PublicService]) -> dict[str, Any]:
+    return _typed(
+        "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+        proto_descriptor=MOUNTED_DESCRIPTOR,
+        services=[service.full_name for service in services],
+        # proto3 JSON exactly as the Python gateway prints it: lowerCamelCase names,
+        # defaults omitted, enums as names (SPEC section 5).
+        print_options={
+            "add_whitespace": False,
+            "always_print_primitive_fields": False,
+            "always_print_enums_as_ints": False,
+            "preserve_proto_field_names": False,
+        },
+        convert_grpc_status=True,
+        # Only HTTP rules are routes: no `/<package>.<Service>/<Method>` JSON calls.
+        auto_mapping=False,
+        request_validation_options={
+            # An HTTP path no rule knows is a 404 here rather than a request forwarded
+            # untranscoded to a gRPC server (which would reset it: a confusing 503).
+            "reject_unknown_method": True,
+            # Browsers and proxies add parameters we never declared (cache busters, utm_*):
+            # a 400 for those would break clients. Without ignore_unknown_query_parameters
+            # such a request would pass through untranscoded instead, so unknown
+            # parameters are ignored, as the Python gateway ignores them.
+            "reject_unknown_query_parameters": False,
+        },
+        ignore_unknown_query_parameters=True,
+        max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        # Downloads are HttpBody messages of at most one stored object.
+        max_response_body_size=MAX_REQUEST_BODY_BYTES,
+    )
+
+
+def _service_cluster(name: str, upstream: Upstream) -> dict[str, Any]:
+    return {
+        "name": name,
+        "type": "STRICT_DNS",
+        "lb_policy": "ROUND_ROBIN",
+        "connect_timeout": "2s",
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [
+                {
+                    "lb_endpoints": [
+                        {
+                            "endpoint": {
+                                "address": {
+                                    "socket_address": {
+                                        "address": upstream.address(name),
+                                        "port_value": upstream.port,
+                                    }
+                                }
+                            }
+                        }
+                    ]
+                }
+            ],
+        },
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": _typed(
+                "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                explicit_http_config={
+                    "http2_protocol_options": {
+                        # Finds a pod that vanished without closing its connections.
+                        "connection_keepalive": {"interval": "30s", "timeout": "5s"},
+                    }
+                },
+            )
+        },
+        # The services answer grpc.health.v1 for "" (runtime/server.py), NOT_SERVING
+        # as soon as they begin a graceful shutdown. No outlier detection: it ejects hosts
+        # on 5xx, and for gRPC an INTERNAL caused by one bad request would count against a
+        # healthy pod; health checks plus connect-failure retries cover dead pods.
+        "health_checks": [
+            {
+                "timeout": "1s",
+                "interval": "5s",
+                "unhealthy_threshold": 2,
+                "healthy_threshold": 1,
+                "grpc_health_check": {},
+            }
+        ],
+        # Bounds what one slow service can hold in the gateway; beyond them calls fail
+        # fast with UNAVAILABLE instead of queueing.
+        "circuit_breakers": {
+            "thresholds": [
+                {
+                    "priority": "DEFAULT",
+                    "max_connections": 1024,
+                    "max_pending_requests": 1024,
+                    "max_requests": 4096,
+                    "max_retries": 16,
+                }
+            ]
+        },
+    }
+
+
+def _static_cluster(name: str, address: str | None, port: int = 0) -> dict[str, Any]:
+    endpoints = []
+    if address is not None:
+        socket = {"socket_address": {"address": address, "port_value": port}}
+        endpoints.append({"lb_endpoints": [{"endpoint": {"address": socket}}]})
+    return {
+        "name": name,
+        "type": "STATIC",
+        "connect_timeout": "1s",
+        "load_assignment": {"cluster_name": name, "endpoints": endpoints},
+    }
+
+
+def _ops_listener() -> dict[str, Any]:
+    routes: list[Any] = [
+        {"match": {"path": path}, "route": {"cluster": ADMIN_CLUSTER}} for path in OPS_PATHS
+    ]
+    routes.append({"match": {"prefix": "/"}, "direct_response": {"status": 404}})
+    manager = _typed(
+        "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+        stat_prefix="ops",
+        route_config={
+            "name": "ops",
+            "virtual_hosts": [{"name": "ops", "domains": ["*"], "routes": routes}],
+        },
+        http_filters=[
+            {
+                "name": "envoy.filters.http.router",
+                "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
+            }
+        ],
+    )
+    return _listener("ops", OPS_PORT, manager)
+
+
+def _listener(name: str, port: int, manager: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "name": name,
+        "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        "filter_chains": [
+            {
+                "filters": [
+                    {
+                        "name": "envoy.filters.network.http_connection_manager",
+                        "typed_config": manager,
+                    }
+                ]
+            }
+        ],
+    }
+
+
+def _overload_manager() -> dict[str, Any]:
+    heap = "envoy.resource_monitors.fixed_heap"
+    return {
+        "refresh_interval": "0.25s",
+        "resource_monitors": [
+            {
+                "name": heap,
+                "typed_config": _typed(
+                    "envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig",
+                    max_heap_size_bytes=MAX_HEAP_BYTES,
+                ),
+            },
+            {
+                "name": "envoy.resource_monitors.global_downstream_max_connections",
+                "typed_config": _typed(
+                    "envoy.extensions.resource_monitors.downstream_connections.v3."
+                    "DownstreamConnectionsConfig",
+                    max_active_downstream_connections=MAX_DOWNSTREAM_CONNECTIONS,
+                ),
+            },
+        ],
+        "actions": [
+            {
+                "name": "envoy.overload_actions.shrink_heap",
+                "triggers": [{"name": heap, "threshold": {"value": 0.9}}],
+            },
+            {
+                "name": "envoy.overload_actions.stop_accepting_requests",
+                "triggers": [{"name": heap, "threshold": {"value": 0.95}}],
+            },
+        ],
+    }
+
+
+def render(
+    descriptor_path: pathlib.Path,
+    services: Mapping[str, Upstream] = UPSTREAMS,
+    *,
+    cors_origins: Sequence[str] = (),
+) -> dict[str, Any]:
+    """The Envoy bootstrap (a plain dict, as YAML would load it) for `services`."""
+    public = public_services(descriptor_path)
+    unknown = sorted({s.upstream for s in public} - set(services))
+    if unknown:
+        raise EnvoyConfigError(
+            f"no upstream for {', '.join(unknown)}: add it to UPSTREAMS in tools/envoy_config.py"
+        )
+    if not public:
+        raise EnvoyConfigError(f"{descriptor_path} has no service with HTTP rules")
+    used = sorted({s.upstream for s in public})
+    return {
+        "node": {"id": "pixelshop-gateway", "cluster": "pixelshop-gateway"},
+        "admin": {
+            "address": {"socket_address": {"address": "127.0.0.1", "port_value": ADMIN_PORT}}
+        },
+        "static_resources": {
+            "listeners": [
+                _listener(
+                    "http", LISTENER_PORT, _http_connection_manager(public, services, cors_origins)
+                ),
+                _ops_listener(),
+            ],
+            "clusters": [
+                *(_service_cluster(name, services[name]) for name in used),
+                _static_cluster(UNTRANSCODED_CLUSTER, None),
+                _static_cluster(ADMIN_CLUSTER, "127.0.0.1", ADMIN_PORT),
+            ],
+        },
+        "overload_manager": _overload_manager(),
+    }
+
+
+HEADER = """\
+# Generated by tools/envoy_config.py from gen/pixelshop.binpb; do not edit by hand.
+# Regenerate: .venv/bin/python -m tools.envoy_config (tests/deploy fails when it is stale).
+"""
+
+
+class _PlainDumper(yaml.SafeDumper):
+    """Writes shared sub-dicts out in full: anchors and aliases make a config hard to read."""
+
+    def ignore_aliases(self, data: Any) -> bool:
+        return True
+
+
+def dump(config: Mapping[str, Any]) -> str:
+    """The YAML text written to envoy.yaml (stable: keys keep the order render() gives)."""
+    body = yaml.dump(
+        dict(config), Dumper=_PlainDumper, sort_keys=False, default_flow_style=False, width=100
+    )
+    return HEADER + body
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--descriptor-set", type=pathlib.Path, default=DESCRIPTOR_SET)
+    parser.add_argument("--output", type=pathlib.Path, default=OUTPUT)
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        default=[],
+        help="a browser origin allowed by CORS (scheme://host[:port]); repeat for more",
+    )
+    parser.add_argument(
+        "--check", action="store_true", help="exit 1 when OUTPUT differs instead of writing it"
+    )
+    options = parser.parse_args(argv)
+    try:
+        text = dump(render(options.descriptor_set, cors_origins=options.cors_origin))
+    except (EnvoyConfigError, OSError) as error:
+        print(f"envoy_config: {error}", file=sys.stderr)
+        return 2
+    if options.check:
+        current = options.output.read_text() if options.output.exists() else ""
+        if current != text:
+            print(f"envoy_config: {options.output} is stale; run without --check", file=sys.stderr)
+            return 1
+        return 0
+    options.output.write_text(text)
+    print(f"envoy_config: wrote {options.output}", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
