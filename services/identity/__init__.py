@@ -1,0 +1,1 @@
+"""identity: accounts, sessions, access and refresh tokens, signing keys and tiers."""

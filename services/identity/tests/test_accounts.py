@@ -1,0 +1,247 @@
+"""Sign-up, log-in, profile, refresh and log-out over real gRPC and Postgres."""
+
+from __future__ import annotations
+
+import pathlib
+
+import grpc
+import jwt
+import pytest
+from google.protobuf import field_mask_pb2
+from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
+
+from services.identity.tests.support import (
+    PASSWORD,
+    bearer,
+    error_reason,
+    log_in,
+    mailed_token,
+    mails_to,
+    sign_up,
+    unique_name,
+    violated_field,
+)
+
+
+async def test_sign_up_log_in_profile_refresh_log_out(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+) -> None:
+    name = unique_name("Flow")
+    signed_up = await identity.SignUp(
+        identity_pb2.SignUpRequest(
+            email=f"{name}@Example.COM", username=name, password=PASSWORD, display_name="Flo"
+        )
+    )
+    assert signed_up.user.email == f"{name.lower()}@example.com"
+    assert signed_up.user.username == name.lower()
+    assert signed_up.user.display_name == "Flo"
+    assert signed_up.user.tier == "free"
+    assert not signed_up.user.email_verified
+    assert signed_up.expires_in == 900
+    claims = jwt.decode(signed_up.access_token, options={"verify_signature": False})
+    assert claims["sub"] == signed_up.user.id
+    assert set(claims) >= {"sub", "sid", "tier", "iat", "exp", "iss", "aud", "jti"}
+    assert claims["exp"] - claims["iat"] == 900
+    assert jwt.get_unverified_header(signed_up.access_token)["alg"] == "EdDSA"
+
+    by_username = await log_in(identity, name.upper())
+    by_email = await log_in(identity, f"{name}@EXAMPLE.com")
+    assert by_username.user.id == by_email.user.id == signed_up.user.id
+
+    me = await identity.GetCurrentUser(
+        identity_pb2.GetCurrentUserRequest(), metadata=bearer(by_email.access_token)
+    )
+    assert me.user.id == signed_up.user.id
+
+    updated = await identity.UpdateCurrentUser(
+        identity_pb2.UpdateCurrentUserRequest(display_name="Florence"),
+        metadata=bearer(by_email.access_token),
+    )
+    assert updated.user.display_name == "Florence"
+    assert updated.user.username == name.lower()
+
+    refreshed = await identity.Refresh(
+        identity_pb2.RefreshRequest(refresh_token=by_email.refresh_token)
+    )
+    assert refreshed.refresh_token != by_email.refresh_token
+    assert refreshed.user.display_name == "Florence"
+    old_claims = jwt.decode(by_email.access_token, options={"verify_signature": False})
+    new_claims = jwt.decode(refreshed.access_token, options={"verify_signature": False})
+    assert new_claims["sid"] == old_claims["sid"]
+    assert new_claims["jti"] != old_claims["jti"]
+
+    await identity.LogOut(identity_pb2.LogOutRequest(refresh_token=refreshed.refresh_token))
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await identity.Refresh(identity_pb2.RefreshRequest(refresh_token=refreshed.refresh_token))
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # Identity owns the sessions: its own RPCs stop accepting the session's access token.
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        await identity.GetCurrentUser(
+            identity_pb2.GetCurrentUserRequest(), metadata=bearer(refreshed.access_token)
+        )
+    assert ended.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # The sign-up session is independent and still works.
+    still = await identity.GetCurrentUser(
+        identity_pb2.GetCurrentUserRequest(), metadata=bearer(signed_up.access_token)
+    )
+    assert still.user.id == signed_up.user.id
+
+
+async def test_log_out_with_an_unknown_token_is_ok(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+) -> None:
+    await identity.LogOut(identity_pb2.LogOutRequest(refresh_token="never-issued"))
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "field"),
+    [
+        # Same email in other case: the username differs.
+        (("Case@Example.com", "case_a"), ("cASE@example.COM", "case_b"), "email"),
+        # Full-width "max" is the same username as MAX after NFKC.
+        (("nfkc_a@example.com", "\uff4d\uff41\uff58"), ("nfkc_b@example.com", "MAX"), "username"),
+        # The Kelvin sign folds to k, ß to ss.
+        (("kelvin_a@example.com", "\u212aelvin"), ("kelvin_b@example.com", "kelvin"), "username"),
+        (("strasse@example.com", "straße"), ("other@example.com", "STRASSE"), "username"),
+    ],
+)
+async def test_email_and_username_are_unique_case_insensitively(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+    first: tuple[str, str],
+    second: tuple[str, str],
+    field: str,
+) -> None:
+    suffix = unique_name("")
+    first_email, first_name = first
+    second_email, second_name = second
+
+    def scoped(email: str, name: str) -> tuple[str, str]:
+        local, domain = email.split("@")
+        # Keep each case unique across runs without changing what is compared.
+        return f"{local}{suffix}@{domain}", f"{name}{suffix}"
+
+    first_email, first_name = scoped(first_email, first_name)
+    second_email, second_name = scoped(second_email, second_name)
+    if field == "email":
+        second_email = first_email.swapcase()
+    await identity.SignUp(
+        identity_pb2.SignUpRequest(email=first_email, username=first_name, password=PASSWORD)
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as duplicate:
+        await identity.SignUp(
+            identity_pb2.SignUpRequest(email=second_email, username=second_name, password=PASSWORD)
+        )
+    assert duplicate.value.code() == grpc.StatusCode.ALREADY_EXISTS
+    assert field in (duplicate.value.details() or "")
+    assert error_reason(duplicate.value) == f"{field.upper()}_TAKEN"
+
+
+async def test_password_policy(identity: identity_pb2_grpc.IdentityServiceStub) -> None:
+    name = unique_name()
+    for password in ("short", "x" * 129, name, f"{name}@example.com".upper()):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await identity.SignUp(
+                identity_pb2.SignUpRequest(
+                    email=f"{name}@example.com", username=name, password=password
+                )
+            )
+        assert violated_field(refused.value) == "password"
+
+
+async def test_update_profile_changes_username_and_email(
+    identity: identity_pb2_grpc.IdentityServiceStub, mailbox: pathlib.Path
+) -> None:
+    account = await sign_up(identity)
+    verified = await identity.VerifyEmail(
+        identity_pb2.VerifyEmailRequest(
+            token=mailed_token(mailbox, account.email, "email_verification")
+        )
+    )
+    assert verified.user.email_verified
+    new_name = unique_name("Renamed")
+    new_email = f"{new_name}@example.org"
+
+    updated = await identity.UpdateCurrentUser(
+        identity_pb2.UpdateCurrentUserRequest(username=new_name, email=new_email.upper()),
+        metadata=bearer(account.access_token),
+    )
+    assert updated.user.username == new_name.lower()
+    assert updated.user.email == new_email.lower()
+    assert not updated.user.email_verified  # a new address must be verified again
+    assert mails_to(mailbox, new_email.lower())[-1]["X-Pixelshop-Template"] == (
+        "email_verification"
+    )
+    assert mails_to(mailbox, account.email)[-1]["X-Pixelshop-Template"] == "email_changed"
+    await log_in(identity, new_name)
+    with pytest.raises(grpc.aio.AioRpcError) as old_name:
+        await log_in(identity, account.username)
+    assert old_name.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_update_mask_chooses_the_fields(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+) -> None:
+    account = await sign_up(identity)
+    # username is present but not in the mask: it must not change.
+    updated = await identity.UpdateCurrentUser(
+        identity_pb2.UpdateCurrentUserRequest(
+            display_name="Masked",
+            username=unique_name(),
+            update_mask=field_mask_pb2.FieldMask(paths=["displayName"]),
+        ),
+        metadata=bearer(account.access_token),
+    )
+    assert updated.user.display_name == "Masked"
+    assert updated.user.username == account.username
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await identity.UpdateCurrentUser(
+            identity_pb2.UpdateCurrentUserRequest(
+                update_mask=field_mask_pb2.FieldMask(paths=["tier"])
+            ),
+            metadata=bearer(account.access_token),
+        )
+    assert violated_field(unknown.value) == "update_mask"
+
+    with pytest.raises(grpc.aio.AioRpcError) as emptied:
+        await identity.UpdateCurrentUser(
+            identity_pb2.UpdateCurrentUserRequest(
+                update_mask=field_mask_pb2.FieldMask(paths=["username"])
+            ),
+            metadata=bearer(account.access_token),
+        )
+    assert violated_field(emptied.value) == "username"
+
+
+async def test_update_to_a_taken_username_or_email_is_already_exists(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+) -> None:
+    taken = await sign_up(identity)
+    account = await sign_up(identity)
+    for request, field in (
+        (identity_pb2.UpdateCurrentUserRequest(username=taken.username.upper()), "username"),
+        (identity_pb2.UpdateCurrentUserRequest(email=taken.email.upper()), "email"),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as duplicate:
+            await identity.UpdateCurrentUser(request, metadata=bearer(account.access_token))
+        assert duplicate.value.code() == grpc.StatusCode.ALREADY_EXISTS
+        assert error_reason(duplicate.value) == f"{field.upper()}_TAKEN"
+
+
+async def test_list_tiers_is_public_and_seeded(
+    identity: identity_pb2_grpc.IdentityServiceStub,
+) -> None:
+    listed = await identity.ListTiers(identity_pb2.ListTiersRequest())
+    tiers = {tier.code: tier for tier in listed.tiers}
+    free, pro = tiers["free"], tiers["pro"]
+    assert (free.limits.ai_edits_per_month, free.limits.storage_bytes) == (25, 1024**3)
+    assert (free.limits.max_projects, free.limits.max_upload_bytes) == (20, 15 * 1024**2)
+    assert free.limits.max_pixels == 40_000_000
+    assert dict(free.features) == {"public_presets": False}
+    assert (pro.limits.ai_edits_per_month, pro.limits.storage_bytes) == (1000, 100 * 1024**3)
+    assert (pro.limits.max_projects, pro.limits.max_upload_bytes) == (0, 50 * 1024**2)
+    assert pro.limits.max_pixels == 100_000_000
+    assert dict(pro.features) == {"public_presets": True}
+    assert pro.purchasable
+    assert not free.purchasable
+    assert [tier.code for tier in tiers.values()][:2] == ["free", "pro"]
