@@ -50,6 +50,10 @@ class ServiceSettings:
     jwt_audience: str = shared("pixelshop")
     # Key of the service credential internal RPCs require (shared by all services).
     internal_secret: Secret = shared()
+    # Prometheus text on this port (0 = off).
+    metrics_port: int = 0
+    # How often identity's outbox is polled for events (account deletions, tier changes).
+    event_poll_seconds: float = shared(2.0)
     log_level: str = shared("INFO")
     log_json: bool = shared(True)
     shutdown_grace_seconds: float = 5.0
@@ -60,6 +64,9 @@ class ServiceSettings:
             object.__setattr__(self, "database_url", Secret(url))
         if len(self.internal_secret.reveal()) < 32:
             raise ValueError("PIXELSHOP_INTERNAL_SECRET must be at least 32 characters")
+        for name in ("port", "metrics_port"):
+            if not 0 <= getattr(self, name) <= 65535:
+                raise ValueError(f"{self.env_prefix}{name.upper()} must be 0-65535")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError(f"{self.service_name} log level {self.log_level!r} is not a level")
 

@@ -22,6 +22,13 @@ class PageTokens:
     def __init__(self, key: bytes) -> None:
         self._key = key
 
+    @classmethod
+    def for_service(cls, service_name: str, internal_secret: str) -> PageTokens:
+        """Signed with a key derived from the shared secret: the same on every replica and
+        across restarts, different per service, and useless for anything else."""
+        material = f"pixelshop page tokens\0{service_name}\0{internal_secret}".encode()
+        return cls(hashlib.sha256(material).digest())
+
     def _mac(self, payload: bytes) -> bytes:
         return hmac.new(self._key, payload, hashlib.sha256).digest()[:12]
 

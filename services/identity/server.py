@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime
-import hashlib
 import logging
 from dataclasses import dataclass
 
@@ -119,14 +118,6 @@ def connect(settings: IdentitySettings) -> Database:
     return Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
 
 
-def page_token_key(settings: IdentitySettings) -> bytes:
-    """Page tokens are signed with a key derived from the internal secret: stable across
-    replicas and restarts, and useless for anything else."""
-    return hashlib.sha256(
-        b"pixelshop identity page tokens\0" + settings.internal_secret.reveal().encode()
-    ).digest()
-
-
 async def start(
     settings: IdentitySettings,
     *,
@@ -152,7 +143,9 @@ async def start(
             sessions=components.sessions,
             tiers=components.tiers,
             keys=components.keys,
-            page_tokens=PageTokens(page_token_key(settings)),
+            page_tokens=PageTokens.for_service(
+                settings.service_name, settings.internal_secret.reveal()
+            ),
             metrics=metrics,
         )
         internal = IdentityInternalApi(database=database, tiers=components.tiers)

@@ -38,8 +38,6 @@ class IdentitySettings(ServiceSettings):
     service_name: ClassVar[str] = "identity"
 
     port: int = 50051
-    # Prometheus endpoint; 0 leaves it off.
-    metrics_port: int = 0
 
     # Access tokens (EdDSA JWTs) and sessions.
     access_token_ttl_seconds: int = MAX_ACCESS_TOKEN_SECONDS
@@ -80,7 +78,6 @@ class IdentitySettings(ServiceSettings):
         problems = [
             message
             for failed, message in (
-                (not 0 <= self.metrics_port <= 65535, "METRICS_PORT must be 0-65535"),
                 (
                     not 1 <= self.access_token_ttl_seconds <= MAX_ACCESS_TOKEN_SECONDS,
                     f"ACCESS_TOKEN_TTL_SECONDS must be 1-{MAX_ACCESS_TOKEN_SECONDS}",

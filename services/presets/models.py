@@ -32,6 +32,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 
 from runtime.db import schema_metadata
+from runtime.events import event_cursor_table
 
 SCHEMA = "presets"
 metadata = schema_metadata(SCHEMA)
@@ -196,3 +197,7 @@ class Preset:
     @property
     def system(self) -> bool:
         return self.owner_id is None
+
+
+# How far presets has followed identity's outbox (runtime.events).
+event_cursors = event_cursor_table(metadata)

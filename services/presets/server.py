@@ -7,7 +7,6 @@ main()                             (python -m services.presets)
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import uuid
 
@@ -18,13 +17,16 @@ from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
 from runtime.errors import Unavailable
+from runtime.events import USER_DELETED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.pagination import PageTokens
 from runtime.peers.identity import IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from services.presets.api import PresetApi, PresetInternalApi
-from services.presets.models import SCHEMA
+from services.presets.models import SCHEMA, event_cursors
+from services.presets.repository import PresetRepository
+from services.presets.service import PresetCatalog
 from services.presets.settings import PresetsSettings, load
 
 log = logging.getLogger("pixelshop.presets")
@@ -56,12 +58,6 @@ class IdentityTierFeatures:
         return tier.allows(feature)
 
 
-def page_token_key(settings: PresetsSettings) -> bytes:
-    """Page tokens are signed with a key derived from the internal secret, per service."""
-    secret = settings.internal_secret.reveal().encode()
-    return hashlib.sha256(b"pixelshop presets page tokens\x00" + secret).digest()
-
-
 async def start(settings: PresetsSettings, *, port: int | None = None) -> RunningServer:
     database = Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
     identity_channel = PeerChannel(
@@ -73,7 +69,13 @@ async def start(settings: PresetsSettings, *, port: int | None = None) -> Runnin
         registrations = [
             Registration(
                 PUBLIC_SERVICE,
-                PresetApi(database, tiers, PageTokens(page_token_key(settings))),
+                PresetApi(
+                    database,
+                    tiers,
+                    PageTokens.for_service(
+                        settings.service_name, settings.internal_secret.reveal()
+                    ),
+                ),
                 presets_pb2_grpc.add_PresetServiceServicer_to_server,
             ),
             Registration(
@@ -95,7 +97,20 @@ async def start(settings: PresetsSettings, *, port: int | None = None) -> Runnin
         await database.close()
         raise
     running.on_close += [database.close, identity_channel.close]
+    follower = OutboxFollower(
+        identity,
+        CursorStore(database, event_cursors),
+        {USER_DELETED: lambda event: purge_user(database, tiers, event.user_id)},
+        poll_seconds=settings.event_poll_seconds,
+    )
+    running.background.append(asyncio.create_task(follower.run()))
     return running
+
+
+async def purge_user(database: Database, tiers: IdentityTierFeatures, user_id: uuid.UUID) -> None:
+    """A deleted account's presets and likes go (identity's `user.deleted` event)."""
+    async with database.transaction() as session:
+        await PresetCatalog(PresetRepository(session), tiers).purge_user(user_id)
 
 
 async def _serve(settings: PresetsSettings) -> None:

@@ -16,15 +16,11 @@ class PresetsSettings(ServiceSettings):
     service_name: ClassVar[str] = "presets"
 
     port: int = 50054
-    # Prometheus endpoint; 0 leaves it off.
-    metrics_port: int = 0
     # How long a user's tier (which decides who may publish public presets) is cached.
     tier_cache_seconds: float = 30.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not 0 <= self.metrics_port <= 65535:
-            raise ValueError(f"{ENV_PREFIX}METRICS_PORT must be 0-65535, got {self.metrics_port}")
         if self.tier_cache_seconds < 0:
             raise ValueError(f"{ENV_PREFIX}TIER_CACHE_SECONDS must not be negative")
 

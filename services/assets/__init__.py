@@ -1,0 +1,1 @@
+"""The assets service: images in object storage, validated by their content."""

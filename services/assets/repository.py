@@ -1,0 +1,321 @@
+"""Every SQL statement of the assets service. Nothing here commits."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from sqlalchemy import RowMapping, Select, delete, func, insert, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.assets.models import (
+    AWAITING_PURGE,
+    LISTED,
+    PENDING,
+    UNSETTLED,
+    Asset,
+    AssetKind,
+    AssetState,
+    Variant,
+    asset_variants,
+    assets,
+)
+
+# (created_at, id) of the last row of a page: where the next one starts.
+ListPosition = tuple[datetime.datetime, uuid.UUID]
+
+
+def _variant(row: RowMapping) -> Variant:
+    return Variant(
+        name=row["name"],
+        storage_key=row["storage_key"],
+        mime_type=row["mime_type"],
+        size_bytes=row["size_bytes"],
+        width=row["width"],
+        height=row["height"],
+    )
+
+
+def _asset(row: RowMapping, variants: Sequence[Variant] = ()) -> Asset:
+    return Asset(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        kind=AssetKind(row["kind"]),
+        state=AssetState(row["state"]),
+        storage_key=row["storage_key"],
+        mime_type=row["mime_type"],
+        size_bytes=row["size_bytes"],
+        width=row["width"],
+        height=row["height"],
+        sha256=row["sha256"],
+        filename=row["filename"],
+        idempotency_key=row["idempotency_key"],
+        reservation_id=row["reservation_id"],
+        direct_upload=row["direct_upload"],
+        created_at=row["created_at"],
+        deleted_at=row["deleted_at"],
+        purged_at=row["purged_at"],
+        variants=tuple(variants),
+    )
+
+
+class AssetRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def _load(self, statement: Select[Any]) -> list[Asset]:
+        """Rows of `assets` with their variants (one extra query for the whole batch)."""
+        rows = (await self._session.execute(statement)).mappings().all()
+        if not rows:
+            return []
+        found = await self._session.execute(
+            select(asset_variants)
+            .where(asset_variants.c.asset_id.in_([row["id"] for row in rows]))
+            .order_by(asset_variants.c.name)
+        )
+        by_asset: dict[uuid.UUID, list[Variant]] = {}
+        for variant in found.mappings():
+            by_asset.setdefault(variant["asset_id"], []).append(_variant(variant))
+        return [_asset(row, by_asset.get(row["id"], ())) for row in rows]
+
+    async def insert_pending(
+        self,
+        *,
+        asset_id: uuid.UUID,
+        owner_id: uuid.UUID,
+        kind: AssetKind,
+        storage_key: str,
+        filename: str,
+        size_bytes: int,
+        mime_type: str | None = None,
+        width: int | None = None,
+        height: int | None = None,
+        sha256: str | None = None,
+        idempotency_key: str | None = None,
+        reservation_id: str | None = None,
+        direct_upload: bool = False,
+    ) -> Asset | None:
+        """The new pending row; None when the owner already used `idempotency_key`."""
+        statement = (
+            pg_insert(assets)
+            .values(
+                id=asset_id,
+                owner_id=owner_id,
+                kind=kind.value,
+                state=AssetState.PENDING.value,
+                storage_key=storage_key,
+                mime_type=mime_type,
+                size_bytes=size_bytes,
+                width=width,
+                height=height,
+                sha256=sha256,
+                filename=filename,
+                idempotency_key=idempotency_key,
+                reservation_id=reservation_id,
+                direct_upload=direct_upload,
+            )
+            .on_conflict_do_nothing(index_elements=[assets.c.owner_id, assets.c.idempotency_key])
+            .returning(assets)
+        )
+        row = (await self._session.execute(statement)).mappings().first()
+        return None if row is None else _asset(row)
+
+    async def find_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> Asset | None:
+        found = await self._load(
+            select(assets).where(assets.c.owner_id == owner_id, assets.c.idempotency_key == key)
+        )
+        return found[0] if found else None
+
+    async def get(self, asset_id: uuid.UUID, *, for_update: bool = False) -> Asset | None:
+        statement = select(assets).where(assets.c.id == asset_id)
+        if for_update:
+            statement = statement.with_for_update()
+        found = await self._load(statement)
+        return found[0] if found else None
+
+    async def get_listed(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> Asset | None:
+        """The owner's ready, undeleted asset; None for anything else."""
+        found = await self._load(
+            select(assets).where(
+                assets.c.id == asset_id, assets.c.owner_id == owner_id, text(LISTED)
+            )
+        )
+        return found[0] if found else None
+
+    async def list_listed(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        kind: AssetKind | None,
+        after: ListPosition | None,
+        limit: int,
+    ) -> list[Asset]:
+        """One page of the owner's ready assets, newest first (keyset on created_at, id)."""
+        statement = select(assets).where(assets.c.owner_id == owner_id, text(LISTED))
+        if kind is not None:
+            statement = statement.where(assets.c.kind == kind.value)
+        if after is not None:
+            statement = statement.where(
+                tuple_(assets.c.created_at, assets.c.id) < tuple_(after[0], after[1])
+            )
+        statement = statement.order_by(assets.c.created_at.desc(), assets.c.id.desc()).limit(limit)
+        return await self._load(statement)
+
+    async def mark_ready(
+        self,
+        asset_id: uuid.UUID,
+        *,
+        mime_type: str,
+        size_bytes: int,
+        width: int,
+        height: int,
+        sha256: str,
+        filename: str,
+        variants: Iterable[Variant],
+    ) -> bool:
+        """Ready with its metadata and variants; False when it is no longer a live pending
+        row (the sweeper abandoned it, or it was purged)."""
+        result = await self._session.execute(
+            update(assets)
+            .where(assets.c.id == asset_id, text(PENDING), assets.c.deleted_at.is_(None))
+            .values(
+                state=AssetState.READY.value,
+                mime_type=mime_type,
+                size_bytes=size_bytes,
+                width=width,
+                height=height,
+                sha256=sha256,
+                filename=filename,
+            )
+            .returning(assets.c.id)
+        )
+        if result.first() is None:
+            return False
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "asset_id": asset_id,
+                "name": v.name,
+                "storage_key": v.storage_key,
+                "mime_type": v.mime_type,
+                "size_bytes": v.size_bytes,
+                "width": v.width,
+                "height": v.height,
+            }
+            for v in variants
+        ]
+        if rows:
+            await self._session.execute(insert(asset_variants), rows)
+        return True
+
+    async def delete_pending(self, asset_id: uuid.UUID) -> bool:
+        result = await self._session.execute(
+            delete(assets).where(assets.c.id == asset_id, text(PENDING)).returning(assets.c.id)
+        )
+        return result.first() is not None
+
+    async def soft_delete(
+        self, owner_id: uuid.UUID, asset_ids: Sequence[uuid.UUID] | None = None
+    ) -> list[uuid.UUID]:
+        """Marks the owner's listed assets deleted (all of them when `asset_ids` is None)."""
+        statement = update(assets).where(assets.c.owner_id == owner_id, text(LISTED))
+        if asset_ids is not None:
+            statement = statement.where(assets.c.id.in_(asset_ids))
+        result = await self._session.execute(
+            statement.values(deleted_at=func.now()).returning(assets.c.id)
+        )
+        return [row[0] for row in result]
+
+    async def lock_awaiting_purge(
+        self,
+        *,
+        limit: int,
+        asset_ids: Sequence[uuid.UUID] | None = None,
+        owner_id: uuid.UUID | None = None,
+    ) -> list[Asset]:
+        """Deleted rows whose objects remain, locked; rows another worker holds are skipped."""
+        statement = select(assets).where(text(AWAITING_PURGE))
+        if asset_ids is not None:
+            statement = statement.where(assets.c.id.in_(asset_ids))
+        if owner_id is not None:
+            statement = statement.where(assets.c.owner_id == owner_id)
+        statement = (
+            statement.order_by(assets.c.deleted_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=assets)
+        )
+        return await self._load(statement)
+
+    async def mark_purged(self, asset_ids: Sequence[uuid.UUID]) -> None:
+        await self._session.execute(
+            update(assets)
+            .where(assets.c.id.in_(asset_ids), text(AWAITING_PURGE))
+            .values(purged_at=func.now())
+        )
+
+    async def lock_stuck_pending(
+        self,
+        *,
+        limit: int,
+        created_before: datetime.datetime | None = None,
+        owner_id: uuid.UUID | None = None,
+    ) -> list[Asset]:
+        """Pending rows, oldest first, locked; rows another worker holds are skipped."""
+        statement = select(assets).where(text(PENDING))
+        if created_before is not None:
+            statement = statement.where(assets.c.created_at < created_before)
+        if owner_id is not None:
+            statement = statement.where(assets.c.owner_id == owner_id)
+        statement = (
+            statement.order_by(assets.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True, of=assets)
+        )
+        return await self._load(statement)
+
+    async def delete_rows(self, asset_ids: Sequence[uuid.UUID]) -> None:
+        """Hard delete (variants go with them: ON DELETE CASCADE)."""
+        await self._session.execute(delete(assets).where(assets.c.id.in_(asset_ids)))
+
+    async def delete_purged_of_owner(self, owner_id: uuid.UUID) -> int:
+        result = await self._session.execute(
+            delete(assets)
+            .where(assets.c.owner_id == owner_id, assets.c.purged_at.is_not(None))
+            .returning(assets.c.id)
+        )
+        return len(result.all())
+
+    async def unpurged_by_id(self, asset_ids: Iterable[uuid.UUID]) -> dict[uuid.UUID, Asset]:
+        """Rows among `asset_ids` whose objects may still be stored (not purged)."""
+        found = await self._load(
+            select(assets).where(assets.c.id.in_(list(asset_ids)), assets.c.purged_at.is_(None))
+        )
+        return {asset.id: asset for asset in found}
+
+    async def count_awaiting_purge(self, owner_id: uuid.UUID) -> int:
+        result = await self._session.execute(
+            select(func.count())
+            .select_from(assets)
+            .where(assets.c.owner_id == owner_id, text(AWAITING_PURGE))
+        )
+        return int(result.scalar_one())
+
+    async def clear_reservation(self, asset_id: uuid.UUID, reservation_id: str) -> None:
+        """The reservation is committed: nothing is left to settle for this row."""
+        await self._session.execute(
+            update(assets)
+            .where(assets.c.id == asset_id, assets.c.reservation_id == reservation_id)
+            .values(reservation_id=None)
+        )
+
+    async def unsettled(self, *, created_before: datetime.datetime, limit: int) -> list[Asset]:
+        """Ready rows whose reservation commit did not go through (oldest first)."""
+        return await self._load(
+            select(assets)
+            .where(text(UNSETTLED), assets.c.created_at < created_before)
+            .order_by(assets.c.created_at)
+            .limit(limit)
+        )

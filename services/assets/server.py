@@ -1,0 +1,185 @@
+"""Composition root of assets: builds every part explicitly and serves it.
+
+`build` wires the database, object store, quota, identity client, service and sweeper;
+`start` puts them behind a gRPC server (tests call it with port 0 and their own store);
+`main` is `python -m services.assets` (serve, or run one `sweep`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import asdict, dataclass, field
+
+from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
+
+from runtime.auth import ServiceTokens
+from runtime.clients import PeerChannel
+from runtime.db import Database
+from runtime.events import USER_DELETED, CursorStore, OutboxFollower
+from runtime.interceptors import AuthPolicy
+from runtime.logs import configure_logging
+from runtime.pagination import PageTokens
+from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
+from runtime.peers.identity import IdentityClient
+from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
+from services.assets.api import AssetApi, AssetInternalApi
+from services.assets.models import SCHEMA, event_cursors
+from services.assets.peers import IdentityTiers
+from services.assets.service import AssetService
+from services.assets.settings import AssetsSettings, load
+from services.assets.storage import ObjectStore, build_store
+from services.assets.sweeper import AssetSweeper
+
+log = logging.getLogger("pixelshop.assets")
+
+ASSET_SERVICE = assets_pb2.DESCRIPTOR.services_by_name["AssetService"].full_name
+ASSET_INTERNAL_SERVICE = assets_pb2.DESCRIPTOR.services_by_name["AssetInternalService"].full_name
+
+
+@dataclass
+class AssetsComponents:
+    """Everything `build` made; `close` releases it in reverse order."""
+
+    settings: AssetsSettings
+    database: Database
+    store: ObjectStore
+    identity: IdentityClient
+    service: AssetService
+    sweeper: AssetSweeper
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
+
+
+def build(
+    settings: AssetsSettings, *, store: ObjectStore | None = None, quota: Quota | None = None
+) -> AssetsComponents:
+    tokens = ServiceTokens(settings.internal_secret.reveal(), settings.service_name)
+    closers: list[Callable[[], Awaitable[None]]] = []
+    database = Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
+    closers.append(database.close)
+    identity_peer = PeerChannel(settings.identity_addr, tokens)
+    closers.append(identity_peer.close)
+    identity = IdentityClient(identity_peer, tier_cache_seconds=settings.tier_cache_seconds)
+    if quota is None:
+        if settings.quota == "billing":
+            billing_peer = PeerChannel(settings.billing_addr, tokens)
+            closers.append(billing_peer.close)
+            quota = BillingQuota(billing_peer)
+        else:
+            quota = UnlimitedQuota()
+    store = store if store is not None else build_store(settings)
+    service = AssetService(
+        database=database,
+        store=store,
+        quota=quota,
+        tiers=IdentityTiers(identity),
+        settings=settings,
+    )
+    sweeper = AssetSweeper(service=service, database=database, store=store, settings=settings)
+    return AssetsComponents(settings, database, store, identity, service, sweeper, closers)
+
+
+async def start(
+    settings: AssetsSettings,
+    *,
+    port: int | None = None,
+    store: ObjectStore | None = None,
+    quota: Quota | None = None,
+) -> RunningServer:
+    components = build(settings, store=store, quota=quota)
+    registrations = [
+        Registration(
+            ASSET_SERVICE,
+            AssetApi(
+                database=components.database,
+                service=components.service,
+                page_tokens=PageTokens.for_service(
+                    settings.service_name, settings.internal_secret.reveal()
+                ),
+                content_cache_seconds=settings.content_cache_seconds,
+            ),
+            assets_pb2_grpc.add_AssetServiceServicer_to_server,
+        ),
+        Registration(
+            ASSET_INTERNAL_SERVICE,
+            AssetInternalApi(database=components.database, service=components.service),
+            assets_pb2_grpc.add_AssetInternalServiceServicer_to_server,
+        ),
+    ]
+    policy = AuthPolicy(
+        user_services=frozenset({ASSET_SERVICE}),
+        internal_services=frozenset({ASSET_INTERNAL_SERVICE}),
+    )
+    try:
+        running = await start_server(
+            settings,
+            registrations,
+            policy,
+            jwks_verifier(settings, components.identity.jwks),
+            port=port,
+            metrics_port=settings.metrics_port,
+        )
+    except BaseException:
+        await components.close()
+        raise
+    running.on_close.append(components.close)
+    follower = OutboxFollower(
+        components.identity,
+        CursorStore(components.database, event_cursors),
+        {USER_DELETED: lambda event: components.service.purge_user(event.user_id)},
+        poll_seconds=settings.event_poll_seconds,
+    )
+    running.background.append(asyncio.create_task(follower.run(), name="assets-events"))
+    if settings.sweep_interval_seconds > 0:
+        running.background.append(
+            asyncio.create_task(
+                components.sweeper.run_periodically(settings.sweep_interval_seconds),
+                name="assets-sweeper",
+            )
+        )
+    return running
+
+
+async def _serve(settings: AssetsSettings) -> None:
+    running = await start(settings)
+    await serve(running, settings.shutdown_grace_seconds)
+
+
+async def _sweep(settings: AssetsSettings) -> None:
+    components = build(settings)
+    try:
+        report = await components.sweeper.sweep_once()
+    finally:
+        await components.close()
+    print(json.dumps(asdict(report)))
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.assets",
+        description="The assets service. Settings come from PIXELSHOP_ASSETS_* variables.",
+    )
+    parser.add_argument(
+        "command",
+        nargs="?",
+        default="serve",
+        choices=("serve", "sweep"),
+        help="serve (default) or run one sweep of leftovers and exit",
+    )
+    options = parser.parse_args(argv)
+    settings = load()
+    configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    if options.command == "sweep":
+        asyncio.run(_sweep(settings))
+    else:
+        asyncio.run(_serve(settings))
+    return 0

@@ -1,0 +1,111 @@
+"""Fakes for what assets depends on: a quota that records, stores and databases that fail."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runtime.db import Database
+from runtime.errors import QuotaExceeded
+from runtime.peers.billing import Metric
+from runtime.peers.identity import TierInfo
+from services.assets.errors import StorageUnavailable
+from services.assets.storage import ObjectStore
+
+MIB = 1024 * 1024
+FREE_TIER = TierInfo(code="free", max_upload_bytes=15 * MIB, max_pixels=40_000_000)
+
+
+class FixedTiers:
+    """Every user on the Free plan, without asking identity."""
+
+    async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
+        return FREE_TIER
+
+
+@dataclass
+class RecordingQuota:
+    """Grants (or denies) reservations and remembers every call, like billing would see."""
+
+    deny: bool = False
+    failing_commits: int = 0
+    reserved: dict[str, int] = field(default_factory=dict)
+    committed: list[str] = field(default_factory=list)
+    released: list[str] = field(default_factory=list)
+    credited: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
+
+    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+        if self.deny:
+            raise QuotaExceeded("storage limit of your plan reached")
+        reservation_id = f"reservation:{key}"
+        self.reserved[reservation_id] = amount
+        return reservation_id
+
+    async def commit(self, reservation_id: str) -> None:
+        if self.failing_commits:
+            self.failing_commits -= 1
+            raise ConnectionError("billing is unreachable")
+        self.committed.append(reservation_id)
+
+    async def release(self, reservation_id: str) -> None:
+        self.released.append(reservation_id)
+
+    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
+        self.credited.append((user_id, amount, key))
+
+
+class SimulatedCrash(BaseException):
+    """The process dies here: like SystemExit, nothing after it runs (no clean-up)."""
+
+
+class FailingStore:
+    """Delegates to a real store, but fails in the ways a test chooses: after writing an
+    object whose key ends with `fail_after_writing` (with `failure`), and on deletes."""
+
+    def __init__(
+        self,
+        store: ObjectStore,
+        *,
+        fail_after_writing: str = "",
+        failure: BaseException | None = None,
+        fail_deletes: bool = False,
+    ) -> None:
+        self._store = store
+        self.fail_after_writing = fail_after_writing
+        self.failure = failure or StorageUnavailable()
+        self.fail_deletes = fail_deletes
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        await self._store.put(key, data, content_type)
+        if self.fail_after_writing and key.endswith(self.fail_after_writing):
+            raise self.failure
+
+    async def delete(self, key: str) -> None:
+        if self.fail_deletes:
+            raise StorageUnavailable()
+        await self._store.delete(key)
+
+
+class FlakyDatabase:
+    """A Database whose transactions number `failing` (1-based) fail to start, as when
+    Postgres goes away for a moment."""
+
+    def __init__(self, database: Database, failing: set[int]) -> None:
+        self._database = database
+        self._failing = failing
+        self.calls = 0
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[AsyncSession]:
+        self.calls += 1
+        if self.calls in self._failing:
+            raise ConnectionError("connection to the database was lost")
+        async with self._database.transaction() as session:
+            yield session
