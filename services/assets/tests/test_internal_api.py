@@ -347,7 +347,7 @@ async def test_the_server_runs_the_sweeper_in_the_background_when_asked(
     settings: AssetsSettings, start_server: StartServer
 ) -> None:
     server = await start_server(replace(settings, sweep_interval_seconds=3600))
-    assert [task.get_name() for task in server.background] == ["assets-sweeper"]
-    assert not server.background[0].done()
+    assert [task.get_name() for task in server.background] == ["assets-events", "assets-sweeper"]
+    assert not any(task.done() for task in server.background)
     await server.stop(0)
-    assert server.background[0].done()
+    assert all(task.done() for task in server.background)

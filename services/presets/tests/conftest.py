@@ -39,6 +39,8 @@ async def presets_server(
         identity_addr=fake_identity.address,
         # Tests change users' tiers and expect the change at once.
         tier_cache_seconds=0.0,
+        # Account deletions (identity's outbox) should arrive within a test's patience.
+        event_poll_seconds=0.05,
     )
     running = await start(settings)
     yield running
