@@ -19,6 +19,9 @@ CHANNEL_OPTIONS = [
     # Headless Services resolve to every pod: balance per call, not per connection.
     ("grpc.lb_policy_name", "round_robin"),
     ("grpc.enable_retries", 1),
+    # A peer that was down comes back within seconds, not after gRPC's 2-minute back-off.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 5_000),
 ]
 
 

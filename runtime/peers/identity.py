@@ -53,7 +53,10 @@ class IdentityClient:
         self._tier_cache_seconds = tier_cache_seconds
 
     async def jwks(self) -> list[dict[str, str]]:
-        response = await self._public.GetJwks(identity_pb2.GetJwksRequest(), timeout=5)
+        # wait_for_ready: right after start-up identity may not be listening yet.
+        response = await self._public.GetJwks(
+            identity_pb2.GetJwksRequest(), timeout=5, wait_for_ready=True
+        )
         return [
             {"kty": k.kty, "crv": k.crv, "x": k.x, "kid": k.kid, "alg": k.alg, "use": k.use}
             for k in response.keys
@@ -69,6 +72,7 @@ class IdentityClient:
             identity_pb2.GetUserTierRequest(user_id=str(user_id)),
             metadata=self._peer.metadata(),
             timeout=5,
+            wait_for_ready=True,
         )
         tier = TierInfo.from_proto(response.tier)
         self._tier_cache[user_id] = (now, tier)

@@ -15,10 +15,11 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy.engine import make_url
 
 from tests.support.settings import INTERNAL_SECRET
 from tools.pgcluster import free_port
-from tools.provision import ALL_SERVICES
+from tools.provision import ALL_SERVICES, provision
 from tools.run import start_suite, stop_children
 
 # Small limits so throttling can be shown with a handful of requests.
@@ -32,8 +33,18 @@ class Suite:
     env: dict[str, str]
 
 
-@pytest.fixture(scope="session")
-def suite(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+@pytest.fixture(scope="package")
+def e2e_db(pg_admin_url: str) -> str:
+    """A database of its own, provisioned like a fresh deployment: the suite's processes
+    (and their outbox cursors) never meet the in-process servers of other tests."""
+    url = make_url(pg_admin_url)
+    own = url.set(database=f"{url.database}_e2e").render_as_string(hide_password=False)
+    provision(own)
+    return own
+
+
+@pytest.fixture(scope="package")
+def suite(e2e_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
     state = tmp_path_factory.mktemp("suite")
     env = dict(os.environ)
     env.update(
@@ -46,11 +57,12 @@ def suite(migrated_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             "PIXELSHOP_IDENTITY_MAILBOX_DIR": str(state / "mailbox"),
             "PIXELSHOP_IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES": str(LOGIN_FAILURES_PER_ACCOUNT),
             "PIXELSHOP_ASSETS_STORAGE_DIR": str(state / "objects"),
+            "PIXELSHOP_EVENT_POLL_SECONDS": "0.2",
         }
     )
     for service in ALL_SERVICES:
         env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
-    children, port = start_suite(migrated_db, env)
+    children, port = start_suite(e2e_db, env)
     try:
         yield Suite(f"http://127.0.0.1:{port}", state, env)
     finally:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import io
 
@@ -107,3 +108,33 @@ async def test_another_users_asset_is_404(http: httpx.AsyncClient) -> None:
     assert (await http.get(f"/v1/assets/{asset_id}", headers=bearer(owner))).status_code == 200
     assert (await http.delete(f"/v1/assets/{asset_id}", headers=bearer(owner))).status_code == 200
     assert (await http.get(f"/v1/assets/{asset_id}", headers=bearer(owner))).status_code == 404
+
+
+async def test_deleting_the_account_purges_images_and_presets(http: httpx.AsyncClient) -> None:
+    """identity's outbox reaches assets and presets, which purge the user's data."""
+    account = await sign_up(http)
+    await http.post(
+        "/v1/assets:upload",
+        headers={**bearer(account), "Content-Type": "image/png"},
+        content=image_bytes("PNG", (64, 64)),
+    )
+    await http.post(
+        "/v1/presets",
+        headers=bearer(account),
+        json={"name": "Mine", "prompt": "Make it moody.", "category": "PRESET_CATEGORY_FILTER"},
+    )
+    deleted = await http.request(
+        "DELETE", "/v1/users/me", headers=bearer(account), json={"password": account["password"]}
+    )
+    assert deleted.status_code == 200, deleted.text
+    # Other services trust the (still unexpired) access token, so it can look for leftovers.
+    for _ in range(100):
+        assets = (await http.get("/v1/assets", headers=bearer(account))).json()
+        mine = (
+            await http.get("/v1/presets?scope=PRESET_SCOPE_MINE", headers=bearer(account))
+        ).json()
+        if not assets.get("assets") and not mine.get("presets"):
+            break
+        await asyncio.sleep(0.1)
+    else:
+        raise AssertionError("the deleted account's images or presets are still there")
