@@ -2,7 +2,12 @@
 
 Transactions belong to the RPC boundary: the gRPC API module opens one unit of work per
 call (`async with database.transaction() as session`), service code may flush but never
-commits. The pool pings connections before use, so a restarted Postgres is survived.
+commits. Reads that need no snapshot across statements use `database.read()`, which runs
+in autocommit and saves the BEGIN and COMMIT round trips on hot paths.
+
+A restarted Postgres is survived without pinging every connection on checkout: the first
+statement that meets a dead connection fails, SQLAlchemy then drops the whole pool, and
+the interceptor answers that call UNAVAILABLE (safe to retry); the next call reconnects.
 """
 
 from __future__ import annotations
@@ -45,7 +50,6 @@ def create_engine(url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
         async_url(url),
         pool_size=pool_size,
         max_overflow=pool_size,
-        pool_pre_ping=True,
         pool_recycle=1800,
         connect_args={
             "server_settings": {
@@ -63,6 +67,11 @@ class Database:
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
+        self._read_sessions = async_sessionmaker(
+            engine.execution_options(isolation_level="AUTOCOMMIT"),
+            expire_on_commit=False,
+            autoflush=False,
+        )
 
     @classmethod
     def connect(cls, url: str, schema: str, pool_size: int = 10) -> Database:
@@ -72,6 +81,12 @@ class Database:
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back when it raises."""
         async with self._sessions() as session, session.begin():
+            yield session
+
+    @asynccontextmanager
+    async def read(self) -> AsyncIterator[AsyncSession]:
+        """Autocommit reads: each statement sees the latest committed data on its own."""
+        async with self._read_sessions() as session:
             yield session
 
     async def close(self) -> None:

@@ -17,12 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+import asyncpg
 import grpc
 from grpc_status import rpc_status
+from sqlalchemy.exc import DBAPIError
 
 from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTokens, bearer_token
 from runtime.context import client_var, principal_var, request_id_var, service_caller_var
-from runtime.errors import DomainError, Unauthenticated, internal_status
+from runtime.errors import DomainError, Unauthenticated, Unavailable, internal_status
 from runtime.metrics import Metrics
 
 log = logging.getLogger("pixelshop.rpc")
@@ -55,6 +57,22 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
         if isinstance(value, str):
             result[key] = value
     return result
+
+
+def _lost_connection(error: BaseException) -> bool:
+    """A dropped or refused database connection: the caller may simply retry."""
+    if isinstance(error, DBAPIError) and error.connection_invalidated:
+        return True
+    cause = error.orig if isinstance(error, DBAPIError) else error
+    return isinstance(
+        cause,
+        (
+            ConnectionError,
+            OSError,
+            asyncpg.exceptions.ConnectionDoesNotExistError,
+            asyncpg.exceptions.CannotConnectNowError,
+        ),
+    )
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -129,6 +147,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         if isinstance(error, DomainError):
             status = error.to_status()
+        elif _lost_connection(error):
+            log.warning("database unavailable in %s: %s", method, type(error).__name__)
+            status = Unavailable("the database is unavailable; retry shortly").to_status()
         else:
             log.error("unhandled error in %s", method, exc_info=error)
             status = internal_status()

@@ -191,7 +191,7 @@ async def main_async(seconds: float) -> list[str]:
         root = pathlib.Path(tmp)
         with throwaway_cluster(root / "pg") as cluster:
             admin_url = cluster.admin_url("pixelshop_bench")
-            provision(admin_url)
+            await asyncio.to_thread(provision, admin_url)
             env = dict(os.environ)
             env.update(
                 {

@@ -209,7 +209,7 @@ class PresetApi(presets_pb2_grpc.PresetServiceServicer):
     ) -> presets_pb2.GetPresetResponse:
         viewer_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
-        async with self._database.transaction() as session:
+        async with self._database.read() as session:  # one statement: no snapshot needed
             preset = await _catalog(session, self._tiers).get(preset_id, viewer_id)
         return presets_pb2.GetPresetResponse(preset=preset_message(preset))
 

@@ -18,6 +18,7 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
+    bindparam,
     delete,
     exists,
     func,
@@ -29,6 +30,7 @@ from sqlalchemy import (
     union_all,
     update,
 )
+from sqlalchemy.dialects.postgresql import UUID as PG_UUID
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import FromClause
@@ -104,7 +106,7 @@ class NewPreset:
     forked_from_id: uuid.UUID | None = None
 
 
-def visible_to(table: FromClause, viewer_id: uuid.UUID) -> ColumnElement[bool]:
+def visible_to(table: FromClause, viewer_id: Any) -> ColumnElement[bool]:
     """Live, and public, unlisted (reached by id) or the viewer's own."""
     return and_(
         table.c.deleted_at.is_(None),
@@ -172,7 +174,7 @@ def listing_statement(listing: Listing) -> Select[Any]:
     return _with_viewer_fields(rows, viewer).order_by(key.desc(), rows.c.id.desc())
 
 
-def _with_viewer_fields(rows: FromClause, viewer_id: uuid.UUID) -> Select[Any]:
+def _with_viewer_fields(rows: FromClause, viewer_id: Any) -> Select[Any]:
     """Adds what depends on the viewer: whether they like it, and its source's name."""
     liked = exists().where(
         preset_likes.c.preset_id == rows.c.id, preset_likes.c.user_id == viewer_id
@@ -184,6 +186,22 @@ def _with_viewer_fields(rows: FromClause, viewer_id: uuid.UUID) -> Select[Any]:
         .scalar_subquery()
     )
     return select(*rows.c, liked.label("liked"), source_name.label("forked_from_name"))
+
+
+def _find_visible_statement() -> Select[Any]:
+    """Built once: GetPreset is a hot path, and building this select costs more than
+    running it."""
+    viewer = bindparam("viewer_id", type_=PG_UUID(as_uuid=True))
+    rows = (
+        select(*_COLUMNS)
+        .where(presets.c.id == bindparam("preset_id", type_=PG_UUID(as_uuid=True)))
+        .where(visible_to(presets, viewer))
+        .subquery("one")
+    )
+    return _with_viewer_fields(rows, viewer)
+
+
+_FIND_VISIBLE = _find_visible_statement()
 
 
 def _preset(row: Any) -> Preset:
@@ -211,12 +229,8 @@ class PresetRepository:
         self._session = session
 
     async def find_visible(self, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset | None:
-        rows = (
-            select(*_COLUMNS)
-            .where(presets.c.id == preset_id, visible_to(presets, viewer_id))
-            .subquery("one")
-        )
-        row = (await self._session.execute(_with_viewer_fields(rows, viewer_id))).one_or_none()
+        parameters = {"preset_id": preset_id, "viewer_id": viewer_id}
+        row = (await self._session.execute(_FIND_VISIBLE, parameters)).one_or_none()
         return None if row is None else _preset(row)
 
     async def list_page(self, listing: Listing) -> list[Preset]:
