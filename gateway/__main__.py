@@ -8,18 +8,19 @@ import sys
 
 from google.protobuf.message import DecodeError
 
-from gateway.logs import configure_logging
 from gateway.routes import RouteError
 from gateway.server import serve
 from gateway.settings import GatewaySettings, SettingsError
+from runtime.logs import configure_logging
 
 logger = logging.getLogger("gateway")
 
 
 def main() -> int:
-    configure_logging()
+    configure_logging("gateway")  # so that a bad setting is reported as JSON too
     try:
         settings = GatewaySettings.from_env()
+        configure_logging("gateway", settings.log_level, settings.log_json)
         asyncio.run(serve(settings))
     except (SettingsError, RouteError) as error:
         logger.error("cannot start: %s", error)

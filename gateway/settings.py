@@ -62,6 +62,9 @@ class GatewaySettings:
     auth_rate_limit_per_minute: int = 600
     # Deadline of each upstream call; AI edits take tens of seconds.
     timeout_seconds: float = 120.0
+    # Like the services: PIXELSHOP_GATEWAY_LOG_LEVEL, else PIXELSHOP_LOG_LEVEL.
+    log_level: str = "INFO"
+    log_json: bool = True
 
     def __post_init__(self) -> None:
         if not self.host.strip():
@@ -91,6 +94,8 @@ class GatewaySettings:
                 f"{env_name('auth_rate_limit_per_minute')} must be 0 (off) or more, "
                 f"got {self.auth_rate_limit_per_minute}"
             )
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise SettingsError(f"{env_name('log_level')} must be DEBUG, INFO, WARNING or ERROR")
         if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
             raise SettingsError(
                 f"{env_name('timeout_seconds')} must be a positive number of seconds, "
@@ -144,4 +149,7 @@ class GatewaySettings:
                 "auth_rate_limit_per_minute", defaults.auth_rate_limit_per_minute
             ),
             timeout_seconds=number("timeout_seconds", defaults.timeout_seconds),
+            log_level=text("log_level", env.get("PIXELSHOP_LOG_LEVEL", defaults.log_level)).upper(),
+            log_json=text("log_json", env.get("PIXELSHOP_LOG_JSON", "true")).lower()
+            not in ("0", "false", "no", "off"),
         )

@@ -6,6 +6,7 @@ import json
 import logging
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 from runtime.context import request_id_var
@@ -31,7 +32,9 @@ class JsonFormatter(logging.Formatter):
         if request_id:
             entry["request_id"] = request_id
         for key, value in vars(record).items():
-            if key not in _RESERVED and not key.startswith("_"):
+            if key == "fields" and isinstance(value, Mapping):
+                entry.update(value)  # extra={"fields": {...}} adds several keys at once
+            elif key not in _RESERVED and not key.startswith("_"):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)

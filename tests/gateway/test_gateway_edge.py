@@ -14,8 +14,8 @@ import pytest
 from gateway_fakes import Recorder
 from gateway_harness import ALLOWED_ORIGIN, FakeClock, run_gateway
 
-from gateway.logs import JsonFormatter
 from gateway.settings import GatewaySettings
+from runtime.logs import JsonFormatter
 
 PREFLIGHT = {
     "Access-Control-Request-Method": "POST",
@@ -177,10 +177,10 @@ async def test_one_json_access_log_line_per_request(
 
     records = [r for r in caplog.records if r.name == "gateway.access"]
     assert len(records) == 1
-    line = json.loads(JsonFormatter().format(records[0]))
+    line = json.loads(JsonFormatter("gateway").format(records[0]))
     assert line["method"] == "GET"
     assert line["path"] == "/v1/projects/p-1"  # the query may hold personal data: not logged
     assert line["status"] == 200
     assert line["request_id"] == "req-log"
     assert isinstance(line["duration_ms"], float)
-    assert {"time", "level", "message"} <= set(line)
+    assert {"ts", "level", "msg", "service"} <= set(line)

@@ -162,7 +162,7 @@ async def read_log(process: asyncio.subprocess.Process) -> dict[str, object]:
 async def test_python_m_gateway_serves_until_sigterm() -> None:
     async with gateway_process(PIXELSHOP_GATEWAY_PORT="0") as process:
         listening = await read_log(process)
-        assert listening["message"] == "gateway listening"
+        assert listening["msg"] == "gateway listening"
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{listening['port']}") as http:
             health = await http.get("/healthz")
             missing = await http.get("/v1/nothing")
@@ -176,7 +176,7 @@ async def test_python_m_gateway_serves_until_sigterm() -> None:
     assert returncode == 0
     access = [e for e in rest if e["logger"] == "gateway.access"]
     assert [(e["path"], e["status"]) for e in access] == [("/v1/nothing", 404)]
-    assert rest[-1]["message"] == "gateway stopped"
+    assert rest[-1]["msg"] == "gateway stopped"
 
 
 async def test_python_m_gateway_refuses_bad_settings() -> None:
@@ -185,5 +185,5 @@ async def test_python_m_gateway_refuses_bad_settings() -> None:
         returncode = await asyncio.wait_for(process.wait(), 60)
 
     assert returncode == 2
-    assert entry["level"] == "ERROR"
-    assert "PIXELSHOP_GATEWAY_MAX_BODY_BYTES" in str(entry["message"])
+    assert entry["level"] == "error"
+    assert "PIXELSHOP_GATEWAY_MAX_BODY_BYTES" in str(entry["msg"])
