@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import grpc
 from google.protobuf import json_format
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from runtime.clients import PeerChannel
+from runtime.errors import NotFound, Unavailable
+
+log = logging.getLogger("pixelshop.peers.identity")
 
 
 @dataclass(frozen=True)
@@ -63,17 +68,26 @@ class IdentityClient:
         ]
 
     async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
-        """The user's tier, cached briefly (a tier change shows within the cache time)."""
+        """The user's tier, cached briefly (a tier change shows within the cache time).
+
+        Raises NotFound for a user identity does not know, Unavailable when identity
+        cannot answer: callers see domain errors, never gRPC ones."""
         now = time.monotonic()
         cached = self._tier_cache.get(user_id)
         if cached and now - cached[0] < self._tier_cache_seconds:
             return cached[1]
-        response = await self._internal.GetUserTier(
-            identity_pb2.GetUserTierRequest(user_id=str(user_id)),
-            metadata=self._peer.metadata(),
-            timeout=5,
-            wait_for_ready=True,
-        )
+        try:
+            response = await self._internal.GetUserTier(
+                identity_pb2.GetUserTierRequest(user_id=str(user_id)),
+                metadata=self._peer.metadata(),
+                timeout=5,
+                wait_for_ready=True,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound("user", str(user_id)) from error
+            log.warning("identity tier lookup failed", extra={"code": error.code().name})
+            raise Unavailable("cannot read the user's plan right now; try again") from error
         tier = TierInfo.from_proto(response.tier)
         self._tier_cache[user_id] = (now, tier)
         if len(self._tier_cache) > 10_000:

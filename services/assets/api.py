@@ -14,7 +14,6 @@ from typing import Any, TypeAlias
 
 import grpc
 from google.api import httpbody_pb2
-from google.protobuf import timestamp_pb2
 from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 
 from runtime import validation
@@ -22,6 +21,7 @@ from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import InvalidArgument
 from runtime.pagination import PageTokens
+from runtime.timestamps import to_timestamp
 from services.assets.errors import AssetNotFound
 from services.assets.filenames import content_disposition
 from services.assets.models import (
@@ -52,12 +52,6 @@ _STATE_TO_PROTO = {
 }
 
 
-def _timestamp(moment: datetime.datetime) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
-
-
 def asset_to_proto(asset: Asset) -> assets_pb2.Asset:
     return assets_pb2.Asset(
         id=str(asset.id),
@@ -69,7 +63,7 @@ def asset_to_proto(asset: Asset) -> assets_pb2.Asset:
         filename=asset.filename,
         kind=_KIND_TO_PROTO[asset.kind],
         state=_STATE_TO_PROTO[asset.state],
-        create_time=_timestamp(asset.created_at),
+        create_time=to_timestamp(asset.created_at),
         variants=[variant.name for variant in asset.variants],
     )
 
@@ -215,7 +209,7 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
             asset_id=str(upload.asset_id),
             upload_url=upload.request.url,
             headers=dict(upload.request.headers),
-            expire_time=_timestamp(upload.request.expires_at),
+            expire_time=to_timestamp(upload.request.expires_at),
         )
 
     async def ConfirmUpload(
@@ -236,7 +230,7 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
             content = await self._service.locate(session, owner_id, asset_id, variant)
         presigned = await self._service.download_url(content)
         return assets_pb2.GetDownloadUrlResponse(
-            url=presigned.url, expire_time=_timestamp(presigned.expires_at)
+            url=presigned.url, expire_time=to_timestamp(presigned.expires_at)
         )
 
 

@@ -29,7 +29,6 @@ from runtime.peers.identity import IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from services.assets.api import AssetApi, AssetInternalApi
 from services.assets.models import SCHEMA, event_cursors
-from services.assets.peers import IdentityTiers
 from services.assets.service import AssetService
 from services.assets.settings import AssetsSettings, load
 from services.assets.storage import ObjectStore, build_store
@@ -81,7 +80,7 @@ def build(
         database=database,
         store=store,
         quota=quota,
-        tiers=IdentityTiers(identity),
+        tiers=identity,
         settings=settings,
     )
     sweeper = AssetSweeper(service=service, database=database, store=store, settings=settings)

@@ -17,7 +17,7 @@ from contextlib import asynccontextmanager
 from typing import Any, TypeAlias
 
 import grpc
-from google.protobuf import struct_pb2, timestamp_pb2
+from google.protobuf import struct_pb2
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -28,6 +28,7 @@ from runtime.errors import DomainError, InvalidArgument
 from runtime.interceptors import AuthPolicy
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
+from runtime.timestamps import to_timestamp
 from services.identity.errors import FailAfterCommit
 from services.identity.keys import SigningKeys, jwk
 from services.identity.models import OutboxEvent, Session, Tier, User
@@ -194,12 +195,6 @@ def session_position(
 # Domain → protobuf
 
 
-def timestamp(value: datetime.datetime) -> timestamp_pb2.Timestamp:
-    message = timestamp_pb2.Timestamp()
-    message.FromDatetime(value)
-    return message
-
-
 def struct(value: dict[str, Any]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(value)
@@ -214,8 +209,8 @@ def user_message(user: User) -> identity_pb2.User:
         display_name=user.display_name,
         tier=user.tier_code,
         email_verified=user.email_verified_at is not None,
-        create_time=timestamp(user.created_at),
-        update_time=timestamp(user.updated_at),
+        create_time=to_timestamp(user.created_at),
+        update_time=to_timestamp(user.updated_at),
     )
 
 
@@ -240,9 +235,9 @@ def session_message(session: Session, current: uuid.UUID) -> identity_pb2.Sessio
         id=str(session.id),
         user_agent=session.user_agent,
         ip_address=session.ip_address,
-        create_time=timestamp(session.created_at),
-        last_used_time=timestamp(session.last_used_at),
-        expire_time=timestamp(session.expires_at),
+        create_time=to_timestamp(session.created_at),
+        last_used_time=to_timestamp(session.last_used_at),
+        expire_time=to_timestamp(session.expires_at),
         current=session.id == current,
     )
 
@@ -254,7 +249,7 @@ def event_message(event: OutboxEvent) -> identity_pb2.Event:
         type=event.type,
         user_id=str(event.user_id) if event.user_id else "",
         payload=struct(event.payload),
-        create_time=timestamp(event.created_at),
+        create_time=to_timestamp(event.created_at),
     )
 
 

@@ -11,7 +11,6 @@ import dataclasses
 import uuid
 from typing import Any
 
-from google.protobuf import timestamp_pb2
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -20,6 +19,7 @@ from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import InvalidArgument
 from runtime.pagination import PageTokens
+from runtime.timestamps import to_timestamp
 from services.presets.models import (
     DESCRIPTION_MAX,
     NAME_MAX,
@@ -99,12 +99,6 @@ def _visibility(value: int, field: str, *, default: Visibility | None) -> Visibi
     return _VISIBILITIES[value]
 
 
-def _timestamp(value: Any) -> timestamp_pb2.Timestamp:
-    stamp = timestamp_pb2.Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
-
-
 def preset_message(preset: Preset) -> presets_pb2.Preset:
     return presets_pb2.Preset(
         id=str(preset.id),
@@ -121,8 +115,8 @@ def preset_message(preset: Preset) -> presets_pb2.Preset:
         version=preset.version,
         system=preset.system,
         liked=preset.liked,
-        create_time=_timestamp(preset.created_at),
-        update_time=_timestamp(preset.updated_at),
+        create_time=to_timestamp(preset.created_at),
+        update_time=to_timestamp(preset.updated_at),
     )
 
 

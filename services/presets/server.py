@@ -7,16 +7,14 @@ main()                             (python -m services.presets)
 from __future__ import annotations
 
 import asyncio
-import logging
 import uuid
 
-import grpc
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
-from runtime.errors import Unavailable
+from runtime.errors import NotFound
 from runtime.events import USER_DELETED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
@@ -29,8 +27,6 @@ from services.presets.repository import PresetRepository
 from services.presets.service import PresetCatalog
 from services.presets.settings import PresetsSettings, load
 
-log = logging.getLogger("pixelshop.presets")
-
 PUBLIC_SERVICE = presets_pb2.DESCRIPTOR.services_by_name["PresetService"].full_name
 INTERNAL_SERVICE = presets_pb2.DESCRIPTOR.services_by_name["PresetInternalService"].full_name
 
@@ -42,7 +38,7 @@ AUTH_POLICY = AuthPolicy(
 
 
 class IdentityTierFeatures:
-    """Tier feature flags from identity; a failing identity is UNAVAILABLE, not INTERNAL."""
+    """Tier feature flags from identity (its failures arrive as domain errors)."""
 
     def __init__(self, identity: IdentityClient) -> None:
         self._identity = identity
@@ -50,11 +46,8 @@ class IdentityTierFeatures:
     async def allows(self, user_id: uuid.UUID, feature: str) -> bool:
         try:
             tier = await self._identity.user_tier(user_id)
-        except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                return False  # a user identity does not know has no plan at all
-            log.warning("identity tier lookup failed", extra={"code": error.code().name})
-            raise Unavailable("cannot check your plan right now; try again") from error
+        except NotFound:
+            return False  # a user identity does not know has no plan at all
         return tier.allows(feature)
 
 

@@ -340,7 +340,7 @@ async def test_store_asset_answers_unavailable_when_identity_is_down(
                 store_requests(uuid.uuid4(), images.jpeg(32, 32)), metadata=service_credential
             )
     assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
-    assert raised.value.details() == "cannot read the user's plan limits now; try again"
+    assert raised.value.details() == "cannot read the user's plan right now; try again"
 
 
 async def test_the_server_runs_the_sweeper_in_the_background_when_asked(
