@@ -272,3 +272,23 @@ async def test_health_and_graceful_stop(fake_identity: FakeIdentity) -> None:
         reply = await health.Check(health_pb2.HealthCheckRequest(service=""))
         assert reply.status == health_pb2.HealthCheckResponse.NOT_SERVING
     await running.stop(0)
+
+
+async def test_reflection_lists_the_services(demo: Any) -> None:
+    from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+    stub = reflection_pb2_grpc.ServerReflectionStub(demo[1])
+    request = reflection_pb2.ServerReflectionRequest(list_services="")
+    async for reply in stub.ServerReflectionInfo(iter([request])):
+        names = {service.name for service in reply.list_services_response.service}
+        break
+    assert {PUBLIC, INTERNAL, "grpc.health.v1.Health"} <= names
+
+
+async def test_metrics_count_rpcs_per_method_and_code(
+    demo: Any, fake_identity: FakeIdentity
+) -> None:
+    running: RunningServer = demo[0]
+    await _stub(demo).ListTiers(identity_pb2.ListTiersRequest())
+    text = running.metrics.render()
+    assert f'code="OK",method="/{PUBLIC}/ListTiers"' in text
