@@ -8,13 +8,13 @@ deployed (PIXELSHOP_<SVC>_QUOTA=unlimited), so that the calls are already in pla
 from __future__ import annotations
 
 import uuid
-from typing import Protocol, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from runtime.clients import PeerChannel
-from runtime.errors import QuotaExceeded
+from runtime.errors import QuotaExceeded, Unavailable
 
 AI_EDITS = billing_pb2.USAGE_METRIC_AI_EDITS
 STORAGE_BYTES = billing_pb2.USAGE_METRIC_STORAGE_BYTES
@@ -49,51 +49,41 @@ class UnlimitedQuota:
         return None
 
 
+def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
+    """Billing down or slow is something to retry, not an internal error of the caller."""
+    return Unavailable(f"usage accounting is unavailable ({error.code().name}); try again")
+
+
 class BillingQuota:
     def __init__(self, peer: PeerChannel) -> None:
         self._peer = peer
         self._stub = billing_pb2_grpc.BillingInternalServiceStub(peer.channel)
 
-    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+    async def _call(self, method: Any, request: Any) -> Any:
         try:
-            response = await self._stub.ReserveUsage(
-                billing_pb2.ReserveUsageRequest(
-                    user_id=str(user_id),
-                    metric=metric,
-                    amount=amount,
-                    idempotency_key=key,
-                ),
-                metadata=self._peer.metadata(),
-                timeout=10,
-            )
+            return await method(request, metadata=self._peer.metadata(), timeout=10)
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
                 raise QuotaExceeded(error.details() or "usage limit reached") from error
-            raise
-        return response.reservation_id
+            raise _unavailable(error) from error
+
+    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+        request = billing_pb2.ReserveUsageRequest(
+            user_id=str(user_id), metric=metric, amount=amount, idempotency_key=key
+        )
+        response = await self._call(self._stub.ReserveUsage, request)
+        return str(response.reservation_id)
 
     async def commit(self, reservation_id: str) -> None:
-        await self._stub.CommitUsage(
-            billing_pb2.CommitUsageRequest(reservation_id=reservation_id),
-            metadata=self._peer.metadata(),
-            timeout=10,
-        )
+        request = billing_pb2.CommitUsageRequest(reservation_id=reservation_id)
+        await self._call(self._stub.CommitUsage, request)
 
     async def release(self, reservation_id: str) -> None:
-        await self._stub.ReleaseUsage(
-            billing_pb2.ReleaseUsageRequest(reservation_id=reservation_id),
-            metadata=self._peer.metadata(),
-            timeout=10,
-        )
+        request = billing_pb2.ReleaseUsageRequest(reservation_id=reservation_id)
+        await self._call(self._stub.ReleaseUsage, request)
 
     async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
-        await self._stub.CreditUsage(
-            billing_pb2.CreditUsageRequest(
-                user_id=str(user_id),
-                metric=metric,
-                amount=amount,
-                idempotency_key=key,
-            ),
-            metadata=self._peer.metadata(),
-            timeout=10,
+        request = billing_pb2.CreditUsageRequest(
+            user_id=str(user_id), metric=metric, amount=amount, idempotency_key=key
         )
+        await self._call(self._stub.CreditUsage, request)

@@ -49,9 +49,11 @@ def content_disposition(filename: str, disposition: str = "inline") -> str:
     """A header value every browser reads safely: an ASCII fallback plus RFC 6266 UTF-8."""
     ascii_name = unicodedata.normalize("NFKD", filename).encode("ascii", "ignore").decode("ascii")
     # Inside a quoted string only printable ASCII without quote, backslash and percent
-    # (some browsers percent-decode filename=) is unambiguous.
+    # (some browsers percent-decode filename=) is unambiguous. Compatibility forms can
+    # turn shown-only characters into ASCII "/" and "." (fullwidth solidus and full stop):
+    # no path separator, and no leading dot (a hidden file), as in sanitize_filename.
     ascii_name = "".join(
-        c if " " <= c <= "~" and c not in '"\\%' else "_" for c in ascii_name
+        c if " " <= c <= "~" and c not in '"\\%/' else "_" for c in ascii_name
     ).strip()
     ascii_stem, dot, _ = ascii_name.rpartition(".")
     if not any(c.isalnum() for c in (ascii_stem if dot else ascii_name)):
@@ -59,5 +61,6 @@ def content_disposition(filename: str, disposition: str = "inline") -> str:
         ascii_name = (
             "image." + extension if extension.isascii() and extension.isalnum() else "image"
         )
+    ascii_name = ascii_name.lstrip(". ")
     encoded = urllib.parse.quote(filename, safe=_ATTR_CHARS)
     return f"{disposition}; filename=\"{ascii_name}\"; filename*=UTF-8''{encoded}"

@@ -175,6 +175,9 @@ _UPRIGHT = {
 _QUARTER_TURNS = frozenset({5, 6, 7, 8})
 _HIGH_BIT_DEPTH_MODES = frozenset({"I", "I;16", "I;16B", "I;16L", "I;16N"})
 
+# A PNG's last chunk: IEND, always empty, so always these 12 bytes (length, type, CRC).
+_PNG_END = b"\x00\x00\x00\x00IEND\xaeB`\x82"
+
 # What Pillow raises for damaged or hostile files. Anything else is our bug and should
 # surface as one, not as "corrupt image".
 _DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, struct.error, zlib.error)
@@ -225,7 +228,9 @@ def validate_image(data: bytes, limits: ImageLimits) -> ValidatedImage:
         with Image.open(io.BytesIO(data), formats=[image_format.pillow_name]) as image:
             width, height = image.size  # from the header; nothing decoded yet
             check_pixel_limit(width, height, limits)
-            if getattr(image, "n_frames", 1) > 1:
+            # A JPEG has no animation: extra frames are the Multi-Picture Format's other
+            # pictures (a phone's gain or depth map), and the first one is the photo.
+            if image_format is not JPEG and getattr(image, "n_frames", 1) > 1:
                 raise InvalidContent(
                     f"is an animated {image_format.label} image; only still images are accepted",
                     reason="ANIMATED_IMAGE",
@@ -234,6 +239,10 @@ def validate_image(data: bytes, limits: ImageLimits) -> ValidatedImage:
             if image_format is JPEG:
                 image.draft(image.mode, (THUMBNAIL_EDGE, THUMBNAIL_EDGE))
             image.load()
+            if image_format is PNG and data.rfind(_PNG_END) < 0:
+                # Pillow stops reading once every row is decoded, so a PNG cut just
+                # before its end went unnoticed; data after the end chunk is allowed.
+                raise EOFError("the PNG has no end chunk")
             thumbnail = _thumbnail(image, image_format, orientation)
     except DomainError:
         raise

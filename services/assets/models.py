@@ -69,6 +69,9 @@ class AssetState(enum.StrEnum):
 
 ORIGINAL = "original"
 THUMBNAIL = "thumbnail"
+# Where a direct upload's presigned PUT writes. The URL keeps working until it expires,
+# so the validated bytes are copied to ORIGINAL, a key no client can write.
+INCOMING = "incoming"
 VARIANT_NAMES = (THUMBNAIL,)
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import hashlib
 import logging
 import uuid
 from collections.abc import AsyncIterable, AsyncIterator
@@ -43,6 +44,7 @@ from services.assets.imaging import (
     validate_image,
 )
 from services.assets.models import (
+    INCOMING,
     ORIGINAL,
     THUMBNAIL,
     Asset,
@@ -108,6 +110,10 @@ def credit_key(asset_id: uuid.UUID) -> str:
 def _capped(tier_limit: int, ceiling: int) -> int:
     # A tier limit of 0 means "no limit"; the service's own ceiling still holds.
     return min(tier_limit, ceiling) if tier_limit > 0 else ceiling
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def _variant_filename(asset: Asset, variant: Variant) -> str:
@@ -252,9 +258,8 @@ class AssetService:
         idempotency_key: str | None = None,
     ) -> Asset:
         """Like `upload`, reading the bytes from a stream that is abandoned as soon as it
-        grows past the owner's limit; a retry with a known key reads nothing at all."""
-        if idempotency_key and (existing := await self._existing(owner_id, idempotency_key)):
-            return existing
+        grows past the owner's limit; a retry with a known key and the same bytes answers
+        the asset stored the first time."""
         limits = await self.limits(owner_id)
         received = bytearray()
         async for chunk in chunks:
@@ -265,10 +270,15 @@ class AssetService:
                     reason="UPLOAD_TOO_LARGE",
                 )
         data = bytes(received)
+        if idempotency_key and (existing := await self._existing(owner_id, idempotency_key, data)):
+            return existing
         image = await self._validate(data, limits)
         return await self._ingest(owner_id, data, image, filename, kind, idempotency_key)
 
-    async def _existing(self, owner_id: uuid.UUID, idempotency_key: str) -> Asset | None:
+    async def _existing(
+        self, owner_id: uuid.UUID, idempotency_key: str, data: bytes
+    ) -> Asset | None:
+        """The asset already stored under the key, if `data` is what it holds."""
         async with self._database.transaction() as session:
             asset = await AssetRepository(session).find_by_idempotency_key(
                 owner_id, idempotency_key
@@ -279,12 +289,26 @@ class AssetService:
             raise FailedPrecondition("the asset stored with this idempotency_key was deleted")
         if asset.state is AssetState.PENDING:
             raise Aborted("an upload with this idempotency_key is in progress; retry shortly")
+        if await asyncio.to_thread(_sha256, data) != asset.sha256:
+            raise FailedPrecondition(
+                "idempotency_key was already used for different content",
+                reason="IDEMPOTENCY_KEY_REUSED",
+            )
         return asset
 
     async def _validate(self, data: bytes, limits: ImageLimits) -> ValidatedImage:
         check_byte_limit(len(data), limits)  # cheap: before waiting for a decode slot
-        async with self._decode_slots:
-            return await asyncio.to_thread(validate_image, data, limits)
+        await self._decode_slots.acquire()
+        # The slot belongs to the worker thread, not to this call: a cancelled call (the
+        # client went away) cannot stop the thread, so the slot is freed when it ends.
+        decoding = asyncio.ensure_future(asyncio.to_thread(validate_image, data, limits))
+        decoding.add_done_callback(self._decode_done)
+        return await asyncio.shield(decoding)
+
+    def _decode_done(self, decoding: asyncio.Future[ValidatedImage]) -> None:
+        self._decode_slots.release()
+        if not decoding.cancelled():
+            decoding.exception()  # an abandoned decode's error is not worth a warning
 
     async def _ingest(
         self,
@@ -323,20 +347,17 @@ class AssetService:
         if pending is None:  # a concurrent call with the same idempotency key won
             await self._release(reservation)
             assert idempotency_key is not None
-            existing = await self._existing(owner_id, idempotency_key)
+            existing = await self._existing(owner_id, idempotency_key, data)
             if existing is None:
                 raise Aborted("a concurrent upload with this idempotency_key failed; retry")
             return existing
-        return await self._complete(pending, data, image, original_stored=False)
+        return await self._complete(pending, data, image)
 
-    async def _complete(
-        self, pending: Asset, data: bytes, image: ValidatedImage, *, original_stored: bool
-    ) -> Asset:
+    async def _complete(self, pending: Asset, data: bytes, image: ValidatedImage) -> Asset:
         """Writes the objects of a pending row, then makes it ready; undoes it on failure."""
         thumbnail = self._thumbnail_variant(pending, image.thumbnail)
         try:
-            if not original_stored:
-                await self._store.put(pending.storage_key, data, image.format.mime_type)
+            await self._store.put(pending.storage_key, data, image.format.mime_type)
             await self._store.put(thumbnail.storage_key, image.thumbnail.data, thumbnail.mime_type)
             # Commit point: ready only now that every object is stored.
             async with self._database.transaction() as session:
@@ -472,7 +493,7 @@ class AssetService:
         assert pending is not None  # no idempotency key, so no conflict
         try:
             request = await self._store.presigned_put(
-                pending.storage_key,
+                object_key(owner_id, asset_id, INCOMING),
                 content_type=content_type,
                 size_bytes=size_bytes,
                 expires_in=self._settings.upload_url_expiry_seconds,
@@ -496,7 +517,8 @@ class AssetService:
             raise AssetNotFound(asset_id)
         if asset.state is AssetState.READY:
             return asset
-        stored = await self._store.head(asset.storage_key)
+        incoming = object_key(asset.owner_id, asset.id, INCOMING)
+        stored = await self._store.head(incoming)
         if stored is None:
             raise FailedPrecondition("nothing has been uploaded to the upload URL yet")
         try:
@@ -507,14 +529,20 @@ class AssetService:
                 )
             limits = await self.limits(owner_id)
             check_byte_limit(stored.size_bytes, limits)  # before reading it
-            data = await self._store.get(asset.storage_key)
+            data = await self._store.get(incoming)
             image = await self._validate(data, limits)
         except InvalidArgument:
             await self._abandon(asset)
             raise
         except ObjectMissing:
             raise FailedPrecondition("nothing has been uploaded to the upload URL yet") from None
-        return await self._complete(asset, data, image, original_stored=True)
+        ready = await self._complete(asset, data, image)
+        try:
+            await self._store.delete(incoming)
+        except Exception as error:
+            # Not part of the asset any more: the orphan sweep removes it later.
+            log.warning("could not remove a confirmed upload's incoming object", exc_info=error)
+        return ready
 
     # -- deletion: its own commits --------------------------------------------------------
 

@@ -105,7 +105,7 @@ class DirectoryStore:
 
     def _path(self, key: str) -> pathlib.Path:
         segments = key.split("/")
-        if not all(_SEGMENT.match(segment) for segment in segments):
+        if not all(_SEGMENT.fullmatch(segment) for segment in segments):
             raise ValueError(f"not a storage key: {key!r}")
         return self.root.joinpath(*segments)
 
@@ -181,7 +181,7 @@ class DirectoryStore:
     ) -> list[StoredObject]:
         def scan() -> list[StoredObject]:
             # Walk only the folder the prefix names; keys then filter on the full prefix.
-            folder = self.root.joinpath(*prefix.split("/")[:-1]) if "/" in prefix else self.root
+            folder = self._path(prefix.rpartition("/")[0]) if "/" in prefix else self.root
             if not folder.is_dir():
                 return []
             found = []

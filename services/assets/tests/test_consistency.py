@@ -6,9 +6,12 @@ when the process dies) is either undone right away or found and removed by the s
 
 from __future__ import annotations
 
+import asyncio
 import datetime
+import threading
 import uuid
 from collections.abc import Callable
+from dataclasses import replace
 
 import grpc
 import pytest
@@ -17,6 +20,7 @@ from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 from sqlalchemy import select
 
 from runtime.peers.billing import STORAGE_BYTES
+from services.assets.imaging import ImageLimits, ValidatedImage, validate_image
 from services.assets.models import AssetState, assets, object_key, owner_prefix
 from services.assets.server import AssetsComponents, build
 from services.assets.service import AssetService, credit_key, reservation_key
@@ -316,3 +320,47 @@ def test_pillow_never_loads_truncated_images() -> None:
     import services.assets.imaging  # noqa: F401
 
     assert ImageFile.LOAD_TRUNCATED_IMAGES is False
+
+
+async def test_a_cancelled_upload_keeps_its_decode_slot_until_the_decode_ends(
+    settings: AssetsSettings,
+    components: AssetsComponents,
+    quota: RecordingQuota,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # A client that goes away cancels its RPC, but not the worker thread decoding its
+    # image: if the slot were freed at once, clients could cancel their way past
+    # DECODE_CONCURRENCY and have any number of full bitmaps decoding at the same time.
+    started, finish = threading.Event(), threading.Event()
+
+    def blocked_decode(data: bytes, limits: ImageLimits) -> ValidatedImage:
+        started.set()
+        finish.wait()
+        return validate_image(data, limits)
+
+    monkeypatch.setattr("services.assets.service.validate_image", blocked_decode)
+    service = AssetService(
+        database=components.database,
+        store=components.store,
+        quota=quota,
+        tiers=FixedTiers(),
+        settings=replace(settings, decode_concurrency=1),
+    )
+    upload_task = asyncio.create_task(
+        service.upload(uuid.uuid4(), images.png(64, 64), filename="a.png")
+    )
+    assert await asyncio.to_thread(started.wait, 60)
+    upload_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await upload_task
+
+    try:
+        # The thread still decodes: the only slot is still taken.
+        assert service._decode_slots.locked()
+    finally:
+        finish.set()
+    monkeypatch.undo()
+    # Once it is done, the slot is free again for the next upload.
+    stored = await service.upload(uuid.uuid4(), images.png(64, 64), filename="b.png")
+    assert stored.state is AssetState.READY
+    assert quota.reserved.keys() == {f"reservation:{reservation_key(stored.id)}"}

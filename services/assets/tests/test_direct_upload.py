@@ -255,3 +255,41 @@ async def test_the_directory_backend_has_no_presigned_urls(
             )
         assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert raised.value.details() == "download URLs need the s3 storage backend"
+
+
+async def test_the_upload_url_cannot_replace_a_confirmed_asset(
+    s3_assets: assets_pb2_grpc.AssetServiceStub, s3_settings: AssetsSettings, new_user: NewUser
+) -> None:
+    # The presigned PUT stays valid until it expires, after ConfirmUpload too: what it
+    # writes must never become the validated asset's bytes.
+    owner_id, auth = new_user()
+    data = images.jpeg(320, 240)
+    created = await create_url(s3_assets, auth, len(data))
+    await asyncio.to_thread(http, "PUT", created.upload_url, data, dict(created.headers))
+    confirmed = await s3_assets.ConfirmUpload(
+        assets_pb2.ConfirmUploadRequest(asset_id=created.asset_id), metadata=auth
+    )
+    components = build(s3_settings)
+    try:
+        stored = await components.store.list_objects(f"users/{owner_id}/")
+    finally:
+        await components.close()
+    assert sorted(o.key.rpartition("/")[2] for o in stored) == ["original", "thumbnail"]
+
+    html = b"<html><script>alert(1)</script></html>"
+    swapped = html + b" " * (len(data) - len(html))  # the signed size, other content
+    status, _, _ = await asyncio.to_thread(
+        http, "PUT", created.upload_url, swapped, dict(created.headers)
+    )
+    assert status == 200
+
+    body = await s3_assets.GetAssetContent(
+        assets_pb2.GetAssetContentRequest(asset_id=created.asset_id), metadata=auth
+    )
+    assert body.data == data
+    assert hashlib.sha256(body.data).hexdigest() == confirmed.asset.sha256
+    download = await s3_assets.GetDownloadUrl(
+        assets_pb2.GetDownloadUrlRequest(asset_id=created.asset_id), metadata=auth
+    )
+    _, _, downloaded = await asyncio.to_thread(http, "GET", download.url)
+    assert downloaded == data

@@ -76,3 +76,22 @@ def test_content_disposition_is_safe_and_keeps_the_real_name(name: str, expected
     assert value.isascii()
     assert "\r" not in value
     assert "\n" not in value
+
+
+@pytest.mark.parametrize(
+    ("raw", "fallback"),
+    [
+        # Fullwidth dots and solidus survive sanitizing (they are only shown), but their
+        # compatibility forms are ASCII "." and "/": the fallback must not bring back a
+        # path or a hidden name that sanitizing took out.
+        ("\uff0e\uff0e\uff0f\uff0e\uff0e\uff0fpasswd.jpg", 'filename="_.._passwd.jpg"'),
+        ("\uff0ehtaccess.jpg", 'filename="htaccess.jpg"'),
+        ("\u2025\u2215x.jpg", 'filename="x.jpg"'),
+    ],
+)
+def test_the_ascii_fallback_has_no_path_and_no_leading_dot(raw: str, fallback: str) -> None:
+    value = content_disposition(sanitize_filename(raw, JPEG))
+    ascii_name = value.split('filename="', 1)[1].split('"', 1)[0]
+    assert "/" not in ascii_name
+    assert not ascii_name.startswith(".")
+    assert fallback in value

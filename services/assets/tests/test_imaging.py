@@ -109,6 +109,18 @@ def test_truncated_or_corrupt_images_are_refused(data: bytes) -> None:
     assert refusal(data).reason == "CORRUPT_IMAGE"
 
 
+@pytest.mark.parametrize("cut", [12, 16, 20])
+def test_a_png_cut_anywhere_in_its_last_bytes_is_refused(cut: int) -> None:
+    # Pillow stops once every row is decoded: without the end chunk (12 bytes), the last
+    # chunk's CRC and the deflate stream's checksum, the decode alone still succeeds.
+    assert refusal(images.png(400, 300)[:-cut]).reason == "CORRUPT_IMAGE"
+
+
+def test_a_png_may_carry_bytes_after_its_end_chunk() -> None:
+    data = images.png(40, 30) + b"<html>trailing</html>"
+    assert validate_image(data, FREE).size_bytes == len(data)
+
+
 def test_animated_images_are_refused() -> None:
     frames = [Image.new("RGB", (32, 32), color) for color in ("red", "blue")]
     for image_format in ("PNG", "WEBP"):
@@ -163,3 +175,17 @@ def test_metadata_comes_from_the_content() -> None:
     assert (image.format.mime_type, image.width, image.height) == ("image/webp", 321, 123)
     assert image.size_bytes == len(data)
     assert image.sha256 == hashlib.sha256(data).hexdigest()
+
+
+def test_a_jpeg_carrying_a_second_picture_is_a_still_photo() -> None:
+    # Phone cameras (Ultra HDR gain maps, depth maps) store extra pictures in a JPEG with
+    # the Multi-Picture Format; Pillow opens it with n_frames == 2. It is still one photo.
+    primary = Image.open(io.BytesIO(images.jpeg(800, 600)))
+    gain_map = Image.new("L", (400, 300), 128).convert("RGB")
+    data = images.encode(primary, "MPO", save_all=True, append_images=[gain_map])
+    assert Image.open(io.BytesIO(data)).n_frames == 2  # type: ignore[attr-defined]
+
+    image = validate_image(data, FREE)
+
+    assert (image.format.mime_type, image.width, image.height) == ("image/jpeg", 800, 600)
+    assert images.decode(image.thumbnail.data).size == (512, 384)

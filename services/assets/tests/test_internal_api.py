@@ -351,3 +351,29 @@ async def test_the_server_runs_the_sweeper_in_the_background_when_asked(
     assert not any(task.done() for task in server.background)
     await server.stop(0)
     assert all(task.done() for task in server.background)
+
+
+async def test_store_asset_with_a_reused_idempotency_key_and_other_bytes_is_refused(
+    internal: assets_pb2_grpc.AssetInternalServiceStub,
+    assets: assets_pb2_grpc.AssetServiceStub,
+    new_user: NewUser,
+    service_credential: Metadata,
+) -> None:
+    # A retry carries the same bytes; other bytes under the same key are another image,
+    # and answering the first one's asset would silently lose them.
+    owner_id, auth = new_user()
+    first = await internal.StoreAsset(
+        store_requests(owner_id, images.jpeg(300, 200), idempotency_key="edit-7"),
+        metadata=service_credential,
+    )
+
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await internal.StoreAsset(
+            store_requests(owner_id, images.png(64, 64), idempotency_key="edit-7"),
+            metadata=service_credential,
+        )
+
+    assert raised.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    assert "idempotency_key" in (raised.value.details() or "")
+    listed = await assets.ListAssets(assets_pb2.ListAssetsRequest(), metadata=auth)
+    assert [a.id for a in listed.assets] == [first.asset.id]

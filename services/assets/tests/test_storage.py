@@ -143,3 +143,25 @@ async def test_presigned_urls_are_scoped_and_expire_when_configured(
     assert get_query["X-Amz-Expires"] == ["60"]
     assert get_query["response-content-type"] == ["image/webp"]
     assert get_query["response-content-disposition"] == ['inline; filename="a"']
+
+
+@pytest.mark.parametrize("bad_key", ["users/x\n", "users/\nx/original", "users/x\r/original"])
+async def test_the_directory_backend_refuses_line_breaks_in_keys(
+    tmp_path: pathlib.Path, bad_key: str
+) -> None:
+    store = DirectoryStore(tmp_path / "root")
+    with pytest.raises(ValueError, match="not a storage key"):
+        await store.put(bad_key, b"x", "image/jpeg")
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize("bad_prefix", ["../", "../outside/", "users/../../", "/etc/"])
+async def test_the_directory_backend_never_lists_outside_its_root(
+    tmp_path: pathlib.Path, bad_prefix: str
+) -> None:
+    (tmp_path / "outside").mkdir()
+    (tmp_path / "outside" / "secret").write_bytes(b"x")
+    store = DirectoryStore(tmp_path / "root")
+    await store.put(key(), b"x", "image/jpeg")
+    with pytest.raises(ValueError, match="not a storage key"):
+        await store.list_objects(bad_prefix)

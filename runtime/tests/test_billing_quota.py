@@ -1,0 +1,85 @@
+"""The quota client against a stand-in billing server speaking billing's real protos."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+import pytest
+from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
+
+from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
+from runtime.clients import PeerChannel
+from runtime.errors import QuotaExceeded, Unavailable
+from runtime.peers.billing import STORAGE_BYTES, BillingQuota
+from tests.support.settings import INTERNAL_SECRET
+
+LIMIT = 100
+
+
+class Billing(billing_pb2_grpc.BillingInternalServiceServicer):
+    def __init__(self) -> None:
+        self.reserved: dict[str, int] = {}
+        self.calls: list[tuple[str, str]] = []
+
+    async def ReserveUsage(self, request: Any, context: Any) -> Any:
+        caller = dict(context.invocation_metadata())[SERVICE_TOKEN_METADATA]
+        self.calls.append(
+            ("reserve", ServiceTokens(INTERNAL_SECRET, "billing").verify(caller).name)
+        )
+        if request.amount + sum(self.reserved.values()) > LIMIT:
+            await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "storage limit reached")
+        self.reserved[request.idempotency_key] = request.amount
+        return billing_pb2.ReserveUsageResponse(
+            reservation_id=request.idempotency_key, state=billing_pb2.RESERVATION_STATE_RESERVED
+        )
+
+    async def ReleaseUsage(self, request: Any, context: Any) -> Any:
+        self.reserved.pop(request.reservation_id, None)
+        return billing_pb2.ReleaseUsageResponse(state=billing_pb2.RESERVATION_STATE_RELEASED)
+
+    async def CommitUsage(self, request: Any, context: Any) -> Any:
+        await context.abort(grpc.StatusCode.INTERNAL, "billing broke")
+
+
+@pytest.fixture
+async def billing() -> AsyncIterator[tuple[Billing, str]]:
+    servicer = Billing()
+    server = grpc.aio.server()
+    billing_pb2_grpc.add_BillingInternalServiceServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield servicer, f"127.0.0.1:{port}"
+    await server.stop(0)
+
+
+async def test_reserve_release_and_over_the_limit(billing: tuple[Billing, str]) -> None:
+    servicer, address = billing
+    peer = PeerChannel(address, ServiceTokens(INTERNAL_SECRET, "assets"))
+    quota = BillingQuota(peer)
+    user = uuid.uuid4()
+    try:
+        first = await quota.reserve(user, STORAGE_BYTES, 60, "upload-1")
+        with pytest.raises(QuotaExceeded, match="storage limit reached"):
+            await quota.reserve(user, STORAGE_BYTES, 60, "upload-2")
+        await quota.release(first)
+        await quota.reserve(user, STORAGE_BYTES, 60, "upload-3")
+        # Billing failing is something to retry, never the caller's INTERNAL.
+        with pytest.raises(Unavailable):
+            await quota.commit("upload-3")
+    finally:
+        await peer.close()
+    assert servicer.calls[0] == ("reserve", "assets")
+
+
+async def test_billing_down_is_unavailable() -> None:
+    from tools.pgcluster import free_port
+
+    peer = PeerChannel(f"127.0.0.1:{free_port()}", ServiceTokens(INTERNAL_SECRET, "assets"))
+    try:
+        with pytest.raises(Unavailable):
+            await BillingQuota(peer).reserve(uuid.uuid4(), STORAGE_BYTES, 1, "k")
+    finally:
+        await peer.close()
