@@ -51,6 +51,8 @@ def create_engine(url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
         pool_size=pool_size,
         max_overflow=pool_size,
         pool_recycle=1800,
+        # Statement parameters would put password hashes and keys into exception text.
+        hide_parameters=True,
         connect_args={
             "server_settings": {
                 "search_path": schema,

@@ -24,7 +24,7 @@ from sqlalchemy.exc import DBAPIError
 
 from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTokens, bearer_token
 from runtime.context import client_var, principal_var, request_id_var, service_caller_var
-from runtime.errors import DomainError, Unauthenticated, Unavailable, internal_status
+from runtime.errors import Aborted, DomainError, Unauthenticated, Unavailable, internal_status
 from runtime.metrics import Metrics
 
 log = logging.getLogger("pixelshop.rpc")
@@ -57,6 +57,16 @@ def _metadata(context: grpc.aio.ServicerContext[Any, Any]) -> dict[str, str]:
         if isinstance(value, str):
             result[key] = value
     return result
+
+
+def _lost_race(error: BaseException) -> bool:
+    """A deadlock or serialization failure: Postgres rolled back, the call may be retried."""
+    cause = getattr(error, "orig", None)
+    original = getattr(cause, "__cause__", None) or cause
+    return isinstance(
+        original,
+        (asyncpg.exceptions.DeadlockDetectedError, asyncpg.exceptions.SerializationError),
+    ) or getattr(cause, "sqlstate", None) in ("40P01", "40001")
 
 
 def _lost_connection(error: BaseException) -> bool:
@@ -147,6 +157,8 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     ) -> None:
         if isinstance(error, DomainError):
             status = error.to_status()
+        elif _lost_race(error):
+            status = Aborted("a concurrent change got in the way; retry").to_status()
         elif _lost_connection(error):
             log.warning("database unavailable in %s: %s", method, type(error).__name__)
             status = Unavailable("the database is unavailable; retry shortly").to_status()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import email.message
 import email.utils
+import logging
 import os
 import pathlib
 import uuid
@@ -28,6 +29,8 @@ from services.identity.repository import IdentityRepository
 
 MAIL_SENT_EVENT = "mail.sent"
 SENDER = "Pixelshop <no-reply@pixelshop.invalid>"
+
+log = logging.getLogger("pixelshop.identity.mail")
 
 
 @dataclass(frozen=True)
@@ -67,7 +70,19 @@ class OutboxMailbox:
         )
 
         def deliver(_: Any) -> None:
-            self._write(message, now)
+            # After the commit: failing here would fail a call whose effects are kept
+            # (and a retried sign-up would meet ALREADY_EXISTS). The outbox has the record.
+            try:
+                self._write(message, now)
+            except OSError as error:
+                log.warning(
+                    "mail not written to the mailbox folder",
+                    extra={
+                        "message_id": str(message.message_id),
+                        "template": message.template,
+                        "error": type(error).__name__,
+                    },
+                )
 
         event.listen(session.sync_session, "after_commit", deliver, once=True)
 

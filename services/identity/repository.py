@@ -97,6 +97,17 @@ def refresh_token_by_hash(token_hash: bytes) -> Select[Any]:
     return select(refresh_tokens).where(refresh_tokens.c.token_hash == token_hash)
 
 
+def lock_session_of_refresh_token(token_hash: bytes) -> Select[Any]:
+    """The session a refresh token belongs to, locked: a refresh takes the session's lock
+    before its token's, in the order revocations take them (sessions, then tokens)."""
+    token_session = (
+        select(refresh_tokens.c.session_id)
+        .where(refresh_tokens.c.token_hash == token_hash)
+        .scalar_subquery()
+    )
+    return select(sessions).where(sessions.c.id == token_session).with_for_update()
+
+
 def active_sessions(
     user_id: uuid.UUID,
     now: datetime.datetime,
@@ -276,10 +287,16 @@ class IdentityRepository:
             .returning(*users.c)
         )
 
-    async def live_user(self, user_id: uuid.UUID, *, for_update: bool = False) -> User | None:
+    async def live_user(
+        self, user_id: uuid.UUID, *, for_update: bool = False, key_share: bool = False
+    ) -> User | None:
+        """`for_update` locks the row against every other lock; `key_share` only against
+        FOR UPDATE (what password changes and resets take), so readers do not queue."""
         statement = select(users).where(users.c.id == user_id, text(LIVE_USER))
         if for_update:
             statement = statement.with_for_update()
+        elif key_share:
+            statement = statement.with_for_update(read=True, key_share=True)
         row = (await self._session.execute(statement)).first()
         return _user(row) if row else None
 
@@ -366,6 +383,10 @@ class IdentityRepository:
         if for_update:
             statement = statement.with_for_update()
         row = (await self._session.execute(statement)).first()
+        return _session(row) if row else None
+
+    async def lock_session_of_refresh_token(self, token_hash: bytes) -> Session | None:
+        row = (await self._session.execute(lock_session_of_refresh_token(token_hash))).first()
         return _session(row) if row else None
 
     async def extend_session(

@@ -330,10 +330,13 @@ class Sessions:
         )
         async with transactions() as session:
             repository = IdentityRepository(session)
-            current = await repository.live_user(user.id)
+            await self._throttle.refund(repository, reservation)
+            # Locked (after the throttle rows: the order every password check takes),
+            # so a reset or password change in flight finishes first and then refuses
+            # this log-in; read unlocked, its "end every session" would miss this one.
+            current = await repository.live_user(user.id, key_share=True)
             if current is None or current.password_hash != user.password_hash:
                 raise invalid_login()  # deleted or password changed while we checked
-            await self._throttle.refund(repository, reservation)
             if upgraded_hash is not None:
                 current = await repository.update_user(
                     user.id, {"password_hash": upgraded_hash}, self._clock()
@@ -358,15 +361,20 @@ class Sessions:
         repository = IdentityRepository(session)
         now = self._clock()
         digest = token_digest(refresh_token)
+        # The session's lock first, as every revocation takes it (sessions, then their
+        # tokens): spending the token first deadlocks against a concurrent password
+        # change or log-out. It also serializes replays of one session, so concurrent
+        # retries see each other's work.
+        record = await repository.lock_session_of_refresh_token(digest)
+        if record is None:
+            raise invalid_refresh_token()  # unknown
         spent = await repository.spend_refresh_token(digest, now)
         if spent is not None:
             return await self._continue(session, spent, successor_of=spent.id, now=now)
         presented = await repository.refresh_token(digest)
         if presented is None or presented.revoked_at is not None or presented.rotated_at is None:
-            raise invalid_refresh_token()  # unknown, revoked, or expired unspent
-        # Serializes replays of one session, so concurrent retries see each other's work.
-        record = await repository.session(presented.session_id, for_update=True)
-        if record is None or not record.is_active(now):
+            raise invalid_refresh_token()  # revoked, or expired unspent
+        if not record.is_active(now):
             raise invalid_refresh_token()
         if now - presented.rotated_at <= self._refresh_grace:
             # Its child, or a sibling issued by an earlier replay of its parent.
@@ -620,8 +628,12 @@ class Accounts:
         )
         if used is None:
             raise invalid_one_time_token()
+        # Throttle rows before the user's row, the order every password check takes.
+        await self._throttle.forgive_account(repository, f"user:{used.user_id}")
         user = await repository.live_user(used.user_id, for_update=True)
-        if user is None:
+        # A link mailed to an address the account no longer has is void (an address
+        # change racing the reset request can miss invalidating it).
+        if user is None or user.email != used.email:
             raise invalid_one_time_token()
         check_password_differs(
             new_password, "new_password", email=user.email, username=user.username
@@ -630,9 +642,7 @@ class Accounts:
         await repository.invalidate_one_time_tokens(user.id, [TokenPurpose.PASSWORD_RESET], now)
         await repository.revoke_sessions(user.id, now, "password_reset")
         # The link reached this mailbox: that proves the address as well.
-        if user.email == used.email:
-            await repository.verify_email(user.id, used.email, now)
-        await self._throttle.forgive_account(repository, f"user:{user.id}")
+        await repository.verify_email(user.id, used.email, now)
 
     async def change_password(
         self,
@@ -657,11 +667,13 @@ class Accounts:
         password_hash = await self._passwords.hash(new_password)
         async with transactions() as session:
             repository = IdentityRepository(session)
-            current = await self._sessions.caller(session, principal)
-            if current.password_hash != user.password_hash:
-                raise Aborted("the password was changed meanwhile; try again")
+            await self._sessions.caller(session, principal)
             now = self._clock()
             await self._throttle.refund(repository, reservation)
+            # Locked, so a reset or another change in flight cannot be silently undone.
+            current = await repository.live_user(user.id, for_update=True)
+            if current is None or current.password_hash != user.password_hash:
+                raise Aborted("the password was changed meanwhile; try again")
             await repository.update_user(user.id, {"password_hash": password_hash}, now)
             await repository.invalidate_one_time_tokens(user.id, [TokenPurpose.PASSWORD_RESET], now)
             await repository.revoke_sessions(

@@ -26,6 +26,9 @@ DEFAULT_MAILBOX_DIR = pathlib.Path(__file__).resolve().parents[2] / ".pixelshop"
 MAX_ACCESS_TOKEN_SECONDS = 900
 # SPEC: a reused refresh token may be forgiven for at most 5 seconds.
 MAX_REFRESH_GRACE_SECONDS = 5.0
+# No duration setting may exceed this: longer is a typo, and far longer overflows the
+# date arithmetic of every request (now + TTL) instead of failing at start-up.
+MAX_DURATION_SECONDS = 10 * 365 * 24 * 3600
 # OWASP's minimum for argon2id; below it we warn (tests use cheaper parameters on purpose).
 OWASP_ARGON2_MEMORY_KIB = 19456
 OWASP_ARGON2_TIME_COST = 2
@@ -115,8 +118,20 @@ class IdentitySettings(ServiceSettings):
                 (not self.app_url.startswith(("http://", "https://")), "APP_URL must be http(s)"),
                 (not self.mailbox_dir, "MAILBOX_DIR must not be empty"),
                 (
-                    self.maintenance_interval_seconds <= 0,
-                    "MAINTENANCE_INTERVAL_SECONDS must be positive",
+                    not 0 < self.maintenance_interval_seconds <= MAX_DURATION_SECONDS,
+                    "MAINTENANCE_INTERVAL_SECONDS must be positive and at most ten years",
+                ),
+                *(
+                    (seconds > MAX_DURATION_SECONDS, f"{name} must be at most ten years")
+                    for name, seconds in (
+                        ("SESSION_IDLE_DAYS", self.session_idle_days * 86400),
+                        ("KEY_ROTATION_DAYS", self.key_rotation_days * 86400),
+                        ("KEY_PUBLISH_LEAD_SECONDS", self.key_publish_lead_seconds),
+                        ("EMAIL_VERIFICATION_TTL_SECONDS", self.email_verification_ttl_seconds),
+                        ("PASSWORD_RESET_TTL_SECONDS", self.password_reset_ttl_seconds),
+                        ("LOGIN_ACCOUNT_WINDOW_SECONDS", self.login_account_window_seconds),
+                        ("LOGIN_IP_WINDOW_SECONDS", self.login_ip_window_seconds),
+                    )
                 ),
             )
             if failed

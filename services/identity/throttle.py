@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import ipaddress
 import math
 from dataclasses import dataclass
 
@@ -69,6 +70,21 @@ class Reservation:
     slots: tuple[tuple[ThrottleScope, bytes, datetime.datetime], ...]
 
 
+def address_subject(address: str) -> str:
+    """Whom the address rule counts: an IPv4 address, or an IPv6 client's /64 (the
+    smallest block anyone is given; counting single IPv6 addresses lets a client use a
+    fresh one per attempt). IPv4-mapped IPv6 addresses count as their IPv4 address."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:
+            return str(ip.ipv4_mapped)
+        return str(ipaddress.IPv6Network((ip, 64), strict=False))
+    return str(ip)
+
+
 def subject_hash(scope: ThrottleScope, subject: str) -> bytes:
     # Hashed so the table holds no addresses or typed log-ins (which are sometimes
     # passwords typed into the wrong field).
@@ -95,7 +111,7 @@ class LoginThrottle:
         (and the transaction rolls the count back) when either is over its limit."""
         subjects = [(ThrottleScope.ACCOUNT, account)]
         if address:
-            subjects.append((ThrottleScope.IP, address))
+            subjects.append((ThrottleScope.IP, address_subject(address)))
         slots = []
         waits: list[datetime.timedelta] = []
         for scope, subject in subjects:

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import pathlib
+import uuid
 
+import asyncpg
 import grpc
 import jwt
 import pytest
 from google.protobuf import field_mask_pb2
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from services.identity.server import start
+from services.identity.tests.conftest import AdjustableClock, identity_settings_for
 from services.identity.tests.support import (
     PASSWORD,
     bearer,
@@ -245,3 +249,27 @@ async def test_list_tiers_is_public_and_seeded(
     assert pro.purchasable
     assert not free.purchasable
     assert [tier.code for tier in tiers.values()][:2] == ["free", "pro"]
+
+
+async def test_a_mailbox_that_cannot_be_written_does_not_fail_a_committed_sign_up(
+    migrated_db: str,
+    tmp_path: pathlib.Path,
+    clock: AdjustableClock,
+    admin_db: asyncpg.Connection,
+) -> None:
+    # The .eml copy is written after the commit; a full or read-only disk must not turn
+    # a sign-up that happened into an error (whose retry would then be ALREADY_EXISTS).
+    not_a_directory = tmp_path / "occupied"
+    not_a_directory.write_text("")
+    settings = identity_settings_for(migrated_db, not_a_directory / "mailbox")
+    running = await start(settings, port=0, clock=clock)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            account = await sign_up(identity_pb2_grpc.IdentityServiceStub(channel))
+    finally:
+        await running.stop(0)
+    mailed = await admin_db.fetchval(
+        "SELECT count(*) FROM identity.outbox WHERE type = 'mail.sent' AND user_id = $1",
+        uuid.UUID(account.user_id),
+    )
+    assert mailed == 1

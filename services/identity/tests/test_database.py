@@ -156,6 +156,8 @@ async def seeded(admin_db: asyncpg.Connection) -> dict[str, Any]:
         ("log-in by username", "uq_users_username_live"),
         ("refresh-token rotation", "uq_refresh_tokens_token_hash"),
         ("refresh-token lookup", "uq_refresh_tokens_token_hash"),
+        ("refresh session lock", "uq_refresh_tokens_token_hash"),
+        ("refresh session lock", "pk_sessions"),
         ("sessions list", "ix_sessions_user_id_created_at_id"),
     ],
 )
@@ -169,6 +171,7 @@ async def test_hot_queries_use_an_index(
         "log-in by username": repository.live_user_by_username(f"seed1234-{marker}"),
         "refresh-token rotation": repository.spend_refresh_token(token_digest("x"), now),
         "refresh-token lookup": repository.refresh_token_by_hash(token_digest("x")),
+        "refresh session lock": repository.lock_session_of_refresh_token(token_digest("x")),
         "sessions list": repository.active_sessions(seeded["user_id"], now, after=None, limit=51),
     }
     plan = await explain(admin_db, statements[query])

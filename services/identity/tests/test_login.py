@@ -137,6 +137,28 @@ async def test_address_throttle(
     await log_in(strict, account.username, account.password, from_address(address))
 
 
+async def test_address_throttle_counts_an_ipv6_client_by_its_slash_64(
+    strict: identity_pb2_grpc.IdentityServiceStub,
+) -> None:
+    # Anyone with IPv6 holds a /64: 2^64 addresses, one fresh address per guess.
+    suffix = unique_name("")[:4]
+    network = f"2001:db8:{suffix}:1"
+    for host in range(1, IP_LIMIT + 1):
+        with pytest.raises(grpc.aio.AioRpcError) as failed:
+            await log_in(
+                strict, unique_name("ghost"), "wrong password", from_address(f"{network}::{host}")
+            )
+        assert failed.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    account = await sign_up(strict)
+    with pytest.raises(grpc.aio.AioRpcError) as throttled:
+        await log_in(strict, account.username, account.password, from_address(f"{network}::99"))
+    assert throttled.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    # The neighbouring /64 is someone else.
+    await log_in(
+        strict, account.username, account.password, from_address(f"2001:db8:{suffix}:2::1")
+    )
+
+
 async def test_a_successful_log_in_clears_the_account_failures(
     strict: identity_pb2_grpc.IdentityServiceStub,
 ) -> None:

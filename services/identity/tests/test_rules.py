@@ -7,10 +7,13 @@ import datetime
 import pytest
 
 from runtime.errors import InvalidArgument
+from runtime.settings import SettingsError, load_settings
 from services.identity.api import client_address
 from services.identity.models import ThrottleBucket, ThrottleScope
 from services.identity.service import normalize_identifier, parse_email, parse_username
-from services.identity.throttle import ThrottleRule
+from services.identity.settings import ENV_PREFIX, IdentitySettings
+from services.identity.throttle import ThrottleRule, address_subject
+from tests.support.settings import INTERNAL_SECRET
 
 T0 = datetime.datetime(2026, 1, 1, 12, 0, tzinfo=datetime.UTC)
 
@@ -76,3 +79,43 @@ def test_retry_after_waits_until_enough_failures_leave_the_window() -> None:
     assert rule.retry_after(buckets, now) == 5 * minute
     assert rule.retry_after(buckets[1:], now) is None
     assert rule.bucket_start(T0 + datetime.timedelta(seconds=90)) == T0 + minute
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        # Each of these used to start fine, then fail requests with an OverflowError
+        # (now + TTL past year 9999) or stall the housekeeping loop.
+        ("SESSION_IDLE_DAYS", "100000000"),
+        ("EMAIL_VERIFICATION_TTL_SECONDS", "1000000000000"),
+        ("PASSWORD_RESET_TTL_SECONDS", "1000000000000"),
+        ("LOGIN_ACCOUNT_WINDOW_SECONDS", "1000000000000"),
+        ("LOGIN_IP_WINDOW_SECONDS", "1000000000000"),
+        ("KEY_PUBLISH_LEAD_SECONDS", "1000000000000"),
+        ("KEY_ROTATION_DAYS", "1000000000"),
+        ("MAINTENANCE_INTERVAL_SECONDS", "nan"),
+        ("MAINTENANCE_INTERVAL_SECONDS", "inf"),
+    ],
+)
+def test_settings_refuse_durations_that_cannot_work(name: str, value: str) -> None:
+    environ = {"PIXELSHOP_INTERNAL_SECRET": INTERNAL_SECRET, f"{ENV_PREFIX}{name}": value}
+    with pytest.raises(SettingsError, match=name):
+        load_settings(IdentitySettings, ENV_PREFIX, environ)
+    # The same variable with a sane value is accepted.
+    load_settings(IdentitySettings, ENV_PREFIX, {**environ, f"{ENV_PREFIX}{name}": "3600"})
+
+
+@pytest.mark.parametrize(
+    ("address", "subject"),
+    [
+        ("203.0.113.5", "203.0.113.5"),
+        ("::ffff:203.0.113.5", "203.0.113.5"),  # not lumped with every IPv4 client
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("unix:/run/socket", "unix:/run/socket"),
+    ],
+)
+def test_the_address_throttle_counts_ipv4_addresses_and_ipv6_slash_64s(
+    address: str, subject: str
+) -> None:
+    assert address_subject(address) == subject

@@ -1,0 +1,113 @@
+"""Database failures a service must survive: restarts, deadlocks, and what errors reveal."""
+
+from __future__ import annotations
+
+import asyncio
+import pathlib
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from runtime.db import Database
+from runtime.interceptors import _lost_connection, _lost_race
+from tools.pgcluster import PostgresCluster, throwaway_cluster
+
+
+@pytest.fixture(scope="module")
+def own_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresCluster]:
+    # A cluster of its own: restarting the session's shared one would disturb other tests.
+    root = pathlib.Path(tmp_path_factory.mktemp("restart"))
+    with throwaway_cluster(root / "pg") as cluster:
+        yield cluster
+
+
+async def test_a_restarted_postgres_is_survived(own_cluster: PostgresCluster) -> None:
+    database = Database.connect(own_cluster.admin_url(), "public", pool_size=2)
+    try:
+        async with database.transaction() as session:
+            assert await session.scalar(text("SELECT 1")) == 1
+
+        own_cluster.restart()
+
+        # The stale pooled connection fails once (retryably); then the pool reconnects.
+        failures = [error for error in [await _select_two(database)] if error is not None]
+        if failures:
+            assert all(_lost_connection(error) for error in failures), failures
+            assert await _select_two(database) is None
+        async with database.transaction() as session:
+            assert await session.scalar(text("SELECT 3")) == 3
+    finally:
+        await database.close()
+
+
+async def _select_two(database: Database) -> Exception | None:
+    try:
+        async with database.read() as session:
+            assert await session.scalar(text("SELECT 2")) == 2
+    except Exception as error:
+        return error
+    return None
+
+
+async def test_a_stopped_postgres_is_unavailable_not_internal(own_cluster: PostgresCluster) -> None:
+    database = Database.connect(own_cluster.admin_url(), "public", pool_size=1)
+    own_cluster.stop()
+    try:
+        with pytest.raises(Exception) as error:  # noqa: PT011 - any driver error will do
+            async with database.read() as session:
+                await session.scalar(text("SELECT 1"))
+        assert _lost_connection(error.value), repr(error.value)
+    finally:
+        own_cluster.start()
+        await database.close()
+
+
+async def test_a_deadlock_is_a_retryable_race(own_cluster: PostgresCluster) -> None:
+    database = Database.connect(own_cluster.admin_url(), "public", pool_size=2)
+    try:
+        async with database.transaction() as session:
+            await session.execute(text("CREATE TABLE IF NOT EXISTS pair (id int PRIMARY KEY)"))
+            await session.execute(text("INSERT INTO pair VALUES (1), (2) ON CONFLICT DO NOTHING"))
+        first_locked, second_locked = asyncio.Event(), asyncio.Event()
+
+        async def lock(mine: int, theirs: int, locked: asyncio.Event, other: asyncio.Event) -> None:
+            async with database.transaction() as session:
+                await session.execute(text("UPDATE pair SET id = id WHERE id = :id"), {"id": mine})
+                locked.set()
+                await other.wait()
+                await session.execute(
+                    text("UPDATE pair SET id = id WHERE id = :id"), {"id": theirs}
+                )
+
+        results = await asyncio.gather(
+            lock(1, 2, first_locked, second_locked),
+            lock(2, 1, second_locked, first_locked),
+            return_exceptions=True,
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        assert len(errors) == 1
+        assert _lost_race(errors[0]), repr(errors[0])
+    finally:
+        await database.close()
+
+
+async def _execute(database: Database, statement: Any, parameters: dict[str, str]) -> None:
+    async with database.transaction() as session:
+        await session.execute(statement, parameters)
+
+
+async def test_statement_parameters_stay_out_of_error_text(own_cluster: PostgresCluster) -> None:
+    database = Database.connect(own_cluster.admin_url(), "public", pool_size=1)
+    secret = "argon2id$v=19$do-not-log-me"
+    try:
+        async with database.transaction() as session:
+            await session.execute(text("CREATE TABLE IF NOT EXISTS hashes (v text UNIQUE)"))
+        insert = text("INSERT INTO hashes VALUES (:value), (:value)")
+        with pytest.raises(Exception) as error:  # noqa: PT011 - the driver's error type
+            await _execute(database, insert, {"value": secret})
+        assert "duplicate key" in str(error.value)
+        assert secret not in str(error.value)
+    finally:
+        await database.close()
