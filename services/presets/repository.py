@@ -27,6 +27,7 @@ from sqlalchemy import (
     or_,
     select,
     tuple_,
+    union,
     union_all,
     update,
 )
@@ -289,10 +290,12 @@ class PresetRepository:
         return preset_id
 
     async def update(self, preset_id: uuid.UUID, changes: dict[str, str]) -> None:
-        """Applies column changes and bumps the version (the row is already locked)."""
+        """Applies column changes and bumps the version (the row is already locked); a
+        change to the values the row already holds writes nothing and keeps the version."""
+        differs = [presets.c[name].is_distinct_from(value) for name, value in changes.items()]
         await self._session.execute(
             update(presets)
-            .where(presets.c.id == preset_id)
+            .where(presets.c.id == preset_id, or_(*differs))
             .values(**changes, version=presets.c.version + 1, updated_at=func.now())
         )
 
@@ -362,11 +365,27 @@ class PresetRepository:
         """Hard-deletes the user's presets, then removes their other likes, uncounting each.
 
         Their presets' likes and uses go with them (ON DELETE CASCADE); forks others made
-        are copies and only lose the link to their source (ON DELETE SET NULL). Deleting
-        first means a concurrent like of one of these presets is waited for rather than
-        deadlocked with: the like holds FOR KEY SHARE and wants the counter, which this
-        transaction would otherwise already hold.
+        are copies and only lose the link to their source (ON DELETE SET NULL). Every
+        preset row this writes (theirs, the ones they like, forks of theirs) is locked
+        first, FOR UPDATE and in id order: two purges (an author and someone who liked
+        or forked their presets) then wait for each other instead of deadlocking, and a
+        concurrent like of one of these presets is waited for (it holds FOR KEY SHARE and
+        wants the counter, so a weaker lock here would deadlock).
         """
+        own = presets.alias("own")
+        touched = union(
+            select(presets.c.id).where(presets.c.owner_id == user_id),
+            select(preset_likes.c.preset_id).where(preset_likes.c.user_id == user_id),
+            select(presets.c.id).where(
+                presets.c.forked_from_id.in_(select(own.c.id).where(own.c.owner_id == user_id))
+            ),
+        ).subquery("touched")
+        await self._session.execute(
+            select(presets.c.id)
+            .where(presets.c.id.in_(select(touched.c.id)))
+            .order_by(presets.c.id)
+            .with_for_update()
+        )
         await self._session.execute(delete(presets).where(presets.c.owner_id == user_id))
         removed = (
             delete(preset_likes)

@@ -247,6 +247,10 @@ class PresetCatalog:
         return await self._visible_preset(preset_id, user_id)
 
     async def fork(self, preset_id: uuid.UUID, user_id: uuid.UUID, name: str | None) -> Preset:
+        # The fork references its source: keep the source from being purged meanwhile.
+        access = await self._repository.lock(preset_id, "reference")
+        if access is None or not _visible(access, user_id):
+            raise PresetNotFound(preset_id)
         source = await self._visible_preset(preset_id, user_id)
         fork_id = await self._repository.insert(
             NewPreset(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -10,8 +11,11 @@ from typing import Any
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
+from runtime.config import runtime_role
 from tests.support.fake_identity import FakeIdentity
 from tests.support.settings import INTERNAL_SECRET
 
@@ -72,6 +76,22 @@ async def failure(call: Awaitable[Any]) -> Failure:
                     field = bad.field_violations[0].field
         return Failure(error.code(), error.details() or "", reason, field)
     raise AssertionError("the call succeeded")
+
+
+async def wait_for_lock_waits(admin_engine: AsyncEngine, count: int) -> None:
+    """Returns once `count` of the service's connections wait for a lock (tests that
+    stage a race hold a lock as the admin role, start the calls, then release it).
+    Each look is its own transaction: pg_stat_activity is a snapshot per transaction."""
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE usename = :role AND wait_event_type = 'Lock'"
+    )
+    for _ in range(6000):  # a bound only so that a broken test cannot hang the run
+        async with admin_engine.connect() as connection:
+            result = await connection.execute(waiting, {"role": runtime_role("presets")})
+        if result.scalar_one() >= count:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{count} calls never waited for a lock")
 
 
 class PresetsClient:

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+
+import grpc
 from google.protobuf import field_mask_pb2
 from pixelshop.presets.v1 import presets_pb2
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine
 
 from services.presets.tests.helpers import (
     ADJUSTMENT,
@@ -12,6 +17,8 @@ from services.presets.tests.helpers import (
     UNLISTED,
     PresetsClient,
     User,
+    failure,
+    wait_for_lock_waits,
 )
 
 
@@ -83,3 +90,21 @@ async def test_forks_of_unlisted_and_own_presets_with_a_new_name(presets: Preset
     own = await _fork(presets, forker, fork.id)
     assert own.forked_from_id == fork.id
     assert own.forked_from_name == "My take"
+
+
+async def test_a_fork_racing_the_purge_of_its_source_is_not_found(
+    presets: PresetsClient, admin_engine: AsyncEngine
+) -> None:
+    author, forker = presets.user(), presets.user()
+    source = await presets.create(author, "About to go", visibility=UNLISTED)
+    # The source's row is hard-deleted, as PurgeUser of its author does, and the fork
+    # starts before that deletion commits.
+    async with admin_engine.connect() as admin:
+        purge = await admin.begin()
+        await admin.execute(text("DELETE FROM presets.presets WHERE id = :id"), {"id": source.id})
+        fork = asyncio.ensure_future(failure(_fork(presets, forker, source.id)))
+        await wait_for_lock_waits(admin_engine, 1)
+        await purge.commit()
+    result = await fork
+    assert result.code == grpc.StatusCode.NOT_FOUND
+    assert result.message == f"preset {source.id} not found"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 
 import grpc
@@ -11,7 +12,15 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
-from services.presets.tests.helpers import ADJUSTMENT, PUBLIC, UNLISTED, PresetsClient, failure
+from services.presets.tests.helpers import (
+    ADJUSTMENT,
+    PUBLIC,
+    UNLISTED,
+    PresetsClient,
+    User,
+    failure,
+    wait_for_lock_waits,
+)
 
 SYNTHWAVE = "00000000-0000-4000-8000-000000000001"
 
@@ -147,5 +156,97 @@ async def test_purge_user_removes_presets_and_likes_exactly(
                 " + (SELECT count(*) FROM presets.preset_likes WHERE user_id = :user)"
             ),
             {"user": leaving.id},
+        )
+        assert left.scalar_one() == 0
+
+
+async def test_concurrent_purges_of_users_who_liked_each_other_do_not_deadlock(
+    presets: PresetsClient, admin_engine: AsyncEngine
+) -> None:
+    first, second, author = presets.user(), presets.user(), presets.user()
+    firsts = await presets.create(first, "First's", visibility=UNLISTED)
+    seconds = await presets.create(second, "Second's", visibility=UNLISTED)
+    liked_by_both = await presets.create(author, "Liked by both", visibility=UNLISTED)
+    for user, preset_id in (
+        (first, seconds.id),
+        (second, firsts.id),
+        (first, liked_by_both.id),
+        (second, liked_by_both.id),
+    ):
+        await presets.like(user, preset_id)
+
+    async def purge(user: User) -> None:
+        await presets.internal.PurgeUser(
+            presets_pb2.PurgeUserRequest(user_id=str(user.id)),
+            metadata=presets.service_metadata(),
+        )
+
+    # Both purges run at once: the admin holds their likes of the third preset, so each
+    # purge gets as far as it can before either finishes.
+    async with admin_engine.connect() as admin:
+        hold = await admin.begin()
+        await admin.execute(
+            text("SELECT 1 FROM presets.preset_likes WHERE preset_id = :id FOR UPDATE"),
+            {"id": liked_by_both.id},
+        )
+        purges = asyncio.gather(purge(first), purge(second), return_exceptions=True)
+        await wait_for_lock_waits(admin_engine, 2)
+        await hold.commit()
+    assert await purges == [None, None]
+
+    assert (await presets.get(author, liked_by_both.id)).like_count == 0
+    async with admin_engine.connect() as connection:
+        left = await connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM presets.presets WHERE owner_id IN (:a, :b))"
+                " + (SELECT count(*) FROM presets.preset_likes WHERE user_id IN (:a, :b))"
+            ),
+            {"a": first.id, "b": second.id},
+        )
+        assert left.scalar_one() == 0
+
+
+async def test_purging_an_author_and_a_forker_at_once_does_not_deadlock(
+    presets: PresetsClient, admin_engine: AsyncEngine
+) -> None:
+    author, forker = presets.user(), presets.user()
+    source = await presets.create(author, "Forked", visibility=UNLISTED)
+    await presets.like(forker, source.id)
+    # Purging the author sets forks' forked_from_id to NULL, so it writes the forker's
+    # rows too; make sure one of them sorts before the source.
+    forks = []
+    while not any(uuid.UUID(fork.id) < uuid.UUID(source.id) for fork in forks):
+        response = await presets.public.ForkPreset(
+            presets_pb2.ForkPresetRequest(preset_id=source.id), metadata=forker.metadata
+        )
+        forks.append(response.preset)
+
+    async def purge(user: User) -> None:
+        await presets.internal.PurgeUser(
+            presets_pb2.PurgeUserRequest(user_id=str(user.id)),
+            metadata=presets.service_metadata(),
+        )
+
+    # A like in progress (held by the admin) makes the author's purge wait for the
+    # source; the forker's purge starts meanwhile.
+    async with admin_engine.connect() as admin:
+        like = await admin.begin()
+        await admin.execute(
+            text("SELECT 1 FROM presets.presets WHERE id = :id FOR KEY SHARE"), {"id": source.id}
+        )
+        purges = asyncio.gather(purge(author), return_exceptions=True)
+        await wait_for_lock_waits(admin_engine, 1)
+        purges = asyncio.gather(purges, purge(forker), return_exceptions=True)
+        await wait_for_lock_waits(admin_engine, 2)
+        await like.commit()
+    assert await purges == [[None], None]
+
+    async with admin_engine.connect() as connection:
+        left = await connection.execute(
+            text(
+                "SELECT (SELECT count(*) FROM presets.presets WHERE owner_id IN (:a, :b))"
+                " + (SELECT count(*) FROM presets.preset_likes WHERE user_id IN (:a, :b))"
+            ),
+            {"a": author.id, "b": forker.id},
         )
         assert left.scalar_one() == 0

@@ -83,3 +83,24 @@ async def test_an_update_that_changes_nothing_is_refused(presets: PresetsClient)
     assert result.code == grpc.StatusCode.INVALID_ARGUMENT
     assert result.field == "update_mask"
     assert (await presets.get(owner, created.id)).version == 1
+
+
+async def test_an_update_that_changes_no_value_keeps_the_version(presets: PresetsClient) -> None:
+    owner = presets.user()
+    created = await presets.create(owner, "Same", prompt="same prompt", description="same")
+    same = await _update(
+        presets,
+        owner,
+        preset_id=created.id,
+        name="Same",
+        prompt="same prompt",
+        description="  same  ",  # trimmed to the current value
+        category=created.category,
+        visibility=created.visibility,
+        expected_version=1,
+    )
+    assert same.version == 1
+    assert same.update_time == created.update_time
+    # One changed field among unchanged ones is a change: one bump.
+    changed = await _update(presets, owner, preset_id=created.id, name="Same", prompt="new prompt")
+    assert (changed.prompt, changed.version) == ("new prompt", 2)
