@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
+from collections.abc import Mapping
+from typing import TypeVar
 
 from runtime.errors import InvalidArgument
+
+T = TypeVar("T")
 
 
 def text(
@@ -70,3 +74,14 @@ def enum_value(value: int, field: str, valid: set[int], *, allow_unspecified: bo
     if value not in valid or value == 0:
         raise InvalidArgument(field, f"unknown value {value}")
     return value
+
+
+def choice(value: str, field: str, options: Mapping[str, T], *, default: T) -> T:
+    """One of a few names, case-insensitive (e.g. `orderBy=popular`); empty means default."""
+    key = value.strip().lower()
+    if not key:
+        return default
+    if key not in options:
+        names = ", ".join(sorted(name for name in options if name == name.lower()))
+        raise InvalidArgument(field, f"must be one of {names}")
+    return options[key]

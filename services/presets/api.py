@@ -54,17 +54,13 @@ _VISIBILITY_NUMBERS: dict[Visibility, presets_pb2.PresetVisibility] = {
     Visibility.PUBLIC: presets_pb2.PRESET_VISIBILITY_PUBLIC,
 }
 _VISIBILITIES: dict[int, Visibility] = {n: v for v, n in _VISIBILITY_NUMBERS.items()}
-_SCOPES: dict[int, Scope] = {
-    presets_pb2.PRESET_SCOPE_UNSPECIFIED: Scope.ALL,
-    presets_pb2.PRESET_SCOPE_SYSTEM: Scope.SYSTEM,
-    presets_pb2.PRESET_SCOPE_MINE: Scope.MINE,
-    presets_pb2.PRESET_SCOPE_COMMUNITY: Scope.COMMUNITY,
-}
-_ORDERS: dict[int, Order] = {
-    presets_pb2.PRESET_ORDER_UNSPECIFIED: Order.NEWEST,
-    presets_pb2.PRESET_ORDER_NEWEST: Order.NEWEST,
-    presets_pb2.PRESET_ORDER_POPULAR: Order.POPULAR,
-    presets_pb2.PRESET_ORDER_USED: Order.USED,
+# Listing filters are plain names in the query string (SPEC 6: `?scope=mine&orderBy=popular`).
+_SCOPE_NAMES: dict[str, Scope] = {scope.value: scope for scope in Scope}
+_ORDER_NAMES: dict[str, Order] = {order.value: order for order in Order}
+_CATEGORY_NAMES: dict[str, Category | None] = {
+    **{category.value: category for category in Category},
+    # The resource prints categories as enum names; accept those back.
+    **{presets_pb2.PresetCategory.Name(n).lower(): c for c, n in _CATEGORY_NUMBERS.items()},
 }
 _UPDATABLE = ("name", "description", "prompt", "category", "visibility")
 
@@ -170,17 +166,16 @@ class PresetApi(presets_pb2_grpc.PresetServiceServicer):
         self, request: presets_pb2.ListPresetsRequest, context: Any
     ) -> presets_pb2.ListPresetsResponse:
         viewer_id = current_principal().user_id
-        validation.enum_value(request.category, "category", set(_CATEGORIES))
-        validation.enum_value(request.scope, "scope", set(_SCOPES))
-        validation.enum_value(request.order_by, "order_by", set(_ORDERS))
         query = validation.text(request.query, "query", max_length=QUERY_MAX, required=False)
         terms = search_terms(query)
         if query and not terms:
             raise InvalidArgument("query", "must contain at least one letter or digit")
         browse = Browse(
-            scope=_SCOPES[request.scope],
-            order=_ORDERS[request.order_by],
-            category=_CATEGORIES.get(request.category),
+            scope=validation.choice(request.scope, "scope", _SCOPE_NAMES, default=Scope.ALL),
+            order=validation.choice(
+                request.order_by, "order_by", _ORDER_NAMES, default=Order.NEWEST
+            ),
+            category=validation.choice(request.category, "category", _CATEGORY_NAMES, default=None),
             terms=terms,
             page_size=validation.page_size(request.page_size),
             after=None,

@@ -130,9 +130,7 @@ async def test_deleting_the_account_purges_images_and_presets(http: httpx.AsyncC
     # Other services trust the (still unexpired) access token, so it can look for leftovers.
     for _ in range(100):
         assets = (await http.get("/v1/assets", headers=bearer(account))).json()
-        mine = (
-            await http.get("/v1/presets?scope=PRESET_SCOPE_MINE", headers=bearer(account))
-        ).json()
+        mine = (await http.get("/v1/presets?scope=mine", headers=bearer(account))).json()
         if not assets.get("assets") and not mine.get("presets"):
             break
         await asyncio.sleep(0.1)

@@ -10,14 +10,14 @@ from tests.e2e.conftest import bearer, sign_up
 async def test_system_presets_are_listed_by_category(http: httpx.AsyncClient) -> None:
     account = await sign_up(http)
     filters = await http.get(
-        "/v1/presets?scope=PRESET_SCOPE_SYSTEM&category=PRESET_CATEGORY_FILTER",
+        "/v1/presets?scope=system&category=filter",
         headers=bearer(account),
     )
     assert filters.status_code == 200, filters.text
     names = {p["name"] for p in filters.json()["presets"]}
     assert {"Synthwave", "Anime", "Lomo", "Glitch"} <= names
     adjustments = await http.get(
-        "/v1/presets?scope=PRESET_SCOPE_SYSTEM&category=PRESET_CATEGORY_ADJUSTMENT",
+        "/v1/presets?scope=system&category=adjustment",
         headers=bearer(account),
     )
     names = {p["name"] for p in adjustments.json()["presets"]}
@@ -63,7 +63,7 @@ async def test_create_share_like_and_fork(http: httpx.AsyncClient) -> None:
 
 async def test_bad_preset_input_is_400(http: httpx.AsyncClient) -> None:
     account = await sign_up(http)
-    for query in ("pageToken=bogus", "category=99", "pageSize=-3"):
+    for query in ("pageToken=bogus", "category=99", "orderBy=random", "pageSize=-3"):
         response = await http.get(f"/v1/presets?{query}", headers=bearer(account))
         assert response.status_code == 400, (query, response.text)
     empty = await http.post(

@@ -217,12 +217,12 @@ CASES = [
                 "y": 2,
                 "width": 30,
                 "height": 40,
-                "aspect_ratio": "ASPECT_RATIO_16_9",
+                "aspect_ratio": "16:9",
             },
         },
         json={
             "requestId": "r-1",
-            "crop": {"x": 1, "y": 2, "width": 30, "height": 40, "aspectRatio": "ASPECT_RATIO_16_9"},
+            "crop": {"x": 1, "y": 2, "width": 30, "height": 40, "aspectRatio": "16:9"},
         },
     ),
     Case(
@@ -272,18 +272,25 @@ CASES = [
     ),
     # Query parameters: JSON or proto names, enums by name or number, repetition, '+' kept.
     Case(
-        "query-enums-names-and-numbers",
+        "query-strings-json-and-proto-names",
         "GET",
-        "/v1/presets?category=PRESET_CATEGORY_FILTER&scope=3&orderBy=PRESET_ORDER_POPULAR&query=blue+sky%21&page_size=3&pageToken=t",
+        "/v1/presets?category=filter&scope=community&orderBy=popular&query=blue+sky%21&page_size=3&pageToken=t",
         PRESETS + "ListPresets",
         {
-            "category": "PRESET_CATEGORY_FILTER",
-            "scope": "PRESET_SCOPE_COMMUNITY",
-            "order_by": "PRESET_ORDER_POPULAR",
+            "category": "filter",
+            "scope": "community",
+            "order_by": "popular",
             "query": "blue+sky!",
             "page_size": 3,
             "page_token": "t",
         },
+    ),
+    Case(
+        "query-enum-by-number",
+        "GET",
+        "/v1/assets?kind=2",
+        ASSETS + "ListAssets",
+        {"kind": "ASSET_KIND_EDIT_RESULT"},
     ),
     Case(
         "query-unknown-and-valueless-ignored",

@@ -125,7 +125,7 @@ async def test_upstream_deadline_is_504(base_settings: GatewaySettings) -> None:
         ("POST", "/v1/projects/p-1/edits", {"json": {"crop": {"x": 1}, "retouch": {}}}, "oneof"),
         ("POST", "/v1/projects/p-1:jump", {"content": b"[" * 50_000 + b"]" * 50_000}, "JSON"),
         ("GET", "/v1/presets?pageSize=ten", {}, "page_size"),
-        ("GET", "/v1/presets?category=NOT_A_CATEGORY", {}, "NOT_A_CATEGORY"),
+        ("GET", "/v1/assets?kind=NOT_A_KIND", {}, "NOT_A_KIND"),
         ("GET", "/v1/presets?query=%FF", {}, "'query'"),
     ],
     ids=[

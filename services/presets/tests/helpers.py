@@ -24,12 +24,13 @@ ADJUSTMENT = presets_pb2.PRESET_CATEGORY_ADJUSTMENT
 PRIVATE = presets_pb2.PRESET_VISIBILITY_PRIVATE
 UNLISTED = presets_pb2.PRESET_VISIBILITY_UNLISTED
 PUBLIC = presets_pb2.PRESET_VISIBILITY_PUBLIC
-SYSTEM_SCOPE = presets_pb2.PRESET_SCOPE_SYSTEM
-MINE = presets_pb2.PRESET_SCOPE_MINE
-COMMUNITY = presets_pb2.PRESET_SCOPE_COMMUNITY
-NEWEST = presets_pb2.PRESET_ORDER_NEWEST
-POPULAR = presets_pb2.PRESET_ORDER_POPULAR
-USED = presets_pb2.PRESET_ORDER_USED
+# Listing filters are names, as in the query string (`?scope=mine&orderBy=popular`).
+SYSTEM_SCOPE = "system"
+MINE = "mine"
+COMMUNITY = "community"
+NEWEST = "newest"
+POPULAR = "popular"
+USED = "used"
 
 
 def unique_word() -> str:

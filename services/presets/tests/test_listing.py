@@ -88,7 +88,7 @@ async def test_mine_and_category_filters_page_too(presets: PresetsClient) -> Non
     mine = await presets.list_ids(author, scope=MINE, query=word, order_by=POPULAR, page_size=2)
     assert mine == _expected(POPULAR, created)
     filters = await presets.list_ids(
-        author, query=word, category=FILTER, order_by=USED, page_size=3
+        author, query=word, category="filter", order_by=USED, page_size=3
     )
     assert filters == _expected(USED, [p for p in created if p.category == FILTER])
 
@@ -110,7 +110,7 @@ async def test_a_page_token_only_continues_its_own_query(presets: PresetsClient)
     for changed in (
         {"scope": COMMUNITY, "order_by": POPULAR},
         {"scope": MINE, "order_by": USED},
-        {"scope": MINE, "order_by": POPULAR, "category": FILTER},
+        {"scope": MINE, "order_by": POPULAR, "category": "filter"},
         {"scope": MINE, "order_by": POPULAR, "query": f"{word} other"},
     ):
         fields = {"query": word, **changed}

@@ -37,7 +37,8 @@ async def test_all_eight_are_listed_with_their_prompts(presets: PresetsClient) -
 
 @pytest.mark.parametrize(("category", "names"), [(FILTER, FILTERS), (ADJUSTMENT, ADJUSTMENTS)])
 async def test_filtered_by_category(presets: PresetsClient, category: int, names: set[str]) -> None:
-    page = await presets.list(presets.user(), scope=SYSTEM_SCOPE, category=category)
+    name = presets_pb2.PresetCategory.Name(category)  # the enum's name works as a filter
+    page = await presets.list(presets.user(), scope=SYSTEM_SCOPE, category=name)
     assert {p.name for p in page.presets} == names
     assert {p.category for p in page.presets} == {category}
 

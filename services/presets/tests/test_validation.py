@@ -95,9 +95,10 @@ async def test_update_rejects(
 @pytest.mark.parametrize(
     ("request_fields", "field"),
     [
-        ({"category": 99}, "category"),
-        ({"scope": 42}, "scope"),
-        ({"order_by": -3}, "order_by"),
+        ({"category": "sepia"}, "category"),
+        ({"category": "99"}, "category"),
+        ({"scope": "everything"}, "scope"),
+        ({"order_by": "random"}, "order_by"),
         ({"page_size": -1}, "page_size"),
         ({"query": "a\x00b"}, "query"),
         ({"query": "q" * 201}, "query"),

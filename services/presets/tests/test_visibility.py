@@ -47,7 +47,7 @@ async def test_a_private_preset_does_not_exist_for_others(presets: PresetsClient
         assert result.code == grpc.StatusCode.NOT_FOUND
         assert result.message == f"preset {secret.id} not found"
 
-    for scope in (0, COMMUNITY, MINE):
+    for scope in ("", COMMUNITY, MINE):
         assert await presets.list_ids(other, scope=scope, query=word) == []
     assert await presets.list_ids(owner, query=word) == [secret.id]
     assert await presets.list_ids(owner, scope=MINE, query=word) == [secret.id]
@@ -63,7 +63,7 @@ async def test_an_unlisted_preset_is_reachable_by_id_only(presets: PresetsClient
     assert seen.name == f"Shared {word}"
     assert seen.visibility == UNLISTED
     assert (await presets.like(other, shared.id)).like_count == 1
-    for scope in (0, COMMUNITY, MINE):
+    for scope in ("", COMMUNITY, MINE):
         assert await presets.list_ids(other, scope=scope, query=word) == []
     # Its owner still finds it among their own.
     assert await presets.list_ids(owner, scope=MINE, query=word) == [shared.id]

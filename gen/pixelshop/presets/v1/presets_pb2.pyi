@@ -25,20 +25,6 @@ class PresetVisibility(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PRESET_VISIBILITY_PRIVATE: _ClassVar[PresetVisibility]
     PRESET_VISIBILITY_UNLISTED: _ClassVar[PresetVisibility]
     PRESET_VISIBILITY_PUBLIC: _ClassVar[PresetVisibility]
-
-class PresetScope(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    PRESET_SCOPE_UNSPECIFIED: _ClassVar[PresetScope]
-    PRESET_SCOPE_SYSTEM: _ClassVar[PresetScope]
-    PRESET_SCOPE_MINE: _ClassVar[PresetScope]
-    PRESET_SCOPE_COMMUNITY: _ClassVar[PresetScope]
-
-class PresetOrder(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    PRESET_ORDER_UNSPECIFIED: _ClassVar[PresetOrder]
-    PRESET_ORDER_POPULAR: _ClassVar[PresetOrder]
-    PRESET_ORDER_USED: _ClassVar[PresetOrder]
-    PRESET_ORDER_NEWEST: _ClassVar[PresetOrder]
 PRESET_CATEGORY_UNSPECIFIED: PresetCategory
 PRESET_CATEGORY_FILTER: PresetCategory
 PRESET_CATEGORY_ADJUSTMENT: PresetCategory
@@ -46,14 +32,6 @@ PRESET_VISIBILITY_UNSPECIFIED: PresetVisibility
 PRESET_VISIBILITY_PRIVATE: PresetVisibility
 PRESET_VISIBILITY_UNLISTED: PresetVisibility
 PRESET_VISIBILITY_PUBLIC: PresetVisibility
-PRESET_SCOPE_UNSPECIFIED: PresetScope
-PRESET_SCOPE_SYSTEM: PresetScope
-PRESET_SCOPE_MINE: PresetScope
-PRESET_SCOPE_COMMUNITY: PresetScope
-PRESET_ORDER_UNSPECIFIED: PresetOrder
-PRESET_ORDER_POPULAR: PresetOrder
-PRESET_ORDER_USED: PresetOrder
-PRESET_ORDER_NEWEST: PresetOrder
 
 class Preset(_message.Message):
     __slots__ = ("id", "owner_id", "name", "description", "prompt", "category", "visibility", "forked_from_id", "forked_from_name", "like_count", "use_count", "version", "system", "liked", "create_time", "update_time")
@@ -99,13 +77,13 @@ class ListPresetsRequest(_message.Message):
     ORDER_BY_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
-    category: PresetCategory
-    scope: PresetScope
+    category: str
+    scope: str
     query: str
-    order_by: PresetOrder
+    order_by: str
     page_size: int
     page_token: str
-    def __init__(self, category: _Optional[_Union[PresetCategory, str]] = ..., scope: _Optional[_Union[PresetScope, str]] = ..., query: _Optional[str] = ..., order_by: _Optional[_Union[PresetOrder, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    def __init__(self, category: _Optional[str] = ..., scope: _Optional[str] = ..., query: _Optional[str] = ..., order_by: _Optional[str] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
 
 class ListPresetsResponse(_message.Message):
     __slots__ = ("presets", "next_page_token")

@@ -26,16 +26,6 @@ class EditStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EDIT_STATUS_PENDING: _ClassVar[EditStatus]
     EDIT_STATUS_SUCCEEDED: _ClassVar[EditStatus]
     EDIT_STATUS_FAILED: _ClassVar[EditStatus]
-
-class AspectRatio(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
-    __slots__ = ()
-    ASPECT_RATIO_UNSPECIFIED: _ClassVar[AspectRatio]
-    ASPECT_RATIO_FREE: _ClassVar[AspectRatio]
-    ASPECT_RATIO_1_1: _ClassVar[AspectRatio]
-    ASPECT_RATIO_4_3: _ClassVar[AspectRatio]
-    ASPECT_RATIO_3_2: _ClassVar[AspectRatio]
-    ASPECT_RATIO_16_9: _ClassVar[AspectRatio]
-    ASPECT_RATIO_9_16: _ClassVar[AspectRatio]
 EDIT_ACTION_UNSPECIFIED: EditAction
 EDIT_ACTION_RETOUCH: EditAction
 EDIT_ACTION_FILTER: EditAction
@@ -45,13 +35,6 @@ EDIT_STATUS_UNSPECIFIED: EditStatus
 EDIT_STATUS_PENDING: EditStatus
 EDIT_STATUS_SUCCEEDED: EditStatus
 EDIT_STATUS_FAILED: EditStatus
-ASPECT_RATIO_UNSPECIFIED: AspectRatio
-ASPECT_RATIO_FREE: AspectRatio
-ASPECT_RATIO_1_1: AspectRatio
-ASPECT_RATIO_4_3: AspectRatio
-ASPECT_RATIO_3_2: AspectRatio
-ASPECT_RATIO_16_9: AspectRatio
-ASPECT_RATIO_9_16: AspectRatio
 
 class Project(_message.Message):
     __slots__ = ("id", "name", "original_asset_id", "head_edit_id", "current_asset_id", "edit_count", "version", "create_time", "update_time", "head_edit", "can_undo", "can_redo")
@@ -120,8 +103,8 @@ class CropParams(_message.Message):
     y: int
     width: int
     height: int
-    aspect_ratio: AspectRatio
-    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[_Union[AspectRatio, str]] = ...) -> None: ...
+    aspect_ratio: str
+    def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ...) -> None: ...
 
 class Edit(_message.Message):
     __slots__ = ("id", "project_id", "seq", "parent_id", "action", "status", "result_asset_id", "source_asset_id", "error", "retouch", "filter", "adjust", "crop", "preset_id", "preset_prompt", "engine", "model", "request_id", "duration_ms", "reapplied_from_id", "on_head_path", "create_time")
