@@ -91,7 +91,6 @@ async def start_server(
     verifier: AccessTokenVerifier,
     *,
     port: int | None = None,
-    metrics_port: int = 0,
     metrics: Metrics | None = None,
 ) -> RunningServer:
     metrics = metrics or Metrics(settings.service_name)
@@ -114,8 +113,8 @@ async def start_server(
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     running = RunningServer(server, bound, health_servicer, names, metrics)
-    if metrics_port:
-        running.metrics_server = await metrics.serve(settings.host, metrics_port)
+    if settings.metrics_port:
+        running.metrics_server = await metrics.serve(settings.host, settings.metrics_port)
     log.info("listening", extra={"port": bound, "services": names})
     return running
 

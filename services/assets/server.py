@@ -125,7 +125,6 @@ async def start(
             policy,
             jwks_verifier(settings, components.identity.jwks),
             port=port,
-            metrics_port=settings.metrics_port,
         )
     except BaseException:
         await components.close()

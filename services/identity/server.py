@@ -166,7 +166,6 @@ async def start(
             auth_policy(),
             verifier,
             port=port,
-            metrics_port=settings.metrics_port,
             metrics=metrics,
         )
     except BaseException:

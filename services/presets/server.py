@@ -83,7 +83,6 @@ async def start(settings: PresetsSettings, *, port: int | None = None) -> Runnin
             AUTH_POLICY,
             jwks_verifier(settings, identity.jwks),
             port=port,
-            metrics_port=settings.metrics_port,
         )
     except BaseException:
         await identity_channel.close()
