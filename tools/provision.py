@@ -24,7 +24,9 @@ from runtime.config import EMBEDDED_PG_DATABASE, EMBEDDED_PG_PORT, owner_role, r
 from runtime.migrations import SERVICES_ROOT, upgrade
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-STATE_DIR = ROOT / ".pixelshop"
+# Everything `make run` keeps: the Postgres cluster, stored images, mail, the service key.
+STATE_DIR = pathlib.Path(os.environ.get("PIXELSHOP_STATE_DIR") or ROOT / ".pixelshop")
+EMBEDDED_PORT = int(os.environ.get("PIXELSHOP_PG_PORT") or EMBEDDED_PG_PORT)
 ALL_SERVICES = ("identity", "projects", "assets", "presets", "billing")
 
 
@@ -112,7 +114,7 @@ def embedded_admin_url() -> str:
     """Starts (or reuses) the embedded cluster under .pixelshop/ and answers its admin URL."""
     from tools.pgcluster import PostgresCluster
 
-    cluster = PostgresCluster(root=STATE_DIR / "postgres", port=EMBEDDED_PG_PORT)
+    cluster = PostgresCluster(root=STATE_DIR / "postgres", port=EMBEDDED_PORT)
     cluster.start()
     return cluster.admin_url(EMBEDDED_PG_DATABASE)
 

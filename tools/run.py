@@ -25,9 +25,9 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
-from runtime.config import runtime_role
+from runtime.config import EMBEDDED_PG_DATABASE, runtime_role
 from tools.pgcluster import PostgresCluster, PostgresUnavailable
-from tools.provision import ALL_SERVICES, ROOT, STATE_DIR, provision
+from tools.provision import ALL_SERVICES, EMBEDDED_PORT, ROOT, STATE_DIR, provision
 
 SERVICE_PORTS = {
     "identity": 50051,
@@ -80,6 +80,9 @@ def child_environment(
     env = dict(os.environ if base is None else base)
     env.setdefault("PIXELSHOP_INTERNAL_SECRET", internal_secret())
     env.setdefault("PYTHONUNBUFFERED", "1")
+    # What the services keep on disk lives with the rest of make run's state.
+    env.setdefault("PIXELSHOP_IDENTITY_MAILBOX_DIR", str(STATE_DIR / "mailbox"))
+    env.setdefault("PIXELSHOP_ASSETS_STORAGE_DIR", str(STATE_DIR / "objects"))
     for service in services:
         env.setdefault(
             f"PIXELSHOP_{service.upper()}_DATABASE_URL", service_database_url(admin_url, service)
@@ -166,9 +169,7 @@ def main() -> int:
     admin_url = os.environ.get("PIXELSHOP_DATABASE_URL", "")
     try:
         if not admin_url:
-            from runtime.config import EMBEDDED_PG_DATABASE, EMBEDDED_PG_PORT
-
-            cluster = PostgresCluster(root=STATE_DIR / "postgres", port=EMBEDDED_PG_PORT)
+            cluster = PostgresCluster(root=STATE_DIR / "postgres", port=EMBEDDED_PORT)
             cluster.start()
             admin_url = cluster.admin_url(EMBEDDED_PG_DATABASE)
         provision(admin_url)

@@ -1,0 +1,90 @@
+"""`make run` itself: starts everything with the embedded defaults, stops cleanly on Ctrl-C,
+and a second run finds the data of the first."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import uuid
+
+import httpx
+
+from tools.pgcluster import free_port
+from tools.provision import ALL_SERVICES
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+
+
+def _environment(state: pathlib.Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("PIXELSHOP_") or k == "PIXELSHOP_PG_BIN"
+    }
+    env.update(
+        {
+            "PIXELSHOP_STATE_DIR": str(state),
+            "PIXELSHOP_PG_PORT": str(free_port()),
+            "PIXELSHOP_GATEWAY_PORT": str(free_port()),
+            "PIXELSHOP_IDENTITY_ARGON2_MEMORY_KIB": "1024",
+            "PIXELSHOP_IDENTITY_ARGON2_TIME_COST": "1",
+        }
+    )
+    for service in ALL_SERVICES:
+        env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
+    return env
+
+
+def _start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
+    process = subprocess.Popen([sys.executable, "-m", "tools.run"], cwd=ROOT, env=env)
+    base = f"http://127.0.0.1:{env['PIXELSHOP_GATEWAY_PORT']}"
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        assert process.poll() is None, f"make run exited with {process.returncode}"
+        try:
+            with urllib.request.urlopen(f"{base}/healthz", timeout=1):  # noqa: S310
+                return process, base
+        except (urllib.error.URLError, OSError):
+            time.sleep(0.3)
+    process.kill()
+    raise AssertionError("make run did not serve HTTP in time")
+
+
+def _stop(process: subprocess.Popen[bytes]) -> int:
+    process.send_signal(signal.SIGINT)
+    return process.wait(timeout=60)
+
+
+def test_make_run_keeps_data_across_restarts(tmp_path: pathlib.Path) -> None:
+    env = _environment(tmp_path / "state")
+    credentials = {
+        "email": f"again-{uuid.uuid4().hex[:8]}@example.com",
+        "username": f"again_{uuid.uuid4().hex[:8]}",
+        "password": "survives a restart",
+    }
+    process, base = _start(env)
+    try:
+        signed_up = httpx.post(f"{base}/v1/auth:signUp", json=credentials, timeout=30)
+        assert signed_up.status_code == 200, signed_up.text
+    finally:
+        assert _stop(process) == 0
+    # Postgres was stopped with everything else; the service key was kept.
+    assert not (tmp_path / "state" / "postgres" / "data" / "postmaster.pid").exists()
+    assert (tmp_path / "state" / "internal-secret").exists()
+
+    process, base = _start(env)
+    try:
+        logged_in = httpx.post(
+            f"{base}/v1/auth:logIn",
+            json={"login": credentials["username"], "password": credentials["password"]},
+            timeout=30,
+        )
+        assert logged_in.status_code == 200, logged_in.text
+    finally:
+        assert _stop(process) == 0
