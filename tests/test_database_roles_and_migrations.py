@@ -13,8 +13,8 @@ from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from runtime.config import runtime_role
-from tools.provision import built_services
+from runtime.config import owner_role, runtime_role
+from tools.provision import ALL_SERVICES, built_services
 
 SERVICES = built_services()
 
@@ -103,3 +103,16 @@ async def test_runtime_role_is_confined_to_its_schema(migrated_db: str, service:
                 await connection.execute(f"CREATE TABLE {schema}.intruder (id int)")
     finally:
         await connection.close()
+
+
+async def test_every_service_gets_its_schema_and_roles(migrated_db: str) -> None:
+    """All five, built or not yet: a later service only adds its migrations."""
+    admin = await asyncpg.connect(_admin_dsn(migrated_db))
+    try:
+        schemas = {r["nspname"] for r in await admin.fetch("SELECT nspname FROM pg_namespace")}
+        roles = {r["rolname"] for r in await admin.fetch("SELECT rolname FROM pg_roles")}
+    finally:
+        await admin.close()
+    for service in ALL_SERVICES:
+        assert service in schemas
+        assert {runtime_role(service), owner_role(service)} <= roles

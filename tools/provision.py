@@ -101,13 +101,15 @@ async def provision_roles(admin_url: str, services: list[str]) -> None:
 
 
 def provision(admin_url: str, services: list[str] | None = None) -> list[str]:
-    """Database, roles, schemas and migrations; answers the services provisioned."""
-    chosen = built_services() if services is None else services
+    """The database, every service's schema and roles, and the migrations of the services
+    built so far; answers the services migrated."""
+    chosen = list(ALL_SERVICES) if services is None else services
     asyncio.run(ensure_database(admin_url))
     asyncio.run(provision_roles(admin_url, chosen))
-    for service in chosen:
+    migrated = [service for service in chosen if service in built_services()]
+    for service in migrated:
         upgrade(service, admin_url)
-    return chosen
+    return migrated
 
 
 def embedded_admin_url() -> str:
