@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import os
 import pathlib
 import re
 from collections.abc import Mapping
 from types import MappingProxyType
+
+from runtime.settings import SettingsError, load_settings, shared
 
 ENV_PREFIX = "PIXELSHOP_GATEWAY_"
 
@@ -32,8 +33,25 @@ _TARGET = re.compile(r"^(?:[A-Za-z][A-Za-z0-9+.\-]*:\S+|\S+:\d{1,5})$")
 _ORIGIN = re.compile(r"^[a-z][a-z0-9+.\-]*://[^/\s]+$")
 
 
-class SettingsError(ValueError):
-    """A setting is missing or malformed; the message names the environment variable."""
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class _Environment:
+    """What the environment may say, read like every service's settings. Upstream
+    addresses fall back to the shared `PIXELSHOP_<SERVICE>_ADDR` the services use."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    descriptor_set: str = str(DEFAULT_DESCRIPTOR_SET)
+    identity_addr: str = shared(DEFAULT_UPSTREAMS["identity"])
+    projects_addr: str = shared(DEFAULT_UPSTREAMS["projects"])
+    assets_addr: str = shared(DEFAULT_UPSTREAMS["assets"])
+    presets_addr: str = shared(DEFAULT_UPSTREAMS["presets"])
+    billing_addr: str = shared(DEFAULT_UPSTREAMS["billing"])
+    cors_origins: tuple[str, ...] = ()
+    max_body_bytes: int = 64 * 1024 * 1024
+    auth_rate_limit_per_minute: int = 600
+    timeout_seconds: float = 120.0
+    log_level: str = shared("INFO")
+    log_json: bool = shared(True)
 
 
 def env_name(setting: str) -> str:
@@ -105,51 +123,25 @@ class GatewaySettings:
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
         """Reads `PIXELSHOP_GATEWAY_*`; unset variables keep their defaults."""
-        env = os.environ if environ is None else environ
-        defaults = cls()
-
-        def text(setting: str, default: str) -> str:
-            return env.get(env_name(setting), default).strip()
-
-        def integer(setting: str, default: int) -> int:
-            raw = text(setting, str(default))
-            try:
-                return int(raw)
-            except ValueError:
-                raise SettingsError(
-                    f"{env_name(setting)} must be an integer, got {raw!r}"
-                ) from None
-
-        def number(setting: str, default: float) -> float:
-            raw = text(setting, str(default))
-            try:
-                return float(raw)
-            except ValueError:
-                raise SettingsError(f"{env_name(setting)} must be a number, got {raw!r}") from None
-
-        upstreams = {
-            service: env.get(upstream_env_name(service), default).strip()
-            for service, default in DEFAULT_UPSTREAMS.items()
-        }
-        descriptor_set = pathlib.Path(text("descriptor_set", str(defaults.descriptor_set)))
+        env = load_settings(_Environment, ENV_PREFIX, environ)
+        descriptor_set = pathlib.Path(env.descriptor_set.strip())
         if not descriptor_set.is_file():
             raise SettingsError(
                 f"{env_name('descriptor_set')} must name a descriptor set file "
                 f"(make proto builds it), {descriptor_set} does not exist"
             )
-        origins = tuple(o.strip() for o in text("cors_origins", "").split(",") if o.strip())
+        upstreams = {
+            service: str(getattr(env, f"{service}_addr")).strip() for service in DEFAULT_UPSTREAMS
+        }
         return cls(
-            host=text("host", defaults.host),
-            port=integer("port", defaults.port),
+            host=env.host.strip(),
+            port=env.port,
             descriptor_set=descriptor_set,
             upstreams=MappingProxyType(upstreams),
-            cors_origins=origins,
-            max_body_bytes=integer("max_body_bytes", defaults.max_body_bytes),
-            auth_rate_limit_per_minute=integer(
-                "auth_rate_limit_per_minute", defaults.auth_rate_limit_per_minute
-            ),
-            timeout_seconds=number("timeout_seconds", defaults.timeout_seconds),
-            log_level=text("log_level", env.get("PIXELSHOP_LOG_LEVEL", defaults.log_level)).upper(),
-            log_json=text("log_json", env.get("PIXELSHOP_LOG_JSON", "true")).lower()
-            not in ("0", "false", "no", "off"),
+            cors_origins=env.cors_origins,
+            max_body_bytes=env.max_body_bytes,
+            auth_rate_limit_per_minute=env.auth_rate_limit_per_minute,
+            timeout_seconds=env.timeout_seconds,
+            log_level=env.log_level.strip().upper(),
+            log_json=env.log_json,
         )

@@ -90,7 +90,6 @@ def child_environment(
     for service in ALL_SERVICES:
         address = f"127.0.0.1:{port_of(service, env)}"
         env.setdefault(f"PIXELSHOP_{service.upper()}_ADDR", address)
-        env.setdefault(f"PIXELSHOP_GATEWAY_{service.upper()}_ADDR", address)
     return env
 
 
