@@ -55,10 +55,6 @@ def current_principal() -> Principal:
     return principal
 
 
-def optional_principal() -> Principal | None:
-    return principal_var.get()
-
-
 def current_service_caller() -> ServiceCaller:
     caller = service_caller_var.get()
     if caller is None:

@@ -38,10 +38,6 @@ def upgrade(service: str, admin_url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(service, admin_url), revision)
 
 
-def downgrade(service: str, admin_url: str, revision: str = "base") -> None:
-    command.downgrade(alembic_config(service, admin_url), revision)
-
-
 def run_migrations(metadata: MetaData) -> None:
     """The body of every service's env.py."""
     config = context.config
