@@ -6,10 +6,13 @@ stub, wrapped in a small typed client (runtime/peers/).
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 
 from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
 from runtime.context import current_request_id
+from runtime.db import refuse_remote_call
 from runtime.server import MAX_MESSAGE_BYTES
 
 CHANNEL_OPTIONS = [
@@ -25,12 +28,39 @@ CHANNEL_OPTIONS = [
 ]
 
 
+class NoCallInsideTransaction(
+    grpc.aio.UnaryUnaryClientInterceptor,
+    grpc.aio.UnaryStreamClientInterceptor,
+    grpc.aio.StreamUnaryClientInterceptor,
+    grpc.aio.StreamStreamClientInterceptor,
+):
+    """Refuses a peer RPC issued while the caller holds a transaction (ADR 0011)."""
+
+    async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
+        refuse_remote_call(f"peer RPC {details.method!r}")
+        return await continuation(details, request)
+
+    async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
+        refuse_remote_call(f"peer RPC {details.method!r}")
+        return await continuation(details, request)
+
+    async def intercept_stream_unary(self, continuation: Any, details: Any, requests: Any) -> Any:
+        refuse_remote_call(f"peer RPC {details.method!r}")
+        return await continuation(details, requests)
+
+    async def intercept_stream_stream(self, continuation: Any, details: Any, requests: Any) -> Any:
+        refuse_remote_call(f"peer RPC {details.method!r}")
+        return await continuation(details, requests)
+
+
 class PeerChannel:
     """An open channel to one service plus the metadata every call to it needs."""
 
     def __init__(self, address: str, tokens: ServiceTokens) -> None:
         self.address = address
-        self.channel = grpc.aio.insecure_channel(address, options=CHANNEL_OPTIONS)
+        self.channel = grpc.aio.insecure_channel(
+            address, options=CHANNEL_OPTIONS, interceptors=[NoCallInsideTransaction()]
+        )
         self._tokens = tokens
 
     def metadata(self) -> tuple[tuple[str, str], ...]:

@@ -2,8 +2,12 @@
 
 Transactions belong to the RPC boundary: the gRPC API module opens one unit of work per
 call (`async with database.transaction() as session`), service code may flush but never
-commits. Reads that need no snapshot across statements use `database.read()`, which runs
-in autocommit and saves the BEGIN and COMMIT round trips on hot paths.
+commits. A workflow (workflows.py) opens one short transaction per step instead and makes
+its remote calls between them. Reads that need no snapshot across statements use
+`database.read()`, which runs in autocommit and saves the BEGIN and COMMIT round trips on
+hot paths. While either is open, `refuse_remote_call` (used by runtime/clients.py and every
+adapter of an outside system) raises: no remote call ever waits with a transaction, a row
+lock or a pooled connection held (ADR 0011).
 
 A restarted Postgres is survived without pinging every connection on checkout: the first
 statement that meets a dead connection fails, SQLAlchemy then drops the whole pool, and
@@ -14,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from contextvars import ContextVar
 
 from sqlalchemy import MetaData
 from sqlalchemy.engine import make_url
@@ -32,6 +37,39 @@ NAMING_CONVENTION = {
     "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
     "pk": "pk_%(table_name)s",
 }
+
+
+# How many units of work (transactions or read sessions) the current task has open.
+# runtime/clients.py refuses a peer call while it is above zero (ADR 0011).
+_open_units: ContextVar[int] = ContextVar("pixelshop_open_units", default=0)
+
+
+class RemoteCallInTransaction(RuntimeError):
+    """A remote call (peer RPC, object store, Stripe, the AI engine, mail) was made while a
+    transaction or pooled connection was open: a programming error, never a user's."""
+
+
+def unit_of_work_open() -> bool:
+    """True while the current task is inside `Database.transaction()` or `read()`."""
+    return _open_units.get() > 0
+
+
+def refuse_remote_call(what: str) -> None:
+    """Called by every remote-call adapter before it goes out; raises inside a unit of work."""
+    if unit_of_work_open():
+        raise RemoteCallInTransaction(
+            f"{what} was called while a database transaction is open; "
+            "commit first (docs/service-conventions.md, 'Workflows')"
+        )
+
+
+@asynccontextmanager
+async def _counted() -> AsyncIterator[None]:
+    token = _open_units.set(_open_units.get() + 1)
+    try:
+        yield
+    finally:
+        _open_units.reset(token)
 
 
 def schema_metadata(schema: str) -> MetaData:
@@ -82,13 +120,13 @@ class Database:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
         """One unit of work: commits when the block ends, rolls back when it raises."""
-        async with self._sessions() as session, session.begin():
+        async with _counted(), self._sessions() as session, session.begin():
             yield session
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:
         """Autocommit reads: each statement sees the latest committed data on its own."""
-        async with self._read_sessions() as session:
+        async with _counted(), self._read_sessions() as session:
             yield session
 
     async def close(self) -> None:

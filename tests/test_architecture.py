@@ -65,6 +65,90 @@ def test_protobuf_stays_in_the_api_layer() -> None:
     assert not offenders
 
 
+# Where a unit of work may be opened (ADR 0011): the RPC boundary, workflows, and the
+# composition root / CLI. Everything else receives a session.
+UNIT_OF_WORK_MODULES = frozenset({"api.py", "workflows.py", "server.py", "__main__.py"})
+# Calls that open a unit of work when used in `async with`.
+_UNIT_OF_WORK_OPENERS = frozenset({"transaction", "transactions", "read", "begin", "unit_of_work"})
+FIXTURES = ROOT / "tests" / "architecture_fixtures"
+
+
+def _service_sources() -> list[pathlib.Path]:
+    return [
+        path
+        for service in SERVICES
+        for path in (ROOT / "services" / service).rglob("*.py")
+        if "tests" not in path.relative_to(ROOT).parts and "migrations" not in path.parts
+    ]
+
+
+def commit_calls(path: pathlib.Path) -> list[str]:
+    """Every `<anything>.commit()` call without arguments (a session's or a connection's;
+    a quota reservation's `commit(reservation_id)` is billing's verb) as 'path:line'."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "commit"
+        and not node.args
+    ]
+
+
+def unit_of_work_openings(path: pathlib.Path) -> list[str]:
+    """Every `async with x.transaction()` (or read(), begin(), a transactions factory)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.AsyncWith | ast.With):
+            continue
+        for item in node.items:
+            call = item.context_expr
+            if not isinstance(call, ast.Call):
+                continue
+            name = (
+                call.func.attr
+                if isinstance(call.func, ast.Attribute)
+                else call.func.id
+                if isinstance(call.func, ast.Name)
+                else ""
+            )
+            if name in _UNIT_OF_WORK_OPENERS:
+                found.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return found
+
+
+def test_nobody_commits_outside_the_runtime() -> None:
+    offenders = [hit for path in _service_sources() for hit in commit_calls(path)]
+    offenders += [
+        hit
+        for folder in ("gateway", "tools")
+        for path in (ROOT / folder).rglob("*.py")
+        for hit in commit_calls(path)
+    ]
+    assert not offenders, "commit through database.transaction(), never by hand"
+
+
+def test_the_commit_rule_catches_a_violation() -> None:
+    assert commit_calls(FIXTURES / "commits_itself.py")
+
+
+def test_units_of_work_open_only_at_the_boundary_or_in_workflows() -> None:
+    offenders = [
+        hit
+        for path in _service_sources()
+        if path.name not in UNIT_OF_WORK_MODULES
+        for hit in unit_of_work_openings(path)
+    ]
+    assert not offenders, "open transactions in api.py or workflows.py (ADR 0011)"
+
+
+def test_the_unit_of_work_rule_catches_a_violation() -> None:
+    hits = unit_of_work_openings(FIXTURES / "opens_its_own_transaction.py")
+    assert len(hits) == 2  # database.transaction() and a transactions() factory
+
+
 def _descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     data = (genproto.GEN_ROOT / genproto.DESCRIPTOR_NAME).read_bytes()
     return descriptor_pb2.FileDescriptorSet.FromString(data)
