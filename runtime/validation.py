@@ -1,4 +1,11 @@
-"""Checks at the API edge; each failure is an InvalidArgument naming the field."""
+"""Checks at the API edge; each failure is an InvalidArgument naming the field.
+
+`text` is the one place display text (names, descriptions, file names, prompts) is
+checked: besides control characters it refuses the invisible characters that make text
+read differently from what it is: bidirectional controls (a right-to-left override turns
+"photo\u202egnp.exe" into "photoexe.png") and zero-width characters (which make two
+different names look identical).
+"""
 
 from __future__ import annotations
 
@@ -11,6 +18,23 @@ from runtime.errors import InvalidArgument
 
 T = TypeVar("T")
 
+# Unicode's bidirectional formatting characters (UAX #9): embeddings, overrides, isolates
+# and the implicit marks, plus the Arabic letter mark.
+BIDI_CONTROLS = frozenset(
+    "\u061c\u200e\u200f\u202a\u202b\u202c\u202d\u202e\u2066\u2067\u2068\u2069"
+)
+# Invisible characters that join, separate or hide nothing a reader can see: zero width
+# space, non-joiner, joiner, word joiner, invisible operators, the BOM / zero width
+# no-break space, Mongolian vowel separator, the Hangul fillers, and the soft hyphen.
+ZERO_WIDTH = frozenset(
+    "\u00ad\u180e\u200b\u200c\u200d\u2060\u2061\u2062\u2063\u2064\ufeff\u115f\u1160\u3164\uffa0"
+)
+
+
+def invisible_characters(value: str) -> list[str]:
+    """The bidirectional controls and zero-width characters in `value`, as U+XXXX."""
+    return [f"U+{ord(c):04X}" for c in value if c in BIDI_CONTROLS or c in ZERO_WIDTH]
+
 
 def text(
     value: str,
@@ -21,7 +45,8 @@ def text(
     required: bool = True,
     single_line: bool = True,
 ) -> str:
-    """A trimmed, NFC-normalized string without NUL or control characters."""
+    """A trimmed, NFC-normalized string without NUL, control characters, bidirectional
+    controls or zero-width characters."""
     if "\x00" in value:
         raise InvalidArgument(field, "must not contain NUL bytes")
     value = unicodedata.normalize("NFC", value.strip())
@@ -36,6 +61,13 @@ def text(
     allowed = {"\n", "\t"} if not single_line else set()
     if any(unicodedata.category(c) == "Cc" and c not in allowed for c in value):
         raise InvalidArgument(field, "must not contain control characters")
+    hidden = invisible_characters(value)
+    if hidden:
+        raise InvalidArgument(
+            field,
+            "must not contain bidirectional controls or zero-width characters "
+            f"(found {', '.join(sorted(set(hidden)))})",
+        )
     return value
 
 
