@@ -1,21 +1,86 @@
-"""Opaque, validated page tokens for keyset pagination.
+"""Keyset pagination: signed page tokens and the fetch-one-more page.
 
-A token is base64url JSON of the last row's sort key plus a fingerprint of the query's
-filters; a token from another query, or one that was tampered with, is INVALID_ARGUMENT.
-Tokens are signed, so a client cannot forge positions.
+Every listing orders by a sort key and the row id (`ORDER BY key DESC, id DESC`) and
+continues after the last row of the previous page (`(key, id) < (:key, :id)`), so a page
+costs the same however deep it is. The pieces every service shares:
+
+- `Keyset`: that position (a time or a count, plus the id).
+- `PageTokens`: the opaque token carrying it. A token is base64url of a MAC and JSON of the
+  position plus the query it belongs to (a fingerprint of everything that selects or orders
+  the rows); a token from another query, a tampered or a forged one is INVALID_ARGUMENT on
+  `page_token`. `keyset_after(token, query, key_type)` / `keyset_token(position, query)`
+  read and write a `Keyset`; `decode` / `encode` are the raw JSON-list form beneath them.
+- `fetch_limit(page_size)` and `page_of(rows, page_size, position)`: ask the repository for
+  one row more than the page, and the extra row (never shown) says whether a next page
+  exists, with no COUNT and no empty last page.
+
+In the API layer:
+
+    after = tokens.keyset_after(request.page_token, query, datetime.datetime)
+    async with database.read() as session:
+        page = await service.list(session, owner_id, after=after, page_size=page_size)
+    next_token = tokens.keyset_token(page.next_after, query)
+
+and in the service:
+
+    rows = await Repository(session).list(owner_id, after=after, limit=fetch_limit(page_size))
+    return page_of(rows, page_size, lambda row: Keyset(row.created_at, row.id))
 """
 
 from __future__ import annotations
 
 import base64
+import datetime
 import hashlib
 import hmac
 import json
-from typing import Any
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
 
 from runtime.errors import InvalidArgument
 
 FIELD = "page_token"
+MAX_TOKEN_CHARS = 2048
+
+SortKey = int | datetime.datetime
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Keyset:
+    """Where a page ends: the sort key and id of its last row."""
+
+    key: SortKey
+    id: uuid.UUID
+
+    def to_json(self) -> list[Any]:
+        key = self.key.isoformat() if isinstance(self.key, datetime.datetime) else self.key
+        return [key, str(self.id)]
+
+    @classmethod
+    def from_json(cls, position: list[Any], key_type: type[SortKey]) -> Keyset:
+        """Reads a decoded position back. Tokens are signed, so a bad one is our own bug or
+        an old format; still refused as INVALID_ARGUMENT, never a 500."""
+        try:
+            raw_key, raw_id = position
+            key: SortKey
+            if key_type is datetime.datetime:
+                if not isinstance(raw_key, str):
+                    raise TypeError("time expected")
+                key = datetime.datetime.fromisoformat(raw_key)
+                if key.tzinfo is None:
+                    raise ValueError("naive time")
+            elif isinstance(raw_key, int) and not isinstance(raw_key, bool):
+                key = raw_key
+            else:
+                raise TypeError("count expected")
+            if not isinstance(raw_id, str):
+                raise TypeError("id expected")
+            return cls(key=key, id=uuid.UUID(raw_id))
+        except (TypeError, ValueError) as error:
+            raise InvalidArgument(FIELD, "is not a valid page token") from error
 
 
 class PageTokens:
@@ -40,7 +105,7 @@ class PageTokens:
         """The position after which the next page starts; None for the first page."""
         if not token:
             return None
-        if len(token) > 2048:
+        if len(token) > MAX_TOKEN_CHARS:
             raise InvalidArgument(FIELD, "is too long")
         try:
             raw = base64.urlsafe_b64decode(token + "=" * (-len(token) % 4))
@@ -56,3 +121,41 @@ class PageTokens:
         if not isinstance(position, list):
             raise InvalidArgument(FIELD, "is not a valid page token")
         return position
+
+    def keyset_token(self, position: Keyset | None, query: str = "") -> str:
+        """The next page's token; "" (no more pages) when there is no position."""
+        return "" if position is None else self.encode(position.to_json(), query)
+
+    def keyset_after(
+        self, token: str, query: str = "", key_type: type[SortKey] = datetime.datetime
+    ) -> Keyset | None:
+        """The position a token continues after; None for the first page."""
+        position = self.decode(token, query)
+        return None if position is None else Keyset.from_json(position, key_type)
+
+
+def query_fingerprint(*parts: object) -> str:
+    """What a page token is bound to: every value that selects or orders the rows
+    (the caller, filters, order, search words), unambiguously (JSON of their strings)."""
+    return json.dumps(["" if part is None else str(part) for part in parts], separators=(",", ":"))
+
+
+@dataclass(frozen=True)
+class Page(Generic[T]):
+    """One page of rows, and where the next one starts (None on the last page)."""
+
+    items: list[T]
+    next_after: Keyset | None
+
+
+def fetch_limit(page_size: int) -> int:
+    """How many rows to fetch for a page: one more than asked tells whether another exists."""
+    return page_size + 1
+
+
+def page_of(rows: Sequence[T], page_size: int, position: Callable[[T], Keyset]) -> Page[T]:
+    """Cuts rows fetched with `fetch_limit(page_size)` to the page; the extra row only says
+    that a next page exists, which then starts after the page's last row."""
+    items = list(rows[:page_size])
+    more = len(rows) > page_size and bool(items)
+    return Page(items=items, next_after=position(items[-1]) if more else None)

@@ -1,4 +1,9 @@
-"""Client for identity: public keys (JWKS) and users' tiers."""
+"""Client for identity: public keys (JWKS) and users' tiers.
+
+`TierLookup` is how every service asks for a user's plan (limits and feature flags);
+`IdentityClient` implements it with a short cache, tests pass a fake. Ask it before opening
+a transaction: a peer call inside one is refused (ADR 0011).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import logging
 import time
 import uuid
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import grpc
 from google.protobuf import json_format
@@ -49,7 +54,16 @@ class TierInfo:
         )
 
 
+class TierLookup(Protocol):
+    """A user's tier. Raises NotFound for a user identity does not know and Unavailable
+    when the answer cannot be had: callers see domain errors, never gRPC ones."""
+
+    async def tier(self, user_id: uuid.UUID) -> TierInfo: ...
+
+
 class IdentityClient:
+    """Identity's public and internal RPCs; implements `TierLookup`."""
+
     def __init__(self, peer: PeerChannel, *, tier_cache_seconds: float = 30.0) -> None:
         self._peer = peer
         self._public = identity_pb2_grpc.IdentityServiceStub(peer.channel)
@@ -67,11 +81,9 @@ class IdentityClient:
             for k in response.keys
         ]
 
-    async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
-        """The user's tier, cached briefly (a tier change shows within the cache time).
-
-        Raises NotFound for a user identity does not know, Unavailable when identity
-        cannot answer: callers see domain errors, never gRPC ones."""
+    async def tier(self, user_id: uuid.UUID) -> TierInfo:
+        """The user's tier (`TierLookup`), cached briefly: a tier change shows within the
+        cache time."""
         now = time.monotonic()
         cached = self._tier_cache.get(user_id)
         if cached and now - cached[0] < self._tier_cache_seconds:
@@ -93,6 +105,10 @@ class IdentityClient:
         if len(self._tier_cache) > 10_000:
             self._tier_cache.clear()
         return tier
+
+    async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
+        """The former name of `tier`, kept until assets moves to `TierLookup`."""
+        return await self.tier(user_id)
 
     async def set_user_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
         await self._internal.SetUserTier(

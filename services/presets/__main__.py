@@ -1,5 +1,5 @@
-"""`python -m services.presets`: serve the presets service until SIGTERM."""
+"""`python -m services.presets` serves the presets service until SIGTERM."""
 
 from services.presets.server import main
 
-main()
+raise SystemExit(main())

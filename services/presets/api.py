@@ -1,24 +1,26 @@
 """gRPC servicers of presets: validate every field, map protobuf to the domain and back.
 
-Each RPC is one unit of work: it opens a transaction, builds the catalog on it, and
-commits when the call succeeds. Field names in INVALID_ARGUMENT errors are the request's
-own (`preset.name` in CreatePreset, `name` in UpdatePreset).
+Each plain RPC is one unit of work opened here (`database.transaction()`, or `read()` for
+GetPreset's single statement) and handed to the catalog; CreatePreset and UpdatePreset may
+need the owner's tier first and go through the publish workflow (workflows.py), which asks
+identity before it opens its transaction. Field names in INVALID_ARGUMENT errors are the
+request's own (`preset.name` in CreatePreset, `name` in UpdatePreset).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import uuid
-from typing import Any
+from typing import Any, TypeAlias
 
+import grpc
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime import validation
 from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import InvalidArgument
-from runtime.pagination import PageTokens
+from runtime.pagination import PageTokens, query_fingerprint
 from runtime.timestamps import to_timestamp
 from services.presets.models import (
     DESCRIPTION_MAX,
@@ -30,15 +32,17 @@ from services.presets.models import (
     Scope,
     Visibility,
 )
-from services.presets.repository import PresetRepository
 from services.presets.service import (
     Browse,
     PresetCatalog,
     PresetChanges,
     PresetDraft,
-    TierFeatures,
     search_terms,
+    sort_key_type,
 )
+from services.presets.workflows import PresetPublishing
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 QUERY_MAX = 200
 
@@ -144,26 +148,30 @@ def _changes(request: presets_pb2.UpdatePresetRequest) -> PresetChanges:
     )
 
 
-def _catalog(session: AsyncSession, tiers: TierFeatures) -> PresetCatalog:
-    return PresetCatalog(PresetRepository(session), tiers)
-
-
 def _browse_fingerprint(viewer_id: uuid.UUID, browse: Browse) -> str:
     """What a page token is bound to: everything that selects or orders the rows."""
-    category = browse.category.value if browse.category else ""
-    return "|".join(
-        [str(viewer_id), browse.scope.value, browse.order.value, category, " ".join(browse.terms)]
+    category = browse.category.value if browse.category else None
+    return query_fingerprint(
+        viewer_id, browse.scope.value, browse.order.value, category, " ".join(browse.terms)
     )
 
 
 class PresetApi(presets_pb2_grpc.PresetServiceServicer):
-    def __init__(self, database: Database, tiers: TierFeatures, page_tokens: PageTokens) -> None:
+    def __init__(
+        self,
+        *,
+        database: Database,
+        catalog: PresetCatalog,
+        publishing: PresetPublishing,
+        page_tokens: PageTokens,
+    ) -> None:
         self._database = database
-        self._tiers = tiers
+        self._catalog = catalog
+        self._publishing = publishing
         self._page_tokens = page_tokens
 
     async def ListPresets(
-        self, request: presets_pb2.ListPresetsRequest, context: Any
+        self, request: presets_pb2.ListPresetsRequest, context: Context
     ) -> presets_pb2.ListPresetsResponse:
         viewer_id = current_principal().user_id
         query = validation.text(request.query, "query", max_length=QUERY_MAX, required=False)
@@ -181,29 +189,28 @@ class PresetApi(presets_pb2_grpc.PresetServiceServicer):
             after=None,
         )
         fingerprint = _browse_fingerprint(viewer_id, browse)
-        browse = dataclasses.replace(
-            browse, after=self._page_tokens.decode(request.page_token, fingerprint)
+        after = self._page_tokens.keyset_after(
+            request.page_token, fingerprint, sort_key_type(browse.order)
         )
+        browse = dataclasses.replace(browse, after=after)
         async with self._database.transaction() as session:
-            page = await _catalog(session, self._tiers).browse(viewer_id, browse)
+            page = await self._catalog.browse(session, viewer_id, browse)
         return presets_pb2.ListPresetsResponse(
-            presets=[preset_message(p) for p in page.presets],
-            next_page_token=""
-            if page.next_position is None
-            else self._page_tokens.encode(page.next_position, fingerprint),
+            presets=[preset_message(p) for p in page.items],
+            next_page_token=self._page_tokens.keyset_token(page.next_after, fingerprint),
         )
 
     async def GetPreset(
-        self, request: presets_pb2.GetPresetRequest, context: Any
+        self, request: presets_pb2.GetPresetRequest, context: Context
     ) -> presets_pb2.GetPresetResponse:
         viewer_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         async with self._database.read() as session:  # one statement: no snapshot needed
-            preset = await _catalog(session, self._tiers).get(preset_id, viewer_id)
+            preset = await self._catalog.get(session, preset_id, viewer_id)
         return presets_pb2.GetPresetResponse(preset=preset_message(preset))
 
     async def CreatePreset(
-        self, request: presets_pb2.CreatePresetRequest, context: Any
+        self, request: presets_pb2.CreatePresetRequest, context: Context
     ) -> presets_pb2.CreatePresetResponse:
         owner_id = current_principal().user_id
         if not request.HasField("preset"):
@@ -219,59 +226,57 @@ class PresetApi(presets_pb2_grpc.PresetServiceServicer):
                 given.visibility, "preset.visibility", default=Visibility.PRIVATE
             ),
         )
-        async with self._database.transaction() as session:
-            preset = await _catalog(session, self._tiers).create(owner_id, draft)
+        preset = await self._publishing.create(owner_id, draft)
         return presets_pb2.CreatePresetResponse(preset=preset_message(preset))
 
     async def UpdatePreset(
-        self, request: presets_pb2.UpdatePresetRequest, context: Any
+        self, request: presets_pb2.UpdatePresetRequest, context: Context
     ) -> presets_pb2.UpdatePresetResponse:
         user_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         if request.expected_version < 0:
             raise InvalidArgument("expected_version", "must not be negative")
         changes = _changes(request)
-        async with self._database.transaction() as session:
-            preset = await _catalog(session, self._tiers).update(
-                preset_id, user_id, changes, expected_version=request.expected_version or None
-            )
+        preset = await self._publishing.update(
+            preset_id, user_id, changes, expected_version=request.expected_version or None
+        )
         return presets_pb2.UpdatePresetResponse(preset=preset_message(preset))
 
     async def DeletePreset(
-        self, request: presets_pb2.DeletePresetRequest, context: Any
+        self, request: presets_pb2.DeletePresetRequest, context: Context
     ) -> presets_pb2.DeletePresetResponse:
         user_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         async with self._database.transaction() as session:
-            await _catalog(session, self._tiers).delete(preset_id, user_id)
+            await self._catalog.delete(session, preset_id, user_id)
         return presets_pb2.DeletePresetResponse()
 
     async def LikePreset(
-        self, request: presets_pb2.LikePresetRequest, context: Any
+        self, request: presets_pb2.LikePresetRequest, context: Context
     ) -> presets_pb2.LikePresetResponse:
         user_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         async with self._database.transaction() as session:
-            preset = await _catalog(session, self._tiers).like(preset_id, user_id)
+            preset = await self._catalog.like(session, preset_id, user_id)
         return presets_pb2.LikePresetResponse(preset=preset_message(preset))
 
     async def UnlikePreset(
-        self, request: presets_pb2.UnlikePresetRequest, context: Any
+        self, request: presets_pb2.UnlikePresetRequest, context: Context
     ) -> presets_pb2.UnlikePresetResponse:
         user_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         async with self._database.transaction() as session:
-            preset = await _catalog(session, self._tiers).unlike(preset_id, user_id)
+            preset = await self._catalog.unlike(session, preset_id, user_id)
         return presets_pb2.UnlikePresetResponse(preset=preset_message(preset))
 
     async def ForkPreset(
-        self, request: presets_pb2.ForkPresetRequest, context: Any
+        self, request: presets_pb2.ForkPresetRequest, context: Context
     ) -> presets_pb2.ForkPresetResponse:
         user_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         name = validation.text(request.name, "name", max_length=NAME_MAX, required=False)
         async with self._database.transaction() as session:
-            preset = await _catalog(session, self._tiers).fork(preset_id, user_id, name or None)
+            preset = await self._catalog.fork(session, preset_id, user_id, name or None)
         return presets_pb2.ForkPresetResponse(preset=preset_message(preset))
 
 
@@ -280,18 +285,18 @@ class PresetInternalApi(presets_pb2_grpc.PresetInternalServiceServicer):
     (AuthPolicy.internal_services); each method asserts it again, so a servicer wired
     into the wrong policy fails closed."""
 
-    def __init__(self, database: Database, tiers: TierFeatures) -> None:
+    def __init__(self, *, database: Database, catalog: PresetCatalog) -> None:
         self._database = database
-        self._tiers = tiers
+        self._catalog = catalog
 
     async def ResolvePreset(
-        self, request: presets_pb2.ResolvePresetRequest, context: Any
+        self, request: presets_pb2.ResolvePresetRequest, context: Context
     ) -> presets_pb2.ResolvePresetResponse:
         current_service_caller()
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         user_id = validation.required_uuid(request.user_id, "user_id")
         async with self._database.transaction() as session:
-            resolved = await _catalog(session, self._tiers).resolve(preset_id, user_id)
+            resolved = await self._catalog.resolve(session, preset_id, user_id)
         return presets_pb2.ResolvePresetResponse(
             preset_id=str(resolved.id),
             name=resolved.name,
@@ -301,20 +306,20 @@ class PresetInternalApi(presets_pb2_grpc.PresetInternalServiceServicer):
         )
 
     async def RecordPresetUse(
-        self, request: presets_pb2.RecordPresetUseRequest, context: Any
+        self, request: presets_pb2.RecordPresetUseRequest, context: Context
     ) -> presets_pb2.RecordPresetUseResponse:
         current_service_caller()
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
         edit_id = validation.required_uuid(request.edit_id, "edit_id")
         async with self._database.transaction() as session:
-            await _catalog(session, self._tiers).record_use(preset_id, edit_id)
+            await self._catalog.record_use(session, preset_id, edit_id)
         return presets_pb2.RecordPresetUseResponse()
 
     async def PurgeUser(
-        self, request: presets_pb2.PurgeUserRequest, context: Any
+        self, request: presets_pb2.PurgeUserRequest, context: Context
     ) -> presets_pb2.PurgeUserResponse:
         current_service_caller()
         user_id = validation.required_uuid(request.user_id, "user_id")
         async with self._database.transaction() as session:
-            await _catalog(session, self._tiers).purge_user(user_id)
+            await self._catalog.purge_user(session, user_id)
         return presets_pb2.PurgeUserResponse()

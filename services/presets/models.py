@@ -32,7 +32,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import TSVECTOR, UUID
 
 from runtime.db import schema_metadata
-from runtime.events import event_cursor_table
+from runtime.events import event_cursor_table, parked_event_table
+from runtime.tombstones import tombstone_table
 
 SCHEMA = "presets"
 metadata = schema_metadata(SCHEMA)
@@ -80,26 +81,83 @@ presets = Table(
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
     # NULL for system presets.
-    Column("owner_id", UUID(as_uuid=True), nullable=True),
+    Column(
+        "owner_id",
+        UUID(as_uuid=True),
+        nullable=True,
+        comment=(
+            "identity.users.id of its owner (checked through the API, no "
+            "foreign key); NULL = system preset"
+        ),
+    ),
     Column("name", String(NAME_MAX), nullable=False),
     Column("description", String(DESCRIPTION_MAX), nullable=False, server_default=""),
-    Column("prompt", String(PROMPT_MAX), nullable=False),
-    Column("category", Text, nullable=False),
-    Column("visibility", Text, nullable=False, server_default=Visibility.PRIVATE.value),
+    Column(
+        "prompt",
+        String(PROMPT_MAX),
+        nullable=False,
+        comment="the text sent to the AI engine",
+    ),
+    Column(
+        "category",
+        Text,
+        nullable=False,
+        comment="filter or adjustment",
+    ),
+    Column(
+        "visibility",
+        Text,
+        nullable=False,
+        server_default=Visibility.PRIVATE.value,
+        comment="private (owner only), unlisted (anyone with the id) or public (listed)",
+    ),
     # A fork is a copy: losing its source (purged user) only loses the attribution.
     Column(
         "forked_from_id",
         UUID(as_uuid=True),
         ForeignKey("presets.presets.id", ondelete="SET NULL"),
         nullable=True,
+        comment=(
+            "the preset this one was copied from; NULL for an original or "
+            "once the source was purged"
+        ),
     ),
-    Column("like_count", BigInteger, nullable=False, server_default="0"),
-    Column("use_count", BigInteger, nullable=False, server_default="0"),
-    Column("version", Integer, nullable=False, server_default="1"),
+    Column(
+        "like_count",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="number of preset_likes rows, changed in the same transaction as them",
+    ),
+    Column(
+        "use_count",
+        BigInteger,
+        nullable=False,
+        server_default="0",
+        comment="number of preset_uses rows, changed in the same transaction as them",
+    ),
+    Column(
+        "version",
+        Integer,
+        nullable=False,
+        server_default="1",
+        comment="bumped by every change of content; edits snapshot it with the prompt",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
-    Column("search", TSVECTOR, Computed(SEARCH_DOCUMENT, persisted=True), nullable=False),
+    Column(
+        "deleted_at",
+        DateTime(timezone=True),
+        nullable=True,
+        comment="soft delete: hidden from every listing, purged with its owner",
+    ),
+    Column(
+        "search",
+        TSVECTOR,
+        Computed(SEARCH_DOCUMENT, persisted=True),
+        nullable=False,
+        comment="generated: tsvector of name and description for full-text search",
+    ),
     CheckConstraint("category IN ('filter', 'adjustment')", name="category_known"),
     CheckConstraint("visibility IN ('private', 'unlisted', 'public')", name="visibility_known"),
     CheckConstraint("like_count >= 0", name="like_count_not_negative"),
@@ -107,6 +165,11 @@ presets = Table(
     CheckConstraint("version >= 1", name="version_positive"),
     # System presets are public; a user preset is anything its owner chose.
     CheckConstraint("owner_id IS NOT NULL OR visibility = 'public'", name="system_is_public"),
+    comment=(
+        "Filters and adjustments whose prompt is sent to the AI engine: "
+        "system presets (no owner, seeded by migration) and users' own, "
+        "private, unlisted or public"
+    ),
 )
 
 # One index per listing order over live public rows, scanned backwards for
@@ -149,10 +212,19 @@ preset_likes = Table(
         ForeignKey("presets.presets.id", ondelete="CASCADE"),
         nullable=False,
     ),
-    Column("user_id", UUID(as_uuid=True), nullable=False),
+    Column(
+        "user_id",
+        UUID(as_uuid=True),
+        nullable=False,
+        comment="identity.users.id of the user who likes it (checked through the API)",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # One like per user and preset; also answers "does the caller like it?".
     PrimaryKeyConstraint("preset_id", "user_id"),
+    comment=(
+        "Likes: the many-to-many between users and presets, one row per "
+        "pair; presets.like_count counts them"
+    ),
 )
 # PurgeUser removes every like of one user.
 Index("ix_preset_likes_user_id", preset_likes.c.user_id)
@@ -161,7 +233,12 @@ preset_uses = Table(
     "preset_uses",
     metadata,
     # One use per edit: a retried RecordPresetUse finds its row and counts nothing.
-    Column("edit_id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "edit_id",
+        UUID(as_uuid=True),
+        primary_key=True,
+        comment="projects.edits.id of the edit that applied the preset (one use per edit)",
+    ),
     Column(
         "preset_id",
         UUID(as_uuid=True),
@@ -169,6 +246,10 @@ preset_uses = Table(
         nullable=False,
     ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    comment=(
+        "Each edit that applied a preset, once: makes RecordPresetUse "
+        "idempotent; presets.use_count counts them"
+    ),
 )
 Index("ix_preset_uses_preset_id", preset_uses.c.preset_id)
 
@@ -201,3 +282,6 @@ class Preset:
 
 # How far presets has followed identity's outbox (runtime.events).
 event_cursors = event_cursor_table(metadata)
+# Events its handlers kept failing on (runtime.events), and deleted accounts (runtime.tombstones).
+parked_events = parked_event_table(metadata)
+deleted_users = tombstone_table(metadata)

@@ -8,7 +8,6 @@ concurrency without reading it first. The repository never commits.
 
 from __future__ import annotations
 
-import datetime
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import FromClause
 
+from runtime.pagination import Keyset
 from services.presets.models import (
     Category,
     Order,
@@ -65,14 +65,6 @@ _COLUMNS = [column for column in presets.c if column.name != "search"]
 
 
 @dataclass(frozen=True)
-class Cursor:
-    """Keyset position: the sort key and id of the last row of a page."""
-
-    key: int | datetime.datetime
-    id: uuid.UUID
-
-
-@dataclass(frozen=True)
 class Listing:
     """What one page of ListPresets asks for."""
 
@@ -82,7 +74,8 @@ class Listing:
     category: Category | None
     # Words matched as prefixes against name and description, all of them required.
     terms: tuple[str, ...]
-    after: Cursor | None
+    # The previous page's last row (runtime.pagination).
+    after: Keyset | None
     limit: int
 
 

@@ -1,31 +1,35 @@
-"""Composition root of presets: builds everything explicitly and serves it.
+"""Composition root of presets: builds every part explicitly and serves it.
 
-start(settings) -> RunningServer   (tests pass port=0)
-main()                             (python -m services.presets)
+`build` wires the database, the identity client (JWKS, tiers, outbox), the catalog and the
+publish workflow; `start` puts them behind a gRPC server (tests call it with port 0 and may
+pass their own tier lookup); `main` is `python -m services.presets`.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import contextlib
 import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
-from runtime.errors import NotFound
 from runtime.events import USER_DELETED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.pagination import PageTokens
-from runtime.peers.identity import IdentityClient
+from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from services.presets.api import PresetApi, PresetInternalApi
 from services.presets.models import SCHEMA, event_cursors
-from services.presets.repository import PresetRepository
 from services.presets.service import PresetCatalog
 from services.presets.settings import PresetsSettings, load
+from services.presets.workflows import PresetPublishing
 
 PUBLIC_SERVICE = presets_pb2.DESCRIPTOR.services_by_name["PresetService"].full_name
 INTERNAL_SERVICE = presets_pb2.DESCRIPTOR.services_by_name["PresetInternalService"].full_name
@@ -37,72 +41,87 @@ AUTH_POLICY = AuthPolicy(
 )
 
 
-class IdentityTierFeatures:
-    """Tier feature flags from identity (its failures arrive as domain errors)."""
+@dataclass
+class PresetsComponents:
+    """Everything `build` made; `close` releases it in reverse order."""
 
-    def __init__(self, identity: IdentityClient) -> None:
-        self._identity = identity
+    settings: PresetsSettings
+    database: Database
+    identity: IdentityClient
+    catalog: PresetCatalog
+    publishing: PresetPublishing
+    closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
-    async def allows(self, user_id: uuid.UUID, feature: str) -> bool:
-        try:
-            tier = await self._identity.user_tier(user_id)
-        except NotFound:
-            return False  # a user identity does not know has no plan at all
-        return tier.allows(feature)
+    async def close(self) -> None:
+        for close in reversed(self.closers):
+            with contextlib.suppress(Exception):
+                await close()
 
 
-async def start(settings: PresetsSettings, *, port: int | None = None) -> RunningServer:
+def build(settings: PresetsSettings, *, tiers: TierLookup | None = None) -> PresetsComponents:
+    """`tiers` replaces identity as the source of users' plans (tests)."""
+    tokens = ServiceTokens(settings.internal_secret.reveal(), settings.service_name)
+    closers: list[Callable[[], Awaitable[None]]] = []
     database = Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
-    identity_channel = PeerChannel(
-        settings.identity_addr, ServiceTokens(settings.internal_secret.reveal(), "presets")
-    )
-    try:
-        identity = IdentityClient(identity_channel, tier_cache_seconds=settings.tier_cache_seconds)
-        tiers = IdentityTierFeatures(identity)
-        registrations = [
-            Registration(
-                PUBLIC_SERVICE,
-                PresetApi(
-                    database,
-                    tiers,
-                    PageTokens.for_service(
-                        settings.service_name, settings.internal_secret.reveal()
-                    ),
+    closers.append(database.close)
+    identity_peer = PeerChannel(settings.identity_addr, tokens)
+    closers.append(identity_peer.close)
+    identity = IdentityClient(identity_peer, tier_cache_seconds=settings.tier_cache_seconds)
+    catalog = PresetCatalog()
+    publishing = PresetPublishing(database, catalog, tiers if tiers is not None else identity)
+    return PresetsComponents(settings, database, identity, catalog, publishing, closers)
+
+
+async def start(
+    settings: PresetsSettings, *, port: int | None = None, tiers: TierLookup | None = None
+) -> RunningServer:
+    components = build(settings, tiers=tiers)
+    database, catalog = components.database, components.catalog
+    registrations = [
+        Registration(
+            PUBLIC_SERVICE,
+            PresetApi(
+                database=database,
+                catalog=catalog,
+                publishing=components.publishing,
+                page_tokens=PageTokens.for_service(
+                    settings.service_name, settings.internal_secret.reveal()
                 ),
-                presets_pb2_grpc.add_PresetServiceServicer_to_server,
             ),
-            Registration(
-                INTERNAL_SERVICE,
-                PresetInternalApi(database, tiers),
-                presets_pb2_grpc.add_PresetInternalServiceServicer_to_server,
-            ),
-        ]
+            presets_pb2_grpc.add_PresetServiceServicer_to_server,
+        ),
+        Registration(
+            INTERNAL_SERVICE,
+            PresetInternalApi(database=database, catalog=catalog),
+            presets_pb2_grpc.add_PresetInternalServiceServicer_to_server,
+        ),
+    ]
+    try:
         running = await start_server(
             settings,
             registrations,
             AUTH_POLICY,
-            jwks_verifier(settings, identity.jwks),
+            jwks_verifier(settings, components.identity.jwks),
             port=port,
         )
     except BaseException:
-        await identity_channel.close()
-        await database.close()
+        await components.close()
         raise
-    running.on_close += [database.close, identity_channel.close]
+    running.on_close.append(components.close)
     follower = OutboxFollower(
-        identity,
+        components.identity,
         CursorStore(database, event_cursors),
-        {USER_DELETED: lambda event: purge_user(database, tiers, event.user_id)},
+        {USER_DELETED: lambda event: purge_user(database, catalog, event.user_id)},
         poll_seconds=settings.event_poll_seconds,
     )
-    running.background.append(asyncio.create_task(follower.run()))
+    running.background.append(asyncio.create_task(follower.run(), name="presets-events"))
     return running
 
 
-async def purge_user(database: Database, tiers: IdentityTierFeatures, user_id: uuid.UUID) -> None:
+async def purge_user(database: Database, catalog: PresetCatalog, user_id: uuid.UUID) -> None:
     """A deleted account's presets and likes go (identity's `user.deleted` event)."""
     async with database.transaction() as session:
-        await PresetCatalog(PresetRepository(session), tiers).purge_user(user_id)
+        await catalog.purge_user(session, user_id)
 
 
 async def _serve(settings: PresetsSettings) -> None:
@@ -110,7 +129,16 @@ async def _serve(settings: PresetsSettings) -> None:
     await serve(running, settings.shutdown_grace_seconds)
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m services.presets",
+        description="The presets service. Settings come from PIXELSHOP_PRESETS_* variables.",
+    )
+    parser.add_argument(
+        "command", nargs="?", default="serve", choices=("serve",), help="serve (default)"
+    )
+    parser.parse_args(argv)
     settings = load()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     asyncio.run(_serve(settings))
+    return 0

@@ -6,9 +6,11 @@ private one exists only for its owner. Whatever a caller may not see answers NOT
 exactly like a missing preset. System presets are read-only for everyone (PERMISSION_DENIED,
 since the caller can see them). Publishing public needs the owner's tier feature
 `public_presets`; it is checked when a preset becomes public, so a user whose plan
-lapsed can still edit what they published before.
+lapsed can still edit what they published before. The tier is read before the unit of work
+opens (workflows.py) and arrives here as `may_publish`.
 
-Everything runs inside the caller's unit of work; nothing here commits.
+`PresetCatalog` is built once by the composition root and holds no session: every method
+runs inside the caller's unit of work (`session` first) and nothing here commits.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ from __future__ import annotations
 import datetime
 import re
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
 
-from runtime.errors import InvalidArgument
-from runtime.pagination import FIELD as PAGE_TOKEN_FIELD
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runtime.pagination import Keyset, Page, SortKey, fetch_limit, page_of
 from services.presets.errors import (
     EditRecordedForAnotherPreset,
     NotPresetOwner,
@@ -30,25 +33,13 @@ from services.presets.errors import (
     SystemPresetReadOnly,
 )
 from services.presets.models import Category, Order, Preset, Scope, Visibility
-from services.presets.repository import (
-    Cursor,
-    Listing,
-    NewPreset,
-    PresetAccess,
-    PresetRepository,
-)
+from services.presets.repository import Listing, NewPreset, PresetAccess, PresetRepository
 
 PUBLIC_PRESETS_FEATURE = "public_presets"
 MAX_SEARCH_TERMS = 8
 # Letters and digits: exactly what the 'simple' text search parser makes words of, and
 # nothing that could act as a tsquery operator.
 _WORD = re.compile(r"[^\W_]+")
-
-
-class TierFeatures(Protocol):
-    """Whether a user's plan includes a feature (identity answers, with a short cache)."""
-
-    async def allows(self, user_id: uuid.UUID, feature: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -90,15 +81,8 @@ class Browse:
     category: Category | None
     terms: tuple[str, ...]
     page_size: int
-    # Decoded from the page token: [sort key, id] of the previous page's last row.
-    after: list[Any] | None
-
-
-@dataclass(frozen=True)
-class PresetPage:
-    presets: list[Preset]
-    # Position for the next page's token; None on the last page.
-    next_position: list[Any] | None
+    # Decoded from the page token: the previous page's last row.
+    after: Keyset | None
 
 
 @dataclass(frozen=True)
@@ -117,29 +101,19 @@ def search_terms(query: str) -> tuple[str, ...]:
     return tuple(_WORD.findall(query))[:MAX_SEARCH_TERMS]
 
 
-def _cursor(order: Order, position: list[Any]) -> Cursor:
-    """Reads a page token's position back; the token is signed, this is defence in depth."""
-    try:
-        raw_key, raw_id = position
-        key: int | datetime.datetime
+def sort_key_type(order: Order) -> type[SortKey]:
+    """What a listing's keyset key is: a creation time, or a like / use count."""
+    return datetime.datetime if order is Order.NEWEST else int
+
+
+def _position(order: Order) -> Callable[[Preset], Keyset]:
+    def position(preset: Preset) -> Keyset:
         if order is Order.NEWEST:
-            key = datetime.datetime.fromisoformat(raw_key)
-            if key.tzinfo is None:
-                raise ValueError("naive time")
-        elif isinstance(raw_key, int) and not isinstance(raw_key, bool):
-            key = raw_key
-        else:
-            raise ValueError("count expected")
-        return Cursor(key=key, id=uuid.UUID(raw_id))
-    except (TypeError, ValueError) as error:
-        raise InvalidArgument(PAGE_TOKEN_FIELD, "is not a valid page token") from error
+            return Keyset(preset.created_at, preset.id)
+        count = preset.like_count if order is Order.POPULAR else preset.use_count
+        return Keyset(count, preset.id)
 
-
-def _position(order: Order, preset: Preset) -> list[Any]:
-    if order is Order.NEWEST:
-        return [preset.created_at.isoformat(), str(preset.id)]
-    count = preset.like_count if order is Order.POPULAR else preset.use_count
-    return [count, str(preset.id)]
+    return position
 
 
 def _visible(access: PresetAccess, viewer_id: uuid.UUID) -> bool:
@@ -147,22 +121,20 @@ def _visible(access: PresetAccess, viewer_id: uuid.UUID) -> bool:
 
 
 class PresetCatalog:
-    def __init__(self, repository: PresetRepository, tiers: TierFeatures) -> None:
-        self._repository = repository
-        self._tiers = tiers
+    """The rules of presets; one instance serves every call (no state, no session)."""
 
-    async def _require_publishing(self, owner_id: uuid.UUID) -> None:
-        if not await self._tiers.allows(owner_id, PUBLIC_PRESETS_FEATURE):
-            raise PublicPresetsNotInTier()
-
-    async def _visible_preset(self, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset:
-        preset = await self._repository.find_visible(preset_id, viewer_id)
+    async def _visible_preset(
+        self, repository: PresetRepository, preset_id: uuid.UUID, viewer_id: uuid.UUID
+    ) -> Preset:
+        preset = await repository.find_visible(preset_id, viewer_id)
         if preset is None:
             raise PresetNotFound(preset_id)
         return preset
 
-    async def _owned_for_change(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> PresetAccess:
-        access = await self._repository.lock(preset_id, "change")
+    async def _owned_for_change(
+        self, repository: PresetRepository, preset_id: uuid.UUID, user_id: uuid.UUID
+    ) -> PresetAccess:
+        access = await repository.lock(preset_id, "change")
         if access is None or not _visible(access, user_id):
             raise PresetNotFound(preset_id)
         if access.owner_id is None:
@@ -171,34 +143,48 @@ class PresetCatalog:
             raise NotPresetOwner()
         return access
 
-    async def get(self, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset:
-        return await self._visible_preset(preset_id, viewer_id)
+    async def _referenced(
+        self, repository: PresetRepository, preset_id: uuid.UUID, user_id: uuid.UUID
+    ) -> None:
+        """Locks a preset the caller can see against a purge while a like or fork points
+        at it (FOR KEY SHARE); NOT_FOUND when they cannot see it."""
+        access = await repository.lock(preset_id, "reference")
+        if access is None or not _visible(access, user_id):
+            raise PresetNotFound(preset_id)
 
-    async def browse(self, viewer_id: uuid.UUID, request: Browse) -> PresetPage:
-        after = None if request.after is None else _cursor(request.order, request.after)
-        rows = await self._repository.list_page(
+    async def get(
+        self, session: AsyncSession, preset_id: uuid.UUID, viewer_id: uuid.UUID
+    ) -> Preset:
+        return await self._visible_preset(PresetRepository(session), preset_id, viewer_id)
+
+    async def browse(
+        self, session: AsyncSession, viewer_id: uuid.UUID, request: Browse
+    ) -> Page[Preset]:
+        rows = await PresetRepository(session).list_page(
             Listing(
                 viewer_id=viewer_id,
                 scope=request.scope,
                 order=request.order,
                 category=request.category,
                 terms=request.terms,
-                after=after,
-                # One more than asked tells whether another page exists.
-                limit=request.page_size + 1,
+                after=request.after,
+                limit=fetch_limit(request.page_size),
             )
         )
-        page = rows[: request.page_size]
-        more = len(rows) > request.page_size
-        return PresetPage(
-            presets=page,
-            next_position=_position(request.order, page[-1]) if more else None,
-        )
+        return page_of(rows, request.page_size, _position(request.order))
 
-    async def create(self, owner_id: uuid.UUID, draft: PresetDraft) -> Preset:
-        if draft.visibility is Visibility.PUBLIC:
-            await self._require_publishing(owner_id)
-        preset_id = await self._repository.insert(
+    async def create(
+        self,
+        session: AsyncSession,
+        owner_id: uuid.UUID,
+        draft: PresetDraft,
+        *,
+        may_publish: bool,
+    ) -> Preset:
+        if draft.visibility is Visibility.PUBLIC and not may_publish:
+            raise PublicPresetsNotInTier()
+        repository = PresetRepository(session)
+        preset_id = await repository.insert(
             NewPreset(
                 owner_id=owner_id,
                 name=draft.name,
@@ -208,51 +194,57 @@ class PresetCatalog:
                 visibility=draft.visibility,
             )
         )
-        return await self._visible_preset(preset_id, owner_id)
+        return await self._visible_preset(repository, preset_id, owner_id)
 
     async def update(
         self,
+        session: AsyncSession,
         preset_id: uuid.UUID,
         user_id: uuid.UUID,
         changes: PresetChanges,
+        *,
+        may_publish: bool,
         expected_version: int | None = None,
     ) -> Preset:
-        access = await self._owned_for_change(preset_id, user_id)
+        repository = PresetRepository(session)
+        access = await self._owned_for_change(repository, preset_id, user_id)
         if expected_version is not None and expected_version != access.version:
             raise PresetVersionChanged(expected_version, access.version)
         becomes_public = (
             changes.visibility is Visibility.PUBLIC and access.visibility is not Visibility.PUBLIC
         )
-        if becomes_public:
-            await self._require_publishing(user_id)
-        await self._repository.update(preset_id, changes.columns())
-        return await self._visible_preset(preset_id, user_id)
+        if becomes_public and not may_publish:
+            raise PublicPresetsNotInTier()
+        await repository.update(preset_id, changes.columns())
+        return await self._visible_preset(repository, preset_id, user_id)
 
-    async def delete(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> None:
-        await self._owned_for_change(preset_id, user_id)
-        await self._repository.soft_delete(preset_id)
+    async def delete(self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID) -> None:
+        repository = PresetRepository(session)
+        await self._owned_for_change(repository, preset_id, user_id)
+        await repository.soft_delete(preset_id)
 
-    async def like(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> Preset:
-        access = await self._repository.lock(preset_id, "reference")
-        if access is None or not _visible(access, user_id):
-            raise PresetNotFound(preset_id)
-        await self._repository.add_like(preset_id, user_id)
-        return await self._visible_preset(preset_id, user_id)
+    async def like(self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID) -> Preset:
+        repository = PresetRepository(session)
+        await self._referenced(repository, preset_id, user_id)
+        await repository.add_like(preset_id, user_id)
+        return await self._visible_preset(repository, preset_id, user_id)
 
-    async def unlike(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> Preset:
-        access = await self._repository.lock(preset_id, "reference")
-        if access is None or not _visible(access, user_id):
-            raise PresetNotFound(preset_id)
-        await self._repository.remove_like(preset_id, user_id)
-        return await self._visible_preset(preset_id, user_id)
+    async def unlike(
+        self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID
+    ) -> Preset:
+        repository = PresetRepository(session)
+        await self._referenced(repository, preset_id, user_id)
+        await repository.remove_like(preset_id, user_id)
+        return await self._visible_preset(repository, preset_id, user_id)
 
-    async def fork(self, preset_id: uuid.UUID, user_id: uuid.UUID, name: str | None) -> Preset:
+    async def fork(
+        self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID, name: str | None
+    ) -> Preset:
+        repository = PresetRepository(session)
         # The fork references its source: keep the source from being purged meanwhile.
-        access = await self._repository.lock(preset_id, "reference")
-        if access is None or not _visible(access, user_id):
-            raise PresetNotFound(preset_id)
-        source = await self._visible_preset(preset_id, user_id)
-        fork_id = await self._repository.insert(
+        await self._referenced(repository, preset_id, user_id)
+        source = await self._visible_preset(repository, preset_id, user_id)
+        fork_id = await repository.insert(
             NewPreset(
                 owner_id=user_id,
                 name=name or source.name,
@@ -263,10 +255,12 @@ class PresetCatalog:
                 forked_from_id=source.id,
             )
         )
-        return await self._visible_preset(fork_id, user_id)
+        return await self._visible_preset(repository, fork_id, user_id)
 
-    async def resolve(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> ResolvedPreset:
-        preset = await self._visible_preset(preset_id, user_id)
+    async def resolve(
+        self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID
+    ) -> ResolvedPreset:
+        preset = await self._visible_preset(PresetRepository(session), preset_id, user_id)
         return ResolvedPreset(
             id=preset.id,
             name=preset.name,
@@ -275,13 +269,16 @@ class PresetCatalog:
             version=preset.version,
         )
 
-    async def record_use(self, preset_id: uuid.UUID, edit_id: uuid.UUID) -> None:
+    async def record_use(
+        self, session: AsyncSession, preset_id: uuid.UUID, edit_id: uuid.UUID
+    ) -> None:
+        repository = PresetRepository(session)
         # The edit already resolved the preset; a later delete does not undo the use.
-        if not await self._repository.exists(preset_id):
+        if not await repository.exists(preset_id):
             raise PresetNotFound(preset_id)
-        recorded_for = await self._repository.record_use(preset_id, edit_id)
+        recorded_for = await repository.record_use(preset_id, edit_id)
         if recorded_for != preset_id:
             raise EditRecordedForAnotherPreset(edit_id, recorded_for)
 
-    async def purge_user(self, user_id: uuid.UUID) -> None:
-        await self._repository.purge_user(user_id)
+    async def purge_user(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        await PresetRepository(session).purge_user(user_id)

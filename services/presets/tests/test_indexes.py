@@ -14,8 +14,9 @@ import pytest
 from sqlalchemy import Select, text
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from runtime.pagination import Keyset
 from services.presets.models import Category, Order, Scope
-from services.presets.repository import Cursor, Listing, listing_statement
+from services.presets.repository import Listing, listing_statement
 
 SEEDED = 5000
 RARE_WORD = "zebrafinch"
@@ -110,7 +111,7 @@ async def test_a_later_page_uses_the_index_too(seeded: Any) -> None:
     )
     like_count, preset_id = first.one()
     listing = _listing(
-        owner, Scope.COMMUNITY, Order.POPULAR, after=Cursor(key=like_count, id=preset_id)
+        owner, Scope.COMMUNITY, Order.POPULAR, after=Keyset(key=like_count, id=preset_id)
     )
     plan = await _plan(connection, listing_statement(listing))
     assert "ix_presets_public_popular" in plan, plan

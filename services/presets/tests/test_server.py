@@ -1,4 +1,4 @@
-"""Settings and the identity adapter of the composition root."""
+"""Settings, the command line and the tier lookup the composition root wires."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ import pytest
 
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
-from runtime.errors import Unavailable
-from runtime.peers.identity import IdentityClient
+from runtime.errors import NotFound, Unavailable
+from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.settings import SettingsError, load_settings
-from services.presets.server import IdentityTierFeatures
+from services.presets.server import main
 from services.presets.settings import ENV_PREFIX, PresetsSettings
 from tests.support.fake_identity import FakeIdentity
 from tests.support.settings import INTERNAL_SECRET
@@ -52,16 +52,16 @@ def _closed_port() -> int:
         return int(sock.getsockname()[1])
 
 
-async def test_tier_features_follow_identity(fake_identity: FakeIdentity) -> None:
+async def test_the_identity_client_is_the_tier_lookup(fake_identity: FakeIdentity) -> None:
     peer = PeerChannel(fake_identity.address, ServiceTokens(INTERNAL_SECRET, "presets"))
     try:
-        features = IdentityTierFeatures(IdentityClient(peer, tier_cache_seconds=0))
+        tiers: TierLookup = IdentityClient(peer, tier_cache_seconds=0)
         pro, _ = fake_identity.new_user("pro")
         free, _ = fake_identity.new_user("free")
-        assert await features.allows(pro, "public_presets")
-        assert not await features.allows(free, "public_presets")
-        # A user identity does not know gets no features.
-        assert not await features.allows(uuid.uuid4(), "public_presets")
+        assert (await tiers.tier(pro)).allows("public_presets")
+        assert not (await tiers.tier(free)).allows("public_presets")
+        with pytest.raises(NotFound):
+            await tiers.tier(uuid.uuid4())
     finally:
         await peer.close()
 
@@ -69,8 +69,19 @@ async def test_tier_features_follow_identity(fake_identity: FakeIdentity) -> Non
 async def test_an_unreachable_identity_is_unavailable_not_internal() -> None:
     peer = PeerChannel(f"127.0.0.1:{_closed_port()}", ServiceTokens(INTERNAL_SECRET, "presets"))
     try:
-        features = IdentityTierFeatures(IdentityClient(peer, tier_cache_seconds=0))
         with pytest.raises(Unavailable):
-            await features.allows(uuid.uuid4(), "public_presets")
+            await IdentityClient(peer, tier_cache_seconds=0).tier(uuid.uuid4())
     finally:
         await peer.close()
+
+
+def test_the_command_line_serves_and_refuses_unknown_commands(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    assert "serve" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exited:
+        main(["sweep"])
+    assert exited.value.code == 2

@@ -25,16 +25,66 @@ def upgrade() -> None:
     op.create_table(
         "presets",
         sa.Column("id", sa.UUID(), nullable=False),
-        sa.Column("owner_id", sa.UUID(), nullable=True),
+        sa.Column(
+            "owner_id",
+            sa.UUID(),
+            nullable=True,
+            comment=(
+                "identity.users.id of its owner (checked through the API, no "
+                "foreign key); NULL = system preset"
+            ),
+        ),
         sa.Column("name", sa.String(length=80), nullable=False),
         sa.Column("description", sa.String(length=500), server_default="", nullable=False),
-        sa.Column("prompt", sa.String(length=2000), nullable=False),
-        sa.Column("category", sa.Text(), nullable=False),
-        sa.Column("visibility", sa.Text(), server_default="private", nullable=False),
-        sa.Column("forked_from_id", sa.UUID(), nullable=True),
-        sa.Column("like_count", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("use_count", sa.BigInteger(), server_default="0", nullable=False),
-        sa.Column("version", sa.Integer(), server_default="1", nullable=False),
+        sa.Column(
+            "prompt",
+            sa.String(length=2000),
+            nullable=False,
+            comment="the text sent to the AI engine",
+        ),
+        sa.Column(
+            "category",
+            sa.Text(),
+            nullable=False,
+            comment="filter or adjustment",
+        ),
+        sa.Column(
+            "visibility",
+            sa.Text(),
+            server_default="private",
+            nullable=False,
+            comment="private (owner only), unlisted (anyone with the id) or public (listed)",
+        ),
+        sa.Column(
+            "forked_from_id",
+            sa.UUID(),
+            nullable=True,
+            comment=(
+                "the preset this one was copied from; NULL for an original or "
+                "once the source was purged"
+            ),
+        ),
+        sa.Column(
+            "like_count",
+            sa.BigInteger(),
+            server_default="0",
+            nullable=False,
+            comment="number of preset_likes rows, changed in the same transaction as them",
+        ),
+        sa.Column(
+            "use_count",
+            sa.BigInteger(),
+            server_default="0",
+            nullable=False,
+            comment="number of preset_uses rows, changed in the same transaction as them",
+        ),
+        sa.Column(
+            "version",
+            sa.Integer(),
+            server_default="1",
+            nullable=False,
+            comment="bumped by every change of content; edits snapshot it with the prompt",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -47,7 +97,12 @@ def upgrade() -> None:
             server_default=sa.text("now()"),
             nullable=False,
         ),
-        sa.Column("deleted_at", sa.DateTime(timezone=True), nullable=True),
+        sa.Column(
+            "deleted_at",
+            sa.DateTime(timezone=True),
+            nullable=True,
+            comment="soft delete: hidden from every listing, purged with its owner",
+        ),
         sa.Column(
             "search",
             postgresql.TSVECTOR(),
@@ -56,6 +111,7 @@ def upgrade() -> None:
                 persisted=True,
             ),
             nullable=False,
+            comment="generated: tsvector of name and description for full-text search",
         ),
         sa.CheckConstraint(
             "category IN ('filter', 'adjustment')", name=op.f("ck_presets_category_known")
@@ -79,6 +135,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_presets")),
         schema=SCHEMA,
+        comment=(
+            "Filters and adjustments whose prompt is sent to the AI engine: "
+            "system presets (no owner, seeded by migration) and users' own, "
+            "private, unlisted or public"
+        ),
     )
     for name, columns in (
         ("ix_presets_public_newest", ["created_at", "id"]),
@@ -110,7 +171,12 @@ def upgrade() -> None:
     op.create_table(
         "preset_likes",
         sa.Column("preset_id", sa.UUID(), nullable=False),
-        sa.Column("user_id", sa.UUID(), nullable=False),
+        sa.Column(
+            "user_id",
+            sa.UUID(),
+            nullable=False,
+            comment="identity.users.id of the user who likes it (checked through the API)",
+        ),
         sa.Column(
             "created_at",
             sa.DateTime(timezone=True),
@@ -125,12 +191,21 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("preset_id", "user_id", name=op.f("pk_preset_likes")),
         schema=SCHEMA,
+        comment=(
+            "Likes: the many-to-many between users and presets, one row per "
+            "pair; presets.like_count counts them"
+        ),
     )
     op.create_index("ix_preset_likes_user_id", "preset_likes", ["user_id"], schema=SCHEMA)
 
     op.create_table(
         "preset_uses",
-        sa.Column("edit_id", sa.UUID(), nullable=False),
+        sa.Column(
+            "edit_id",
+            sa.UUID(),
+            nullable=False,
+            comment="projects.edits.id of the edit that applied the preset (one use per edit)",
+        ),
         sa.Column("preset_id", sa.UUID(), nullable=False),
         sa.Column(
             "created_at",
@@ -146,6 +221,10 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("edit_id", name=op.f("pk_preset_uses")),
         schema=SCHEMA,
+        comment=(
+            "Each edit that applied a preset, once: makes RecordPresetUse "
+            "idempotent; presets.use_count counts them"
+        ),
     )
     op.create_index("ix_preset_uses_preset_id", "preset_uses", ["preset_id"], schema=SCHEMA)
 
