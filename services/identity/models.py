@@ -58,36 +58,96 @@ LIVE_REFRESH_TOKEN = "rotated_at IS NULL AND revoked_at IS NULL"
 FREE_TIER = "free"
 
 
-def _timestamp(name: str, *, nullable: bool = False, default_now: bool = False) -> Column[Any]:
+def _timestamp(
+    name: str, *, nullable: bool = False, default_now: bool = False, comment: str | None = None
+) -> Column[Any]:
     return Column(
         name,
         DateTime(timezone=True),
         nullable=nullable,
         server_default=text("now()") if default_now else None,
+        comment=comment,
     )
 
 
 tiers = Table(
     "tiers",
     metadata,
-    Column("code", Text, primary_key=True),
+    Column(
+        "code",
+        Text,
+        primary_key=True,
+        comment="stable tier id named in tokens and by billing (free, pro)",
+    ),
     Column("name", Text, nullable=False),
     # Limits; 0 means unlimited.
-    Column("ai_edits_per_month", BigInteger, nullable=False),
-    Column("storage_bytes", BigInteger, nullable=False),
-    Column("max_projects", BigInteger, nullable=False),
-    Column("max_upload_bytes", BigInteger, nullable=False),
-    Column("max_pixels", BigInteger, nullable=False),
-    Column("features", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
-    Column("stripe_price_id", Text, nullable=True, unique=True),
-    Column("purchasable", Boolean, nullable=False, server_default=text("false")),
-    Column("sort_order", Integer, nullable=False),
+    Column(
+        "ai_edits_per_month",
+        BigInteger,
+        nullable=False,
+        comment="AI edits allowed per calendar month; 0 = unlimited",
+    ),
+    Column(
+        "storage_bytes",
+        BigInteger,
+        nullable=False,
+        comment="bytes of stored images allowed; 0 = unlimited",
+    ),
+    Column(
+        "max_projects",
+        BigInteger,
+        nullable=False,
+        comment="live projects allowed; 0 = unlimited",
+    ),
+    Column(
+        "max_upload_bytes",
+        BigInteger,
+        nullable=False,
+        comment="largest upload accepted in bytes; 0 = unlimited",
+    ),
+    Column(
+        "max_pixels",
+        BigInteger,
+        nullable=False,
+        comment="largest image accepted (width x height); 0 = unlimited",
+    ),
+    Column(
+        "features",
+        JSONB,
+        nullable=False,
+        server_default=text("'{}'::jsonb"),
+        comment="feature flags, a JSON object (e.g. public_presets); served as a Struct",
+    ),
+    Column(
+        "stripe_price_id",
+        Text,
+        nullable=True,
+        unique=True,
+        comment="the Stripe price a checkout for this tier uses; NULL when not sold",
+    ),
+    Column(
+        "purchasable",
+        Boolean,
+        nullable=False,
+        server_default=text("false"),
+        comment="offered in checkout",
+    ),
+    Column(
+        "sort_order",
+        Integer,
+        nullable=False,
+        comment="display order in ListTiers",
+    ),
     CheckConstraint(
         "ai_edits_per_month >= 0 AND storage_bytes >= 0 AND max_projects >= 0 "
         "AND max_upload_bytes >= 0 AND max_pixels >= 0",
         name="limits_not_negative",
     ),
     CheckConstraint("jsonb_typeof(features) = 'object'", name="features_is_object"),
+    comment=(
+        "Subscription tiers (Free, Pro): usage limits and feature flags; "
+        "reference data changed only by migrations"
+    ),
 )
 
 users = Table(
@@ -95,21 +155,45 @@ users = Table(
     metadata,
     Column("id", Uuid, primary_key=True),
     # Normalized (NFKC + case fold); NULL only once the account is deleted and scrubbed.
-    Column("email", Text, nullable=True),
-    Column("username", Text, nullable=True),
-    Column("password_hash", Text, nullable=True),
+    Column(
+        "email",
+        Text,
+        nullable=True,
+        comment="normalized (NFKC + case fold); NULL once the account is deleted and scrubbed",
+    ),
+    Column(
+        "username",
+        Text,
+        nullable=True,
+        comment="normalized (NFKC + case fold); NULL once deleted and scrubbed",
+    ),
+    Column(
+        "password_hash",
+        Text,
+        nullable=True,
+        comment="argon2id PHC string; NULL once deleted and scrubbed",
+    ),
     Column("display_name", Text, nullable=False, server_default=text("''")),
-    _timestamp("email_verified_at", nullable=True),
+    _timestamp(
+        "email_verified_at",
+        nullable=True,
+        comment="when the current email was proven; NULL = not verified",
+    ),
     Column(
         "tier_code",
         Text,
         ForeignKey(tiers.c.code, ondelete="RESTRICT"),
         nullable=False,
         server_default=text(f"'{FREE_TIER}'"),
+        comment="the user's current tier",
     ),
     _timestamp("created_at", default_now=True),
     _timestamp("updated_at", default_now=True),
-    _timestamp("deleted_at", nullable=True),
+    _timestamp(
+        "deleted_at",
+        nullable=True,
+        comment="soft delete: when the account was deleted (its personal data is scrubbed)",
+    ),
     CheckConstraint(
         "deleted_at IS NOT NULL "
         "OR (email IS NOT NULL AND username IS NOT NULL AND password_hash IS NOT NULL)",
@@ -119,6 +203,11 @@ users = Table(
     Index("uq_users_username_live", "username", unique=True, postgresql_where=text(LIVE_USER)),
     # Serves the foreign key (a tier cannot be deleted while users have it).
     Index("ix_users_tier_code", "tier_code"),
+    comment=(
+        "Accounts: normalized email and username (unique among live "
+        "users), argon2id password hash, tier; soft-deleted and scrubbed "
+        "when the account is deleted"
+    ),
 )
 
 sessions = Table(
@@ -126,18 +215,46 @@ sessions = Table(
     metadata,
     Column("id", Uuid, primary_key=True),
     Column("user_id", Uuid, ForeignKey(users.c.id, ondelete="CASCADE"), nullable=False),
-    Column("user_agent", Text, nullable=False, server_default=text("''")),
-    Column("ip_address", Text, nullable=False, server_default=text("''")),
+    Column(
+        "user_agent",
+        Text,
+        nullable=False,
+        server_default=text("''"),
+        comment="User-Agent at log-in, shown by ListSessions",
+    ),
+    Column(
+        "ip_address",
+        Text,
+        nullable=False,
+        server_default=text("''"),
+        comment="client address at log-in, shown by ListSessions",
+    ),
     _timestamp("created_at", default_now=True),
-    _timestamp("last_used_at", default_now=True),
+    _timestamp(
+        "last_used_at",
+        default_now=True,
+        comment="last log-in or refresh",
+    ),
     _timestamp("expires_at"),
-    _timestamp("revoked_at", nullable=True),
+    _timestamp(
+        "revoked_at",
+        nullable=True,
+        comment="when it ended early; NULL while it lasts",
+    ),
     # Why it ended: log_out, revoked, password_changed, password_reset, refresh_token_reused…
-    Column("revoked_reason", Text, nullable=True),
+    Column(
+        "revoked_reason",
+        Text,
+        nullable=True,
+        comment=(
+            "why it ended: log_out, revoked, password_changed, password_reset, refresh_token_reused"
+        ),
+    ),
     # ListSessions (newest first, keyset), revoking a user's sessions, the foreign key.
     Index("ix_sessions_user_id_created_at_id", "user_id", "created_at", "id"),
     # The sweeper deleting sessions long expired.
     Index("ix_sessions_expires_at", "expires_at"),
+    comment="Signed-in devices: one per log-in, ended by log-out, revocation or expiry",
 )
 
 refresh_tokens = Table(
@@ -151,14 +268,29 @@ refresh_tokens = Table(
         Uuid,
         ForeignKey("refresh_tokens.id", ondelete="SET NULL"),
         nullable=True,
+        comment="the token this one was exchanged for; NULL for a session's first token",
     ),
     # SHA-256 of the opaque token; the token itself is never stored.
-    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column(
+        "token_hash",
+        LargeBinary,
+        nullable=False,
+        unique=True,
+        comment="SHA-256 of the opaque token; the token itself is never stored",
+    ),
     _timestamp("issued_at", default_now=True),
     _timestamp("expires_at"),
     # When it was exchanged for its child (spent); presenting it again is reuse.
-    _timestamp("rotated_at", nullable=True),
-    _timestamp("revoked_at", nullable=True),
+    _timestamp(
+        "rotated_at",
+        nullable=True,
+        comment="when it was exchanged for its child (spent); presenting it again is reuse",
+    ),
+    _timestamp(
+        "revoked_at",
+        nullable=True,
+        comment="when its session was revoked",
+    ),
     CheckConstraint("octet_length(token_hash) = 32", name="token_hash_is_sha256"),
     Index("ix_refresh_tokens_session_id", "session_id"),
     Index("ix_refresh_tokens_parent_id", "parent_id"),
@@ -168,24 +300,54 @@ refresh_tokens = Table(
         unique=True,
         postgresql_where=text(LIVE_REFRESH_TOKEN),
     ),
+    comment=(
+        "Rotating refresh tokens of a session, stored as SHA-256 only; "
+        "presenting a spent one revokes the session"
+    ),
 )
 
 signing_keys = Table(
     "signing_keys",
     metadata,
-    Column("kid", Uuid, primary_key=True),
+    Column(
+        "kid",
+        Uuid,
+        primary_key=True,
+        comment="key id, in the JWT header and the JWKS",
+    ),
     Column("algorithm", Text, nullable=False, server_default=text("'EdDSA'")),
     # PEM (SubjectPublicKeyInfo / PKCS#8). The private key is erased once the key retires.
-    Column("public_key", Text, nullable=False),
-    Column("private_key", Text, nullable=True),
+    Column(
+        "public_key",
+        Text,
+        nullable=False,
+        comment="PEM SubjectPublicKeyInfo",
+    ),
+    Column(
+        "private_key",
+        Text,
+        nullable=True,
+        comment="PEM PKCS#8; erased once the key retires",
+    ),
     _timestamp("created_at", default_now=True),
     # Signs from this moment (a rotated-in key is published before it signs).
-    _timestamp("activated_at"),
+    _timestamp(
+        "activated_at",
+        comment="signs from this moment (published before it signs)",
+    ),
     # Stops signing at this moment; published until every token it signed has expired.
-    _timestamp("retired_at", nullable=True),
+    _timestamp(
+        "retired_at",
+        nullable=True,
+        comment="stops signing at this moment",
+    ),
     CheckConstraint("algorithm = 'EdDSA'", name="algorithm_is_eddsa"),
     CheckConstraint(
         "retired_at IS NULL OR retired_at >= activated_at", name="retired_after_activated"
+    ),
+    comment=(
+        "Ed25519 keys that sign access tokens; published in the JWKS "
+        "until every token they signed has expired"
     ),
 )
 
@@ -193,19 +355,40 @@ one_time_tokens = Table(
     "one_time_tokens",
     metadata,
     Column("id", Uuid, primary_key=True),
-    Column("token_hash", LargeBinary, nullable=False, unique=True),
+    Column(
+        "token_hash",
+        LargeBinary,
+        nullable=False,
+        unique=True,
+        comment="SHA-256 of the mailed token; the token itself is never stored",
+    ),
     Column("user_id", Uuid, ForeignKey(users.c.id, ondelete="CASCADE"), nullable=False),
-    Column("purpose", Text, nullable=False),
+    Column(
+        "purpose",
+        Text,
+        nullable=False,
+        comment="email_verification or password_reset",
+    ),
     # The address the token was mailed to: verifying it proves this address, no other.
-    Column("email", Text, nullable=False),
+    Column(
+        "email",
+        Text,
+        nullable=False,
+        comment="the address the token was mailed to: verifying it proves this address only",
+    ),
     _timestamp("created_at", default_now=True),
     _timestamp("expires_at"),
-    _timestamp("used_at", nullable=True),
+    _timestamp(
+        "used_at",
+        nullable=True,
+        comment="when it was spent; NULL = unused",
+    ),
     CheckConstraint("purpose IN ('email_verification', 'password_reset')", name="purpose_is_known"),
     CheckConstraint("octet_length(token_hash) = 32", name="token_hash_is_sha256"),
     # Invalidating a user's outstanding tokens of one purpose; the foreign key.
     Index("ix_one_time_tokens_user_id_purpose", "user_id", "purpose"),
     Index("ix_one_time_tokens_expires_at", "expires_at"),
+    comment="Single-use email verification and password reset tokens, stored as SHA-256 only",
 )
 
 outbox = Table(
@@ -223,16 +406,38 @@ outbox = Table(
 login_failures = Table(
     "login_failures",
     metadata,
-    Column("scope", Text, nullable=False),
+    Column(
+        "scope",
+        Text,
+        nullable=False,
+        comment="account or ip",
+    ),
     # SHA-256 of the account id / attempted login / client address.
-    Column("subject_hash", LargeBinary, nullable=False),
-    _timestamp("bucket_start"),
-    Column("failures", Integer, nullable=False),
+    Column(
+        "subject_hash",
+        LargeBinary,
+        nullable=False,
+        comment="SHA-256 of the account id, attempted login or client address (/64)",
+    ),
+    _timestamp(
+        "bucket_start",
+        comment="start of the counting window",
+    ),
+    Column(
+        "failures",
+        Integer,
+        nullable=False,
+        comment="failed attempts in the bucket",
+    ),
     PrimaryKeyConstraint("scope", "subject_hash", "bucket_start"),
     CheckConstraint("scope IN ('account', 'ip')", name="scope_is_known"),
     CheckConstraint("failures >= 0", name="failures_not_negative"),
     # The sweeper deleting buckets older than every window.
     Index("ix_login_failures_bucket_start", "bucket_start"),
+    comment=(
+        "Failed log-ins counted per time bucket and hashed subject "
+        "(account or client address), shared by every replica"
+    ),
 )
 
 

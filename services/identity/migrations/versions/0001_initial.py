@@ -27,34 +27,84 @@ GIB = 1024**3
 MIB = 1024**2
 
 
-def _timestamp(name: str, *, nullable: bool = False, default_now: bool = False) -> sa.Column:
+def _timestamp(
+    name: str, *, nullable: bool = False, default_now: bool = False, comment: str | None = None
+) -> sa.Column:
     return sa.Column(
         name,
         sa.DateTime(timezone=True),
         server_default=sa.text("now()") if default_now else None,
         nullable=nullable,
+        comment=comment,
     )
 
 
 def upgrade() -> None:
     tiers = op.create_table(
         "tiers",
-        sa.Column("code", sa.Text(), nullable=False),
+        sa.Column(
+            "code",
+            sa.Text(),
+            nullable=False,
+            comment="stable tier id named in tokens and by billing (free, pro)",
+        ),
         sa.Column("name", sa.Text(), nullable=False),
-        sa.Column("ai_edits_per_month", sa.BigInteger(), nullable=False),
-        sa.Column("storage_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("max_projects", sa.BigInteger(), nullable=False),
-        sa.Column("max_upload_bytes", sa.BigInteger(), nullable=False),
-        sa.Column("max_pixels", sa.BigInteger(), nullable=False),
+        sa.Column(
+            "ai_edits_per_month",
+            sa.BigInteger(),
+            nullable=False,
+            comment="AI edits allowed per calendar month; 0 = unlimited",
+        ),
+        sa.Column(
+            "storage_bytes",
+            sa.BigInteger(),
+            nullable=False,
+            comment="bytes of stored images allowed; 0 = unlimited",
+        ),
+        sa.Column(
+            "max_projects",
+            sa.BigInteger(),
+            nullable=False,
+            comment="live projects allowed; 0 = unlimited",
+        ),
+        sa.Column(
+            "max_upload_bytes",
+            sa.BigInteger(),
+            nullable=False,
+            comment="largest upload accepted in bytes; 0 = unlimited",
+        ),
+        sa.Column(
+            "max_pixels",
+            sa.BigInteger(),
+            nullable=False,
+            comment="largest image accepted (width x height); 0 = unlimited",
+        ),
         sa.Column(
             "features",
             postgresql.JSONB(),
             server_default=sa.text("'{}'::jsonb"),
             nullable=False,
+            comment="feature flags, a JSON object (e.g. public_presets); served as a Struct",
         ),
-        sa.Column("stripe_price_id", sa.Text(), nullable=True),
-        sa.Column("purchasable", sa.Boolean(), server_default=sa.text("false"), nullable=False),
-        sa.Column("sort_order", sa.Integer(), nullable=False),
+        sa.Column(
+            "stripe_price_id",
+            sa.Text(),
+            nullable=True,
+            comment="the Stripe price a checkout for this tier uses; NULL when not sold",
+        ),
+        sa.Column(
+            "purchasable",
+            sa.Boolean(),
+            server_default=sa.text("false"),
+            nullable=False,
+            comment="offered in checkout",
+        ),
+        sa.Column(
+            "sort_order",
+            sa.Integer(),
+            nullable=False,
+            comment="display order in ListTiers",
+        ),
         sa.CheckConstraint(
             "ai_edits_per_month >= 0 AND storage_bytes >= 0 AND max_projects >= 0 "
             "AND max_upload_bytes >= 0 AND max_pixels >= 0",
@@ -66,6 +116,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("code", name=op.f("pk_tiers")),
         sa.UniqueConstraint("stripe_price_id", name=op.f("uq_tiers_stripe_price_id")),
         schema=SCHEMA,
+        comment=(
+            "Subscription tiers (Free, Pro): usage limits and feature flags; "
+            "reference data changed only by migrations"
+        ),
     )
     # SPEC section 4: data, changeable only by a later migration. 0 means unlimited.
     op.bulk_insert(
@@ -103,15 +157,46 @@ def upgrade() -> None:
     op.create_table(
         "users",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("email", sa.Text(), nullable=True),
-        sa.Column("username", sa.Text(), nullable=True),
-        sa.Column("password_hash", sa.Text(), nullable=True),
+        sa.Column(
+            "email",
+            sa.Text(),
+            nullable=True,
+            comment=(
+                "normalized (NFKC + case fold); NULL once the account is deleted and scrubbed"
+            ),
+        ),
+        sa.Column(
+            "username",
+            sa.Text(),
+            nullable=True,
+            comment="normalized (NFKC + case fold); NULL once deleted and scrubbed",
+        ),
+        sa.Column(
+            "password_hash",
+            sa.Text(),
+            nullable=True,
+            comment="argon2id PHC string; NULL once deleted and scrubbed",
+        ),
         sa.Column("display_name", sa.Text(), server_default=sa.text("''"), nullable=False),
-        _timestamp("email_verified_at", nullable=True),
-        sa.Column("tier_code", sa.Text(), server_default=sa.text("'free'"), nullable=False),
+        _timestamp(
+            "email_verified_at",
+            nullable=True,
+            comment="when the current email was proven; NULL = not verified",
+        ),
+        sa.Column(
+            "tier_code",
+            sa.Text(),
+            server_default=sa.text("'free'"),
+            nullable=False,
+            comment="the user's current tier",
+        ),
         _timestamp("created_at", default_now=True),
         _timestamp("updated_at", default_now=True),
-        _timestamp("deleted_at", nullable=True),
+        _timestamp(
+            "deleted_at",
+            nullable=True,
+            comment="soft delete: when the account was deleted (its personal data is scrubbed)",
+        ),
         sa.CheckConstraint(
             "deleted_at IS NOT NULL "
             "OR (email IS NOT NULL AND username IS NOT NULL AND password_hash IS NOT NULL)",
@@ -125,6 +210,11 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_users")),
         schema=SCHEMA,
+        comment=(
+            "Accounts: normalized email and username (unique among live "
+            "users), argon2id password hash, tier; soft-deleted and scrubbed "
+            "when the account is deleted"
+        ),
     )
     op.create_index(
         "uq_users_email_live",
@@ -148,13 +238,41 @@ def upgrade() -> None:
         "sessions",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("user_agent", sa.Text(), server_default=sa.text("''"), nullable=False),
-        sa.Column("ip_address", sa.Text(), server_default=sa.text("''"), nullable=False),
+        sa.Column(
+            "user_agent",
+            sa.Text(),
+            server_default=sa.text("''"),
+            nullable=False,
+            comment="User-Agent at log-in, shown by ListSessions",
+        ),
+        sa.Column(
+            "ip_address",
+            sa.Text(),
+            server_default=sa.text("''"),
+            nullable=False,
+            comment="client address at log-in, shown by ListSessions",
+        ),
         _timestamp("created_at", default_now=True),
-        _timestamp("last_used_at", default_now=True),
+        _timestamp(
+            "last_used_at",
+            default_now=True,
+            comment="last log-in or refresh",
+        ),
         _timestamp("expires_at"),
-        _timestamp("revoked_at", nullable=True),
-        sa.Column("revoked_reason", sa.Text(), nullable=True),
+        _timestamp(
+            "revoked_at",
+            nullable=True,
+            comment="when it ended early; NULL while it lasts",
+        ),
+        sa.Column(
+            "revoked_reason",
+            sa.Text(),
+            nullable=True,
+            comment=(
+                "why it ended: log_out, revoked, password_changed, "
+                "password_reset, refresh_token_reused"
+            ),
+        ),
         sa.ForeignKeyConstraint(
             ["user_id"],
             [f"{SCHEMA}.users.id"],
@@ -163,6 +281,7 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_sessions")),
         schema=SCHEMA,
+        comment="Signed-in devices: one per log-in, ended by log-out, revocation or expiry",
     )
     op.create_index(
         "ix_sessions_user_id_created_at_id",
@@ -176,12 +295,30 @@ def upgrade() -> None:
         "refresh_tokens",
         sa.Column("id", sa.Uuid(), nullable=False),
         sa.Column("session_id", sa.Uuid(), nullable=False),
-        sa.Column("parent_id", sa.Uuid(), nullable=True),
-        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "parent_id",
+            sa.Uuid(),
+            nullable=True,
+            comment="the token this one was exchanged for; NULL for a session's first token",
+        ),
+        sa.Column(
+            "token_hash",
+            sa.LargeBinary(),
+            nullable=False,
+            comment="SHA-256 of the opaque token; the token itself is never stored",
+        ),
         _timestamp("issued_at", default_now=True),
         _timestamp("expires_at"),
-        _timestamp("rotated_at", nullable=True),
-        _timestamp("revoked_at", nullable=True),
+        _timestamp(
+            "rotated_at",
+            nullable=True,
+            comment="when it was exchanged for its child (spent); presenting it again is reuse",
+        ),
+        _timestamp(
+            "revoked_at",
+            nullable=True,
+            comment="when its session was revoked",
+        ),
         sa.CheckConstraint(
             "octet_length(token_hash) = 32", name=op.f("ck_refresh_tokens_token_hash_is_sha256")
         ),
@@ -200,6 +337,10 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_refresh_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_refresh_tokens_token_hash")),
         schema=SCHEMA,
+        comment=(
+            "Rotating refresh tokens of a session, stored as SHA-256 only; "
+            "presenting a spent one revokes the session"
+        ),
     )
     op.create_index("ix_refresh_tokens_session_id", "refresh_tokens", ["session_id"], schema=SCHEMA)
     op.create_index("ix_refresh_tokens_parent_id", "refresh_tokens", ["parent_id"], schema=SCHEMA)
@@ -214,13 +355,35 @@ def upgrade() -> None:
 
     op.create_table(
         "signing_keys",
-        sa.Column("kid", sa.Uuid(), nullable=False),
+        sa.Column(
+            "kid",
+            sa.Uuid(),
+            nullable=False,
+            comment="key id, in the JWT header and the JWKS",
+        ),
         sa.Column("algorithm", sa.Text(), server_default=sa.text("'EdDSA'"), nullable=False),
-        sa.Column("public_key", sa.Text(), nullable=False),
-        sa.Column("private_key", sa.Text(), nullable=True),
+        sa.Column(
+            "public_key",
+            sa.Text(),
+            nullable=False,
+            comment="PEM SubjectPublicKeyInfo",
+        ),
+        sa.Column(
+            "private_key",
+            sa.Text(),
+            nullable=True,
+            comment="PEM PKCS#8; erased once the key retires",
+        ),
         _timestamp("created_at", default_now=True),
-        _timestamp("activated_at"),
-        _timestamp("retired_at", nullable=True),
+        _timestamp(
+            "activated_at",
+            comment="signs from this moment (published before it signs)",
+        ),
+        _timestamp(
+            "retired_at",
+            nullable=True,
+            comment="stops signing at this moment",
+        ),
         sa.CheckConstraint("algorithm = 'EdDSA'", name=op.f("ck_signing_keys_algorithm_is_eddsa")),
         sa.CheckConstraint(
             "retired_at IS NULL OR retired_at >= activated_at",
@@ -228,18 +391,41 @@ def upgrade() -> None:
         ),
         sa.PrimaryKeyConstraint("kid", name=op.f("pk_signing_keys")),
         schema=SCHEMA,
+        comment=(
+            "Ed25519 keys that sign access tokens; published in the JWKS "
+            "until every token they signed has expired"
+        ),
     )
 
     op.create_table(
         "one_time_tokens",
         sa.Column("id", sa.Uuid(), nullable=False),
-        sa.Column("token_hash", sa.LargeBinary(), nullable=False),
+        sa.Column(
+            "token_hash",
+            sa.LargeBinary(),
+            nullable=False,
+            comment="SHA-256 of the mailed token; the token itself is never stored",
+        ),
         sa.Column("user_id", sa.Uuid(), nullable=False),
-        sa.Column("purpose", sa.Text(), nullable=False),
-        sa.Column("email", sa.Text(), nullable=False),
+        sa.Column(
+            "purpose",
+            sa.Text(),
+            nullable=False,
+            comment="email_verification or password_reset",
+        ),
+        sa.Column(
+            "email",
+            sa.Text(),
+            nullable=False,
+            comment="the address the token was mailed to: verifying it proves this address only",
+        ),
         _timestamp("created_at", default_now=True),
         _timestamp("expires_at"),
-        _timestamp("used_at", nullable=True),
+        _timestamp(
+            "used_at",
+            nullable=True,
+            comment="when it was spent; NULL = unused",
+        ),
         sa.CheckConstraint(
             "purpose IN ('email_verification', 'password_reset')",
             name=op.f("ck_one_time_tokens_purpose_is_known"),
@@ -257,6 +443,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("id", name=op.f("pk_one_time_tokens")),
         sa.UniqueConstraint("token_hash", name=op.f("uq_one_time_tokens_token_hash")),
         schema=SCHEMA,
+        comment="Single-use email verification and password reset tokens, stored as SHA-256 only",
     )
     op.create_index(
         "ix_one_time_tokens_user_id_purpose",
@@ -288,10 +475,28 @@ def upgrade() -> None:
 
     op.create_table(
         "login_failures",
-        sa.Column("scope", sa.Text(), nullable=False),
-        sa.Column("subject_hash", sa.LargeBinary(), nullable=False),
-        _timestamp("bucket_start"),
-        sa.Column("failures", sa.Integer(), nullable=False),
+        sa.Column(
+            "scope",
+            sa.Text(),
+            nullable=False,
+            comment="account or ip",
+        ),
+        sa.Column(
+            "subject_hash",
+            sa.LargeBinary(),
+            nullable=False,
+            comment="SHA-256 of the account id, attempted login or client address (/64)",
+        ),
+        _timestamp(
+            "bucket_start",
+            comment="start of the counting window",
+        ),
+        sa.Column(
+            "failures",
+            sa.Integer(),
+            nullable=False,
+            comment="failed attempts in the bucket",
+        ),
         sa.CheckConstraint(
             "scope IN ('account', 'ip')", name=op.f("ck_login_failures_scope_is_known")
         ),
@@ -300,6 +505,10 @@ def upgrade() -> None:
             "scope", "subject_hash", "bucket_start", name=op.f("pk_login_failures")
         ),
         schema=SCHEMA,
+        comment=(
+            "Failed log-ins counted per time bucket and hashed subject "
+            "(account or client address), shared by every replica"
+        ),
     )
     op.create_index(
         "ix_login_failures_bucket_start", "login_failures", ["bucket_start"], schema=SCHEMA
