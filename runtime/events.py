@@ -18,8 +18,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 from google.protobuf import json_format
-from sqlalchemy import BigInteger, Column, DateTime, MetaData, Table, Text, select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text, select, text
+from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
+from sqlalchemy.dialects.postgresql import base as postgresql_base
+from sqlalchemy.types import UserDefinedType
 
 from runtime.db import Database
 from runtime.peers.identity import IdentityClient
@@ -41,15 +43,60 @@ class Event:
 Handler = Callable[[Event], Awaitable[object]]
 
 
+class Xid8(UserDefinedType[int]):
+    """Postgres' 64-bit transaction id (`pg_current_xact_id()`), read and written as int."""
+
+    cache_ok = True
+
+    def get_col_spec(self, **kw: Any) -> str:
+        return "XID8"
+
+
+# So that reflection (Alembic's drift check) knows the type instead of warning.
+postgresql_base.ischema_names.setdefault("xid8", Xid8)
+
+
 def event_cursor_table(metadata: MetaData) -> Table:
     """The cursor table every consuming service adds to its own schema."""
     return Table(
         "event_cursors",
         metadata,
         Column("source", Text, primary_key=True, comment="whose outbox, e.g. identity"),
-        Column("sequence", BigInteger, nullable=False, comment="last event handled"),
+        Column(
+            "sequence",
+            BigInteger,
+            nullable=False,
+            comment="with xact_id: the last position handled",
+        ),
         Column("updated_at", DateTime(timezone=True), nullable=False),
+        Column(
+            "xact_id",
+            BigInteger,
+            nullable=False,
+            server_default=text("0"),
+            comment="with sequence: the last position handled (the writing transaction)",
+        ),
         comment="How far this service has followed another service's outbox.",
+    )
+
+
+def parked_event_table(metadata: MetaData) -> Table:
+    """Events whose handler kept failing: kept here (ids only, no personal data) while
+    later events flow; an operator replays or drops them."""
+    return Table(
+        "parked_events",
+        metadata,
+        Column("source", Text, primary_key=True, comment="whose outbox, e.g. identity"),
+        Column("xact_id", BigInteger, primary_key=True, comment="the event's position"),
+        Column("sequence", BigInteger, primary_key=True, comment="the event's position"),
+        Column("event_id", UUID(as_uuid=True), nullable=False),
+        Column("type", Text, nullable=False),
+        Column("user_id", UUID(as_uuid=True), nullable=True),
+        Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+        Column("attempts", Integer, nullable=False, comment="how often the handler failed"),
+        Column("last_error", Text, nullable=False, comment="the last failure's exception type"),
+        Column("parked_at", DateTime(timezone=True), nullable=False, server_default=text("now()")),
+        comment="Events this service's handler failed on repeatedly; the cursor moved past them.",
     )
 
 

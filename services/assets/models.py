@@ -33,7 +33,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import UUID
 
 from runtime.db import schema_metadata
-from runtime.events import event_cursor_table
+from runtime.events import event_cursor_table, parked_event_table
+from runtime.tombstones import tombstone_table
 
 SCHEMA = "assets"
 metadata = schema_metadata(SCHEMA)
@@ -245,3 +246,6 @@ class Asset:
 
 # How far assets has followed identity's outbox (runtime.events).
 event_cursors = event_cursor_table(metadata)
+# Events its handlers kept failing on (runtime.events), and deleted accounts (runtime.tombstones).
+parked_events = parked_event_table(metadata)
+deleted_users = tombstone_table(metadata)

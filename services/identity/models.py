@@ -9,8 +9,10 @@ Design notes (docs/database.md shows the resulting DDL):
 - Secrets are never stored: refresh and one-time tokens as SHA-256 digests only.
 - A session has exactly one live refresh token; the partial unique index
   `uq_refresh_tokens_live_per_session` makes the database enforce it.
-- `outbox.sequence` orders events for consumers (ListEvents); events outlive users, so
-  `outbox.user_id` is deliberately not a foreign key.
+- `outbox` rows are ordered by (xact_id, sequence): the writing transaction's id, then the
+  row's sequence within it; ListEvents hands out only transactions older than every
+  running one, so writers take no lock and no follower skips a late commit (ADR 0012).
+  Events outlive users, so `outbox.user_id` is deliberately not a foreign key.
 - `login_failures` counts failed log-ins in time buckets keyed by a hash of the subject
   (account or address), so the throttle works across replicas and stores no address.
   Its natural key is the primary key: a surrogate UUID would only add an index.
@@ -46,6 +48,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 
 from runtime.db import schema_metadata
+from runtime.events import Xid8
 
 SCHEMA = "identity"
 metadata = schema_metadata(SCHEMA)
@@ -395,12 +398,60 @@ outbox = Table(
     "outbox",
     metadata,
     Column("id", Uuid, primary_key=True),
-    # Commit order: writers serialize on an advisory lock, so no consumer skips an event.
-    Column("sequence", BigInteger, Identity(always=True), nullable=False, unique=True),
+    Column(
+        "sequence",
+        BigInteger,
+        Identity(always=True),
+        nullable=False,
+        unique=True,
+        comment="orders the rows of one transaction; not commit order across transactions",
+    ),
     Column("type", Text, nullable=False),
     Column("user_id", Uuid, nullable=True),
     Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     _timestamp("created_at", default_now=True),
+    # Written by the column default, never by the application (ADR 0012).
+    Column(
+        "xact_id",
+        Xid8(),
+        nullable=False,
+        server_default=text("pg_current_xact_id()"),
+        comment="the writing transaction (pg_current_xact_id()); 0 for rows older than 0002",
+    ),
+    Index("uq_outbox_xact_id_sequence", "xact_id", "sequence", unique=True),
+    comment="Events for other services, in (xact_id, sequence) order; handed out only once "
+    "their transaction is older than every running one (ADR 0012).",
+)
+
+outbox_followers = Table(
+    "outbox_followers",
+    metadata,
+    Column(
+        "follower",
+        Text,
+        primary_key=True,
+        comment="the consuming service, as its service credential names it",
+    ),
+    Column(
+        "xact_id",
+        Xid8(),
+        nullable=False,
+        comment="with sequence: the last position the follower has handled",
+    ),
+    Column(
+        "sequence",
+        BigInteger,
+        nullable=False,
+        comment="with xact_id: the last position the follower has handled",
+    ),
+    Column(
+        "updated_at",
+        DateTime(timezone=True),
+        nullable=False,
+        comment="when the follower last reported its position",
+    ),
+    comment="How far each consuming service has read the outbox; pruning keeps every event a "
+    "follower has not passed.",
 )
 
 login_failures = Table(
@@ -526,6 +577,7 @@ class OneTimeToken:
 
 @dataclass(frozen=True)
 class OutboxEvent:
+    xact_id: int
     sequence: int
     id: uuid.UUID
     type: str

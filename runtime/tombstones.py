@@ -1,0 +1,169 @@
+"""Tombstones: every service remembers which users were deleted, refuses them, and purges.
+
+When a service follows `user.deleted` (runtime/events.py), its handler records a tombstone
+(`deleted_users`, in the service's own schema) in the follower's batch transaction; once
+that has committed, the service's purge removes what the user had written. From then on:
+- every RPC carrying the user's still-valid access token is refused (`is_deleted`, an
+  in-memory set every replica refreshes each `refresh_seconds`, checked by the server
+  interceptor through `AuthPolicy.refused_user`);
+- every write that makes user data visible calls `guard_write` inside its transaction.
+
+Why `guard_write` leaves nothing orphaned: `record` takes the user's advisory lock
+EXCLUSIVELY, `guard_write` takes the same lock SHARED and then (in a later statement, so
+with a snapshot taken after the lock was granted) looks for the tombstone. Both are
+transaction-scoped, so a writer holds its shared lock until it commits. A write therefore
+either commits before `record` obtains the lock, and the purge (which starts after the
+tombstone commits) sees and removes it, or it asks for the lock after `record` and sees
+the tombstone, and is refused. Writers of different users never wait on each other, and
+writers of one user only on the (short) recording transaction.
+
+The purge is a workflow step (ADR 0011): it may call the object store or billing, so it
+runs outside any transaction, driven by `purge_pending`; `purged_at` is its recovery
+point: a tombstone not yet purged is purged again on the next round, so purges must be
+idempotent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import Column, DateTime, MetaData, Table, func, select, text, update
+from sqlalchemy.dialects.postgresql import UUID, insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runtime.db import Database
+from runtime.errors import Unauthenticated
+
+log = logging.getLogger("pixelshop.tombstones")
+
+DELETED_MESSAGE = "this account has been deleted"
+
+
+def tombstone_table(metadata: MetaData) -> Table:
+    """The tombstone table every service following `user.deleted` adds to its own schema."""
+    return Table(
+        "deleted_users",
+        metadata,
+        Column("user_id", UUID(as_uuid=True), primary_key=True, comment="the deleted account"),
+        Column(
+            "deleted_at",
+            DateTime(timezone=True),
+            nullable=False,
+            server_default=text("now()"),
+            comment="when this service recorded the deletion (and began refusing the user)",
+        ),
+        Column(
+            "purged_at",
+            DateTime(timezone=True),
+            nullable=True,
+            comment="when the purge of the user's data finished; NULL while it is owed",
+        ),
+        comment="Accounts deleted in identity: refused from recording on, their data purged.",
+    )
+
+
+def user_lock_key(user_id: uuid.UUID) -> int:
+    """The advisory-lock key of one user: 64 bits of a namespaced digest (a collision only
+    makes two users' writers share a lock)."""
+    digest = hashlib.sha256(b"pixelshop.deleted_users:" + user_id.bytes).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Tombstones:
+    def __init__(
+        self,
+        database: Database,
+        table: Table,
+        *,
+        refresh_seconds: float = 1.0,
+        remember_seconds: float = 86_400.0,
+    ) -> None:
+        """`remember_seconds`: how long after recording a tombstone `is_deleted` keeps the
+        user in memory; it only has to outlast an access token (15 minutes). Writes are
+        refused by `guard_write` from the table, forever."""
+        self._database = database
+        self._table = table
+        self._refresh = refresh_seconds
+        self._remember = timedelta(seconds=remember_seconds)
+        self._deleted: frozenset[uuid.UUID] = frozenset()
+        self._recorded_here: set[uuid.UUID] = set()
+
+    @property
+    def table(self) -> Table:
+        return self._table
+
+    async def record(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        """Records the deletion; waits for the user's in-flight guarded writes to commit."""
+        await session.execute(select(func.pg_advisory_xact_lock(user_lock_key(user_id))))
+        await session.execute(insert(self._table).values(user_id=user_id).on_conflict_do_nothing())
+        self._recorded_here.add(user_id)
+
+    async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        """Call inside the transaction that makes the user's write visible, before commit."""
+        await session.execute(select(func.pg_advisory_xact_lock_shared(user_lock_key(user_id))))
+        # A separate statement: its snapshot is taken after the lock was granted.
+        found = await session.scalar(
+            select(self._table.c.user_id).where(self._table.c.user_id == user_id)
+        )
+        if found is not None:
+            raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
+
+    def is_deleted(self, user_id: uuid.UUID) -> bool:
+        return user_id in self._deleted or user_id in self._recorded_here
+
+    async def load(self) -> None:
+        """Reads the recent tombstones into memory (every replica, every refresh)."""
+        since = datetime.now(UTC) - self._remember
+        async with self._database.read() as session:
+            rows = await session.scalars(
+                select(self._table.c.user_id).where(self._table.c.deleted_at > since)
+            )
+            self._deleted = frozenset(rows)
+        self._recorded_here -= self._deleted
+
+    async def run(self) -> None:
+        """The refresh loop; a failed refresh keeps the last set and is retried."""
+        while True:
+            try:
+                await self.load()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("refreshing deleted users failed; retrying", exc_info=True)
+            await asyncio.sleep(self._refresh)
+
+    async def pending_purges(self, limit: int = 100) -> list[uuid.UUID]:
+        async with self._database.read() as session:
+            rows = await session.scalars(
+                select(self._table.c.user_id)
+                .where(self._table.c.purged_at.is_(None))
+                .order_by(self._table.c.deleted_at)
+                .limit(limit)
+            )
+            return list(rows)
+
+    async def purge_pending(self, purge: Callable[[uuid.UUID], Awaitable[object]]) -> int:
+        """Runs `purge` (outside any transaction) for every tombstone not yet purged, then
+        marks it purged; a failing purge is logged and retried on the next call."""
+        done = 0
+        for user_id in await self.pending_purges():
+            try:
+                await purge(user_id)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("purging a deleted user failed; will retry", exc_info=True)
+                continue
+            async with self._database.transaction() as session:
+                await session.execute(
+                    update(self._table)
+                    .where(self._table.c.user_id == user_id, self._table.c.purged_at.is_(None))
+                    .values(purged_at=func.now())
+                )
+            done += 1
+        return done
