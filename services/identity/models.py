@@ -206,6 +206,8 @@ users = Table(
     Index("uq_users_username_live", "username", unique=True, postgresql_where=text(LIVE_USER)),
     # Serves the foreign key (a tier cannot be deleted while users have it).
     Index("ix_users_tier_code", "tier_code"),
+    # Every replica's set of recently deleted users, whose tokens are refused (ADR 0012).
+    Index("ix_users_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
     comment=(
         "Accounts: normalized email and username (unique among live "
         "users), argon2id password hash, tier; soft-deleted and scrubbed "

@@ -1,6 +1,7 @@
 """The outbox ordered by writing transaction, without a global lock (ADR 0012); the
 positions followers have reached, so pruning waits for the slowest; no `mail.sent`
-envelopes (recipients' addresses) left in the outbox.
+envelopes (recipients' addresses) left in the outbox; an index for the recently deleted
+users every replica refuses.
 
 Rows written before this revision get transaction id 0: they sort first, in their old
 `sequence` order, so a follower's old cursor (0, sequence) keeps its meaning.
@@ -79,8 +80,17 @@ def upgrade() -> None:
     ):
         op.execute(sa.text(f"COMMENT ON COLUMN {SCHEMA}.outbox_followers.{column} IS '{text}'"))
 
+    op.create_index(
+        "ix_users_deleted_at",
+        "users",
+        ["deleted_at"],
+        schema=SCHEMA,
+        postgresql_where=sa.text("deleted_at IS NOT NULL"),
+    )
+
 
 def downgrade() -> None:
+    op.drop_index("ix_users_deleted_at", table_name="users", schema=SCHEMA)
     op.drop_table("outbox_followers", schema=SCHEMA)
     op.drop_index("uq_outbox_xact_id_sequence", table_name="outbox", schema=SCHEMA)
     op.drop_table_comment("outbox", schema=SCHEMA)
