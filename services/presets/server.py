@@ -1,8 +1,9 @@
 """Composition root of presets: builds every part explicitly and serves it.
 
-`build` wires the database, the identity client (JWKS, tiers, outbox), the catalog and the
-publish workflow; `start` puts them behind a gRPC server (tests call it with port 0 and may
-pass their own tier lookup); `main` is `python -m services.presets`.
+`build` wires the database, the identity client (JWKS, tiers, outbox), the tombstones of
+deleted accounts, the catalog and the publish workflow; `start` puts them behind a gRPC
+server (tests call it with port 0 and may pass their own tier lookup); `main` is
+`python -m services.presets`.
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ from runtime.logs import configure_logging
 from runtime.pagination import PageTokens
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
+from runtime.tombstones import Tombstones
 from services.presets.api import PresetApi, PresetInternalApi
-from services.presets.models import SCHEMA, event_cursors
+from services.presets.models import SCHEMA, deleted_users, event_cursors
 from services.presets.service import PresetCatalog
 from services.presets.settings import PresetsSettings, load
 from services.presets.workflows import PresetPublishing
@@ -48,6 +50,7 @@ class PresetsComponents:
     settings: PresetsSettings
     database: Database
     identity: IdentityClient
+    tombstones: Tombstones
     catalog: PresetCatalog
     publishing: PresetPublishing
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -67,9 +70,10 @@ def build(settings: PresetsSettings, *, tiers: TierLookup | None = None) -> Pres
     identity_peer = PeerChannel(settings.identity_addr, tokens)
     closers.append(identity_peer.close)
     identity = IdentityClient(identity_peer, tier_cache_seconds=settings.tier_cache_seconds)
-    catalog = PresetCatalog()
+    tombstones = Tombstones(database, deleted_users)
+    catalog = PresetCatalog(tombstones)
     publishing = PresetPublishing(database, catalog, tiers if tiers is not None else identity)
-    return PresetsComponents(settings, database, identity, catalog, publishing, closers)
+    return PresetsComponents(settings, database, identity, tombstones, catalog, publishing, closers)
 
 
 async def start(

@@ -9,6 +9,11 @@ since the caller can see them). Publishing public needs the owner's tier feature
 lapsed can still edit what they published before. The tier is read before the unit of work
 opens (workflows.py) and arrives here as `may_publish`.
 
+Deleted accounts (runtime.tombstones): every write that makes a user's data visible
+(create, update, fork, like) first calls `Tombstones.guard_write` in its transaction, so it
+either commits before the tombstone is recorded, and the purge that follows removes it, or
+it is refused UNAUTHENTICATED (`ACCOUNT_DELETED`). Nothing a deleted user writes survives.
+
 `PresetCatalog` is built once by the composition root and holds no session: every method
 runs inside the caller's unit of work (`session` first) and nothing here commits.
 """
@@ -24,6 +29,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.pagination import Keyset, Page, SortKey, fetch_limit, page_of
+from runtime.tombstones import Tombstones
 from services.presets.errors import (
     EditRecordedForAnotherPreset,
     NotPresetOwner,
@@ -121,7 +127,10 @@ def _visible(access: PresetAccess, viewer_id: uuid.UUID) -> bool:
 
 
 class PresetCatalog:
-    """The rules of presets; one instance serves every call (no state, no session)."""
+    """The rules of presets; one instance serves every call (it holds no session)."""
+
+    def __init__(self, tombstones: Tombstones) -> None:
+        self._tombstones = tombstones
 
     async def _visible_preset(
         self, repository: PresetRepository, preset_id: uuid.UUID, viewer_id: uuid.UUID
@@ -183,6 +192,7 @@ class PresetCatalog:
     ) -> Preset:
         if draft.visibility is Visibility.PUBLIC and not may_publish:
             raise PublicPresetsNotInTier()
+        await self._tombstones.guard_write(session, owner_id)
         repository = PresetRepository(session)
         preset_id = await repository.insert(
             NewPreset(
@@ -206,6 +216,7 @@ class PresetCatalog:
         may_publish: bool,
         expected_version: int | None = None,
     ) -> Preset:
+        await self._tombstones.guard_write(session, user_id)
         repository = PresetRepository(session)
         access = await self._owned_for_change(repository, preset_id, user_id)
         if expected_version is not None and expected_version != access.version:
@@ -224,6 +235,7 @@ class PresetCatalog:
         await repository.soft_delete(preset_id)
 
     async def like(self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID) -> Preset:
+        await self._tombstones.guard_write(session, user_id)
         repository = PresetRepository(session)
         await self._referenced(repository, preset_id, user_id)
         await repository.add_like(preset_id, user_id)
@@ -240,6 +252,7 @@ class PresetCatalog:
     async def fork(
         self, session: AsyncSession, preset_id: uuid.UUID, user_id: uuid.UUID, name: str | None
     ) -> Preset:
+        await self._tombstones.guard_write(session, user_id)
         repository = PresetRepository(session)
         # The fork references its source: keep the source from being purged meanwhile.
         await self._referenced(repository, preset_id, user_id)
