@@ -2,6 +2,7 @@
 
 For each call it: takes the request id from metadata (or makes one), authenticates the
 caller as the method requires (anonymous, user access token, or service credential),
+refuses the token of an account deleted since it was issued (`AuthPolicy.refused_user`),
 runs the handler, turns a DomainError into a google.rpc.Status with details, turns any
 other exception into a bare INTERNAL (logged with its trace, never sent), and writes
 one structured log line with the method, code and duration.
@@ -26,6 +27,7 @@ from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTok
 from runtime.context import client_var, principal_var, request_id_var, service_caller_var
 from runtime.errors import Aborted, DomainError, Unauthenticated, Unavailable, internal_status
 from runtime.metrics import Metrics
+from runtime.tombstones import DELETED_MESSAGE
 
 log = logging.getLogger("pixelshop.rpc")
 
@@ -41,6 +43,9 @@ class AuthPolicy:
     internal_services: frozenset[str] = frozenset()
     # Full method names ("/pkg.Service/Method") callable without a token.
     anonymous_methods: frozenset[str] = field(default_factory=frozenset)
+    # Answers True for a deleted account (runtime.tombstones): its still-valid access token
+    # gets UNAUTHENTICATED on every method that takes a user token.
+    refused_user: Callable[[uuid.UUID], bool] | None = None
 
     def requirement(self, method: str) -> str | None:
         service = method.split("/")[1] if method.count("/") == 2 else ""
@@ -150,7 +155,11 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             authorization = metadata.get("authorization", "")
             if not authorization:
                 raise Unauthenticated("a valid access token is required")
-            principal_var.set(await self._verifier.verify(bearer_token(authorization)))
+            principal = await self._verifier.verify(bearer_token(authorization))
+            refused = self._policy.refused_user
+            if refused is not None and refused(principal.user_id):
+                raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
+            principal_var.set(principal)
 
     async def _fail(
         self, context: grpc.aio.ServicerContext[Any, Any], error: BaseException, method: str

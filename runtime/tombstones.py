@@ -32,7 +32,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import Column, DateTime, MetaData, Table, func, select, text, update
+from sqlalchemy import Column, DateTime, MetaData, Select, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -74,6 +74,55 @@ def user_lock_key(user_id: uuid.UUID) -> int:
     return int.from_bytes(digest[:8], "big", signed=True)
 
 
+class RecentlyDeleted:
+    """An in-memory set of recently deleted users, refreshed every `refresh_seconds` from
+    `query(since)` (a SELECT of user ids deleted after `since`). The server interceptor
+    asks `is_deleted` on every call (`AuthPolicy.refused_user`); identity builds one over
+    `users.deleted_at`, every other service gets one from its `Tombstones`.
+
+    `remember_seconds` only has to outlast an access token (15 minutes): a token issued
+    before the deletion has expired by then, and identity issues none after it."""
+
+    def __init__(
+        self,
+        database: Database,
+        query: Callable[[datetime], Select[tuple[uuid.UUID]]],
+        *,
+        refresh_seconds: float = 1.0,
+        remember_seconds: float = 86_400.0,
+    ) -> None:
+        self._database = database
+        self._query = query
+        self._refresh = refresh_seconds
+        self._remember = timedelta(seconds=remember_seconds)
+        self._deleted: frozenset[uuid.UUID] = frozenset()
+        self._added: set[uuid.UUID] = set()
+
+    def is_deleted(self, user_id: uuid.UUID) -> bool:
+        return user_id in self._deleted or user_id in self._added
+
+    def add(self, user_id: uuid.UUID) -> None:
+        """Refuses the user in this replica at once (the next refresh confirms it)."""
+        self._added.add(user_id)
+
+    async def load(self) -> None:
+        since = datetime.now(UTC) - self._remember
+        async with self._database.read() as session:
+            self._deleted = frozenset(await session.scalars(self._query(since)))
+        self._added -= self._deleted
+
+    async def run(self) -> None:
+        """The refresh loop; a failed refresh keeps the last set and is retried."""
+        while True:
+            try:
+                await self.load()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("refreshing deleted users failed; retrying", exc_info=True)
+            await asyncio.sleep(self._refresh)
+
+
 class Tombstones:
     def __init__(
         self,
@@ -83,15 +132,14 @@ class Tombstones:
         refresh_seconds: float = 1.0,
         remember_seconds: float = 86_400.0,
     ) -> None:
-        """`remember_seconds`: how long after recording a tombstone `is_deleted` keeps the
-        user in memory; it only has to outlast an access token (15 minutes). Writes are
-        refused by `guard_write` from the table, forever."""
         self._database = database
         self._table = table
-        self._refresh = refresh_seconds
-        self._remember = timedelta(seconds=remember_seconds)
-        self._deleted: frozenset[uuid.UUID] = frozenset()
-        self._recorded_here: set[uuid.UUID] = set()
+        self._recent = RecentlyDeleted(
+            database,
+            lambda since: select(table.c.user_id).where(table.c.deleted_at > since),
+            refresh_seconds=refresh_seconds,
+            remember_seconds=remember_seconds,
+        )
 
     @property
     def table(self) -> Table:
@@ -101,7 +149,7 @@ class Tombstones:
         """Records the deletion; waits for the user's in-flight guarded writes to commit."""
         await session.execute(select(func.pg_advisory_xact_lock(user_lock_key(user_id))))
         await session.execute(insert(self._table).values(user_id=user_id).on_conflict_do_nothing())
-        self._recorded_here.add(user_id)
+        self._recent.add(user_id)
 
     async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None:
         """Call inside the transaction that makes the user's write visible, before commit."""
@@ -114,28 +162,15 @@ class Tombstones:
             raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
 
     def is_deleted(self, user_id: uuid.UUID) -> bool:
-        return user_id in self._deleted or user_id in self._recorded_here
+        """From memory: every replica knows of a deletion within `refresh_seconds`."""
+        return self._recent.is_deleted(user_id)
 
     async def load(self) -> None:
-        """Reads the recent tombstones into memory (every replica, every refresh)."""
-        since = datetime.now(UTC) - self._remember
-        async with self._database.read() as session:
-            rows = await session.scalars(
-                select(self._table.c.user_id).where(self._table.c.deleted_at > since)
-            )
-            self._deleted = frozenset(rows)
-        self._recorded_here -= self._deleted
+        await self._recent.load()
 
     async def run(self) -> None:
-        """The refresh loop; a failed refresh keeps the last set and is retried."""
-        while True:
-            try:
-                await self.load()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("refreshing deleted users failed; retrying", exc_info=True)
-            await asyncio.sleep(self._refresh)
+        """The refresh loop (a background task in every replica)."""
+        await self._recent.run()
 
     async def pending_purges(self, limit: int = 100) -> list[uuid.UUID]:
         async with self._database.read() as session:
