@@ -1,15 +1,17 @@
-"""CORS for the configured browser origins; it runs before transcoding, as in Envoy."""
+"""CORS for the configured browser origins; it runs before routing, as in Envoy. The
+methods, headers and max age come from the edge table (gateway/edge.py), which Envoy's
+config is generated from too."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-ALLOW_METHODS = "GET, POST, PATCH, DELETE"
-ALLOW_HEADERS = "authorization, content-type, x-request-id, stripe-signature"
-# Response headers a browser script may read.
-EXPOSE_HEADERS = "x-request-id, retry-after, content-disposition"
-# Browsers cap this (Chrome at two hours); an hour saves most preflights.
-MAX_AGE_SECONDS = "3600"
+from gateway.edge import EDGE
+
+ALLOW_METHODS = ", ".join(EDGE.cors.allow_methods)
+ALLOW_HEADERS = ", ".join(EDGE.cors.allow_headers)
+EXPOSE_HEADERS = ", ".join(EDGE.cors.expose_headers)
+MAX_AGE_SECONDS = str(EDGE.cors.max_age_seconds)
 
 
 class CorsPolicy:

@@ -18,10 +18,11 @@ import grpc
 from google.protobuf import json_format
 from google.rpc import error_details_pb2, status_pb2
 
+from gateway.edge import ERROR_DOMAIN, LOCAL_REPLIES
+
 logger = logging.getLogger(__name__)
 
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
-ERROR_DOMAIN = "gateway.pixelshop"
 
 # Envoy's mapping (source/common/grpc/status.cc); everything else is 500.
 HTTP_STATUS_BY_GRPC_CODE: Mapping[grpc.StatusCode, int] = {
@@ -40,6 +41,9 @@ HTTP_STATUS_BY_GRPC_CODE: Mapping[grpc.StatusCode, int] = {
     grpc.StatusCode.UNAVAILABLE: 503,
     grpc.StatusCode.DEADLINE_EXCEEDED: 504,
 }
+
+
+_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 def http_status_of(code: grpc.StatusCode) -> int:
@@ -95,6 +99,26 @@ class StatusEncoder:
             status.details.add().Pack(retry)
             headers["Retry-After"] = str(max(1, math.ceil(retry_after_seconds)))
         return ErrorReply(http_status, self.encode(status), headers)
+
+    def local_reply(
+        self,
+        http_status: int,
+        message: str,
+        *,
+        metadata: Mapping[str, str] | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> ErrorReply:
+        """An answer the edge gives itself: code and reason from edge.LOCAL_REPLIES, the
+        table Envoy's local_reply_config is generated from."""
+        reply = LOCAL_REPLIES[http_status]
+        return self.gateway_error(
+            http_status,
+            grpc.StatusCode[_CODE_NAMES[reply.grpc_code]],
+            message,
+            reason=reply.reason,
+            metadata=metadata,
+            retry_after_seconds=retry_after_seconds,
+        )
 
     def encode(self, status: Any) -> bytes:
         try:

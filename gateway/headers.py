@@ -5,14 +5,17 @@ from __future__ import annotations
 import uuid
 from collections.abc import Iterable, Mapping
 
+from gateway import edge
+
 REQUEST_ID = "x-request-id"
 FORWARDED_FOR = "x-forwarded-for"
 # gRPC replaces a call's `user-agent` metadata with its own, so the browser's user agent
-# travels as `x-forwarded-user-agent` (Envoy's config should add the same header).
+# travels as `x-forwarded-user-agent` (Envoy's config adds the same header).
 USER_AGENT = "user-agent"
-FORWARDED_USER_AGENT = "x-forwarded-user-agent"
-# Request headers the services read, passed on as metadata under the same (lower-case) name.
-FORWARDED_HEADERS = ("authorization", "stripe-signature")
+FORWARDED_USER_AGENT = edge.FORWARDED_USER_AGENT
+# Request headers the services read, passed on as metadata under the same (lower-case) name;
+# the request id is handled on its own (a new one when the client's is not a sane token).
+FORWARDED_HEADERS = tuple(h for h in edge.FORWARDED_HEADERS if h != REQUEST_ID)
 # Response metadata that describes the gRPC transport, not the resource, is not an HTTP header.
 _NOT_HEADERS = frozenset(
     {
@@ -39,14 +42,32 @@ def request_id_of(value: str | None) -> str:
     return str(uuid.uuid4())
 
 
+class HeaderError(ValueError):
+    """A header the gateway reads or forwards is not printable ASCII: a 400 naming it."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(f"header {name} must be printable ASCII")
+        self.header = name
+
+
+def checked_header(headers: Mapping[str, str], name: str) -> str:
+    """The header's value ("" when absent); HeaderError when it is not printable ASCII
+    (bytes that are not UTF-8 arrive as surrogates, and gRPC metadata is ASCII)."""
+    value = headers.get(name, "")
+    if value and not _is_metadata_value(value):
+        raise HeaderError(name)
+    return value
+
+
 def request_metadata(
     headers: Mapping[str, str], request_id: str, peer: str | None
 ) -> tuple[tuple[str, str], ...]:
-    """gRPC metadata for a request; values gRPC would reject (non-ASCII) are dropped."""
+    """gRPC metadata for a request. A forwarded header that is not printable ASCII raises
+    HeaderError; the user agent and X-Forwarded-For, which nobody relies on, are dropped."""
     metadata = [(REQUEST_ID, request_id)]
     for name in FORWARDED_HEADERS:
-        value = headers.get(name)
-        if value and _is_metadata_value(value):
+        value = checked_header(headers, name)
+        if value:
             metadata.append((name, value))
     user_agent = headers.get(USER_AGENT)
     if user_agent and _is_metadata_value(user_agent):

@@ -18,6 +18,7 @@ from typing import Any
 from google.api import annotations_pb2
 from google.protobuf import message_factory
 
+from gateway import edge
 from gateway.descriptors import DescriptorSet
 from gateway.path_template import MULTI_WILDCARD, SINGLE_WILDCARD, PathTemplate
 from gateway.transcoder import RequestTranscoder, ResponseTranscoder, TranscodeError
@@ -41,6 +42,8 @@ class RpcMethod:
     upstream: str  # "projects": the <svc> of the package pixelshop.<svc>.v1
     server_streaming: bool
     response_class: Any  # generated from the pool; deserializes what the upstream answers
+    # The response holds a token or a signed URL: answered with Cache-Control: no-store.
+    carries_credentials: bool = False
 
     @classmethod
     def from_descriptor(cls, method: Any) -> RpcMethod:
@@ -51,7 +54,54 @@ class RpcMethod:
             upstream=upstream_of(service.file.package),
             server_streaming=bool(method.server_streaming),
             response_class=message_factory.GetMessageClass(method.output_type),
+            carries_credentials=carries_credentials(method.output_type),
         )
+
+
+def carries_credentials(message: Any) -> bool:
+    """Whether a message, or one nested in it, has a credential field (edge.py's rule)."""
+    seen: set[str] = set()
+    pending = [message]
+    while pending:
+        current = pending.pop()
+        if current.full_name in seen or current.full_name.startswith("google."):
+            continue
+        seen.add(current.full_name)
+        for field in current.fields:
+            if edge.is_credential_field(field.name):
+                return True
+            if field.message_type is not None:
+                pending.append(field.message_type)
+    return False
+
+
+def normalize_path(path: str) -> str:
+    """The path as Envoy routes it (merge_slashes, normalize_path): `//` becomes `/`, and
+    `.` and `..` segments are resolved (RFC 3986 section 5.2.4), `%2E` counting as `.`."""
+    if edge.MERGE_SLASHES and "//" in path:
+        path = _SLASHES.sub("/", path)
+    if edge.NORMALIZE_PATH and ("." in path or "%" in path) and _DOT_SEGMENT.search(path):
+        kept: list[str] = []
+        segments = path.split("/")[1:]
+        for index, segment in enumerate(segments):
+            dots = segment.lower().replace("%2e", ".")
+            last = index == len(segments) - 1
+            if dots == ".":
+                if last:
+                    kept.append("")
+            elif dots == "..":
+                if kept:
+                    kept.pop()
+                if last:
+                    kept.append("")
+            else:
+                kept.append(segment)
+        path = "/" + "/".join(kept)
+    return path
+
+
+_SLASHES = re.compile(r"/{2,}")
+_DOT_SEGMENT = re.compile(r"(?:^|/)(?:\.|%2[eE]){1,2}(?:/|$)")
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -175,13 +225,22 @@ class RouteTable:
     def from_descriptor_set(cls, descriptors: DescriptorSet) -> RouteTable:
         return cls(routes_of(descriptors))
 
+    def methods_bound_under(self, prefix: str) -> frozenset[str]:
+        """Full names of the methods with an HTTP binding whose template starts with
+        `prefix` (e.g. the auth RPCs under `/v1/auth:`); rate limits apply to these."""
+        return frozenset(
+            r.method.full_name for r in self.routes if r.template.source.startswith(prefix)
+        )
+
     def match(self, http_method: str, path: str) -> RouteMatch | None:
-        """The route for a method and a raw (still percent-encoded) path without query.
+        """The route for a method and a raw (still percent-encoded) path without query,
+        normalized first as Envoy normalizes it.
 
         Raises TranscodeError when a matched variable does not decode to UTF-8.
         """
         if not path.startswith("/"):
             return None
+        path = normalize_path(path)
         verb = ""
         colon = path.rfind(":")
         if colon > path.rfind("/") and path[colon + 1 :] in self._verbs:

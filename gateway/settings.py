@@ -9,6 +9,7 @@ import re
 from collections.abc import Mapping
 from types import MappingProxyType
 
+from gateway.edge import EDGE, SUPPORTED_REQUEST_DECOMPRESSION
 from runtime.settings import SettingsError, load_settings, shared
 
 ENV_PREFIX = "PIXELSHOP_GATEWAY_"
@@ -47,15 +48,22 @@ class _Environment:
     presets_addr: str = shared(DEFAULT_UPSTREAMS["presets"])
     billing_addr: str = shared(DEFAULT_UPSTREAMS["billing"])
     cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 64 * 1024 * 1024
-    auth_rate_limit_per_minute: int = 600
-    timeout_seconds: float = 120.0
+    json_body_max_bytes: int = EDGE.bodies.json_bytes
+    upload_body_max_bytes: int = EDGE.bodies.upload_bytes
+    inflight_max_bytes: int = EDGE.overload.inflight_request_bytes
+    request_decompression: str = ""
+    auth_rate_limit_per_minute: int = EDGE.rate_limits[0].requests_per_minute
+    timeout_seconds: float = 0.0
+    request_headers_timeout_seconds: float = EDGE.timeouts.request_headers
+    body_idle_timeout_seconds: float = EDGE.timeouts.body_idle
+    request_timeout_seconds: float = EDGE.timeouts.request
+    idle_timeout_seconds: float = EDGE.timeouts.connection_idle
     log_level: str = shared("INFO")
     log_json: bool = shared(True)
 
 
 def env_name(setting: str) -> str:
-    """`max_body_bytes` -> `PIXELSHOP_GATEWAY_MAX_BODY_BYTES`."""
+    """`json_body_max_bytes` -> `PIXELSHOP_GATEWAY_JSON_BODY_MAX_BYTES`."""
     return ENV_PREFIX + setting.upper()
 
 
@@ -75,11 +83,24 @@ class GatewaySettings:
     upstreams: Mapping[str, str] = dataclasses.field(default_factory=lambda: DEFAULT_UPSTREAMS)
     # Browser origins allowed by CORS, e.g. "https://app.pixelshop.example"; "*" allows any.
     cors_origins: tuple[str, ...] = ()
-    max_body_bytes: int = 64 * 1024 * 1024
-    # Per client address, on /v1/auth:* paths; 0 turns the limit off.
-    auth_rate_limit_per_minute: int = 600
-    # Deadline of each upstream call; AI edits take tens of seconds.
-    timeout_seconds: float = 120.0
+    # Request bodies: JSON ones, and raw google.api.HttpBody uploads (413 beyond).
+    json_body_max_bytes: int = EDGE.bodies.json_bytes
+    upload_body_max_bytes: int = EDGE.bodies.upload_bytes
+    # Request bytes held at once by this process; beyond it 503 with Retry-After.
+    inflight_max_bytes: int = EDGE.overload.inflight_request_bytes
+    # "" refuses compressed request bodies (415); "gzip" inflates gzip bodies, the
+    # inflated size counting against the body limits.
+    request_decompression: str = ""
+    # Per client address, on the RPCs bound under /v1/auth: (edge.py); 0 turns it off.
+    auth_rate_limit_per_minute: int = EDGE.rate_limits[0].requests_per_minute
+    # Deadline of every upstream call; 0 keeps the per-upstream table in edge.py (30 s,
+    # projects 180 s), the same as Envoy's route timeouts.
+    timeout_seconds: float = 0.0
+    # Client-side timeouts (408 or a closed connection), as Envoy's connection manager.
+    request_headers_timeout_seconds: float = EDGE.timeouts.request_headers
+    body_idle_timeout_seconds: float = EDGE.timeouts.body_idle
+    request_timeout_seconds: float = EDGE.timeouts.request
+    idle_timeout_seconds: float = EDGE.timeouts.connection_idle
     # Like the services: PIXELSHOP_GATEWAY_LOG_LEVEL, else PIXELSHOP_LOG_LEVEL.
     log_level: str = "INFO"
     log_json: bool = True
@@ -103,9 +124,16 @@ class GatewaySettings:
                     f"{env_name('cors_origins')} entries must be '*' or scheme://host[:port] "
                     f"without a path, got {origin!r}"
                 )
-        if self.max_body_bytes < 1:
+        for name in ("json_body_max_bytes", "upload_body_max_bytes", "inflight_max_bytes"):
+            if getattr(self, name) < 1:
+                raise SettingsError(
+                    f"{env_name(name)} must be at least 1, got {getattr(self, name)}"
+                )
+        if self.request_decompression not in ("", *SUPPORTED_REQUEST_DECOMPRESSION):
             raise SettingsError(
-                f"{env_name('max_body_bytes')} must be at least 1, got {self.max_body_bytes}"
+                f"{env_name('request_decompression')} must be empty (refuse compressed bodies) "
+                f"or one of {', '.join(SUPPORTED_REQUEST_DECOMPRESSION)}, "
+                f"got {self.request_decompression!r}"
             )
         if self.auth_rate_limit_per_minute < 0:
             raise SettingsError(
@@ -114,11 +142,26 @@ class GatewaySettings:
             )
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise SettingsError(f"{env_name('log_level')} must be DEBUG, INFO, WARNING or ERROR")
-        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds > 0):
+        if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds >= 0):
             raise SettingsError(
-                f"{env_name('timeout_seconds')} must be a positive number of seconds, "
-                f"got {self.timeout_seconds}"
+                f"{env_name('timeout_seconds')} must be 0 (the per-upstream table) or a "
+                f"positive number of seconds, got {self.timeout_seconds}"
             )
+        for name in (
+            "request_headers_timeout_seconds",
+            "body_idle_timeout_seconds",
+            "request_timeout_seconds",
+            "idle_timeout_seconds",
+        ):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value > 0):
+                raise SettingsError(
+                    f"{env_name(name)} must be a positive number of seconds, got {value}"
+                )
+
+    def upstream_timeout(self, upstream: str) -> float:
+        """Deadline of a call to `upstream`: the setting when given, else edge.py's table."""
+        return self.timeout_seconds or EDGE.upstream_timeout(upstream)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:
@@ -139,9 +182,16 @@ class GatewaySettings:
             descriptor_set=descriptor_set,
             upstreams=MappingProxyType(upstreams),
             cors_origins=env.cors_origins,
-            max_body_bytes=env.max_body_bytes,
+            json_body_max_bytes=env.json_body_max_bytes,
+            upload_body_max_bytes=env.upload_body_max_bytes,
+            inflight_max_bytes=env.inflight_max_bytes,
+            request_decompression=env.request_decompression.strip().lower(),
             auth_rate_limit_per_minute=env.auth_rate_limit_per_minute,
             timeout_seconds=env.timeout_seconds,
+            request_headers_timeout_seconds=env.request_headers_timeout_seconds,
+            body_idle_timeout_seconds=env.body_idle_timeout_seconds,
+            request_timeout_seconds=env.request_timeout_seconds,
+            idle_timeout_seconds=env.idle_timeout_seconds,
             log_level=env.log_level.strip().upper(),
             log_json=env.log_json,
         )

@@ -80,6 +80,13 @@ class RequestTranscoder:
         self._query_fields: dict[str, BoundField | None] = {}
         self._unknown_names = 0
         self.body_mode, self._body_path = _body_target(message, body)
+        # What the JSON body is checked against: the request message, or the body field.
+        self._json_target: descriptor.Descriptor | descriptor.FieldDescriptor = message
+        if self._body_path:
+            fields = _walk_fields(message, self._body_path, by_json_name=False)
+            assert fields is not None  # _body_target resolved the same path
+            leaf = fields[-1]
+            self._json_target = leaf.message_type if _is_plain_message(leaf) else leaf
 
     @property
     def reads_body(self) -> bool:
@@ -122,18 +129,22 @@ class RequestTranscoder:
         return message
 
     def _merge_json_body(self, message: Message, body: bytes) -> None:
-        try:
-            document = json.loads(body)
-        except (ValueError, RecursionError) as error:  # UnicodeDecodeError is a ValueError
-            raise TranscodeError(f"request body is not valid JSON: {error}") from None
+        document = parse_json_body(body)
         if not self._body_path and not isinstance(document, dict):
             raise TranscodeError("request body must be a JSON object")
+        # Unknown fields are ignored (as Envoy does), but an unknown enum name is a mistake
+        # the client must hear about: json_format would silently drop it.
+        check_enum_names(document, self._json_target)
         for name in reversed(self._body_path):
             document = {name: document}
         try:
             json_format.ParseDict(document, message, ignore_unknown_fields=True)
-        except Exception as error:  # ParseError, or TypeError/ValueError on a wrong JSON shape
+        except json_format.ParseError as error:
             raise TranscodeError(f"invalid request body: {_reason(error)}") from None
+        except Exception:  # TypeError/ValueError/RecursionError on a wrong JSON shape
+            raise TranscodeError(
+                "invalid request body: a field has the wrong JSON type or nests too deeply"
+            ) from None
 
     def _bind_query(self, query: str, bindings: dict[str, Any]) -> None:
         # Envoy's parsing: `name=value` pairs split on '&', percent-decoded, '+' kept as is.
@@ -224,6 +235,100 @@ class ResponseTranscoder:
             target, descriptor_pool=self._pool, always_print_fields_with_no_presence=True
         )
         return printed.get(self._pick)
+
+
+def parse_json_body(body: bytes) -> Any:
+    """The JSON document of a request body, as Envoy reads it: UTF-8 only (no UTF-16 or
+    UTF-32, no byte order mark). Errors name the problem, never a Python internal."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise TranscodeError(
+            f"request body is not valid JSON: not UTF-8 (byte {error.start})"
+        ) from None
+    if text.startswith("\ufeff"):
+        raise TranscodeError("request body is not valid JSON: it starts with a byte order mark")
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as error:
+        raise TranscodeError(
+            f"request body is not valid JSON: {error.msg} at line {error.lineno} "
+            f"column {error.colno}"
+        ) from None
+    except RecursionError:
+        raise TranscodeError("request body is not valid JSON: it nests too deeply") from None
+    except ValueError:  # e.g. an integer literal with too many digits
+        raise TranscodeError("request body is not valid JSON: a number is too long") from None
+
+
+def check_enum_names(
+    document: Any, target: descriptor.Descriptor | descriptor.FieldDescriptor
+) -> None:
+    """Raises TranscodeError naming the field when an enum field holds a name its enum does
+    not have. Numbers are left to json_format (proto3 enums are open)."""
+    pending: list[tuple[Any, Any, str]] = []
+    if isinstance(target, descriptor.FieldDescriptor):
+        pending.append((document, target, target.json_name))
+    else:
+        pending.extend(_message_members(document, target, ""))
+    while pending:
+        value, field, path = pending.pop()
+        if value is None:
+            continue
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            entry_value = field.message_type.fields_by_name["value"]
+            if isinstance(value, dict):
+                pending.extend((v, entry_value, f"{path}[{k!r}]") for k, v in value.items())
+            continue
+        if field.is_repeated and isinstance(value, list):
+            pending.extend(
+                (item, _ElementOf(field), f"{path}[{index}]") for index, item in enumerate(value)
+            )
+            continue
+        if field.enum_type is not None:
+            if isinstance(value, str) and value not in field.enum_type.values_by_name:
+                known = ", ".join(v.name for v in field.enum_type.values)
+                shown = value if len(value) <= 64 else value[:64] + "…"
+                raise TranscodeError(
+                    f"invalid request body: {path}: unknown enum value {shown!r} (one of {known})"
+                )
+        elif _is_plain_message(field):
+            pending.extend(_message_members(value, field.message_type, path + "."))
+
+
+class _ElementOf:
+    """A repeated field seen as one of its elements."""
+
+    __slots__ = ("enum_type", "is_repeated", "json_name", "message_type")
+
+    def __init__(self, field: Any) -> None:
+        self.enum_type = field.enum_type
+        self.message_type = field.message_type
+        self.json_name = field.json_name
+        self.is_repeated = False
+
+
+def _message_members(document: Any, message: descriptor.Descriptor, prefix: str) -> list[Any]:
+    if not isinstance(document, dict):
+        return []  # a wrong shape: json_format reports it
+    members = []
+    for key, value in document.items():
+        field = message.fields_by_name.get(key) if isinstance(key, str) else None
+        if field is None:
+            field = next((f for f in message.fields if f.json_name == key), None)
+        if field is not None:
+            members.append((value, field, prefix + field.json_name))
+    return members
+
+
+def _is_plain_message(field: Any) -> bool:
+    """A message field other than a map or a well-known type (whose JSON has its own form)."""
+    message = field.message_type
+    return (
+        message is not None
+        and not message.GetOptions().map_entry
+        and not message.full_name.startswith("google.protobuf.")
+    )
 
 
 def resolve_field(message: descriptor.Descriptor, names: Sequence[str]) -> BoundField | None:

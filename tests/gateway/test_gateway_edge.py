@@ -33,7 +33,7 @@ async def test_preflight_from_an_allowed_origin_is_answered(
     assert headers["access-control-allow-origin"] == ALLOWED_ORIGIN
     assert headers["access-control-allow-methods"] == "GET, POST, PATCH, DELETE"
     assert headers["access-control-allow-headers"] == (
-        "authorization, content-type, x-request-id, stripe-signature"
+        "authorization, content-type, idempotency-key, x-request-id"
     )
     assert int(headers["access-control-max-age"]) > 0
     assert recorder.calls == []
@@ -120,7 +120,9 @@ async def test_rate_limit_zero_turns_it_off(base_settings: GatewaySettings) -> N
 
 @pytest.fixture
 async def small_body_client(base_settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
-    async with run_gateway(dataclasses.replace(base_settings, max_body_bytes=1024)) as client:
+    async with run_gateway(
+        dataclasses.replace(base_settings, json_body_max_bytes=1024, upload_body_max_bytes=1024)
+    ) as client:
         yield client
 
 

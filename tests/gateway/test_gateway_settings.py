@@ -40,9 +40,20 @@ def test_defaults_with_an_empty_environment() -> None:
         "billing": "127.0.0.1:50055",
     }
     assert settings.cors_origins == ()
-    assert settings.max_body_bytes == 64 * 1024 * 1024
+    assert settings.json_body_max_bytes == 1024 * 1024
+    assert settings.upload_body_max_bytes == 64 * 1024 * 1024
+    assert settings.inflight_max_bytes == 256 * 1024 * 1024
+    assert settings.request_decompression == ""
     assert settings.auth_rate_limit_per_minute == 600
-    assert settings.timeout_seconds == 120.0
+    # Upstream deadlines come from the edge table Envoy's route timeouts are made from.
+    assert settings.timeout_seconds == 0.0
+    assert settings.upstream_timeout("projects") == 180.0
+    assert settings.upstream_timeout("identity") == 30.0
+    assert (settings.request_headers_timeout_seconds, settings.body_idle_timeout_seconds) == (
+        10.0,
+        30.0,
+    )
+    assert (settings.request_timeout_seconds, settings.idle_timeout_seconds) == (300.0, 60.0)
 
 
 def test_every_variable_is_read() -> None:
@@ -57,9 +68,16 @@ def test_every_variable_is_read() -> None:
             "PIXELSHOP_GATEWAY_PRESETS_ADDR": "presets:2",
             "PIXELSHOP_GATEWAY_BILLING_ADDR": "billing:3",
             "PIXELSHOP_GATEWAY_CORS_ORIGINS": " https://a.test, http://localhost:5173 ,",
-            "PIXELSHOP_GATEWAY_MAX_BODY_BYTES": "1024",
+            "PIXELSHOP_GATEWAY_JSON_BODY_MAX_BYTES": "1024",
+            "PIXELSHOP_GATEWAY_UPLOAD_BODY_MAX_BYTES": "4096",
+            "PIXELSHOP_GATEWAY_INFLIGHT_MAX_BYTES": "8192",
+            "PIXELSHOP_GATEWAY_REQUEST_DECOMPRESSION": "GZIP",
             "PIXELSHOP_GATEWAY_AUTH_RATE_LIMIT_PER_MINUTE": "0",
             "PIXELSHOP_GATEWAY_TIMEOUT_SECONDS": "2.5",
+            "PIXELSHOP_GATEWAY_REQUEST_HEADERS_TIMEOUT_SECONDS": "1",
+            "PIXELSHOP_GATEWAY_BODY_IDLE_TIMEOUT_SECONDS": "2",
+            "PIXELSHOP_GATEWAY_REQUEST_TIMEOUT_SECONDS": "3",
+            "PIXELSHOP_GATEWAY_IDLE_TIMEOUT_SECONDS": "4",
         }
     )
 
@@ -67,8 +85,16 @@ def test_every_variable_is_read() -> None:
     assert settings.upstreams["projects"] == "dns:///projects:50052"
     assert set(settings.upstreams) == set(DEFAULT_UPSTREAMS)
     assert settings.cors_origins == ("https://a.test", "http://localhost:5173")
-    assert (settings.max_body_bytes, settings.auth_rate_limit_per_minute) == (1024, 0)
-    assert settings.timeout_seconds == 2.5
+    assert (settings.json_body_max_bytes, settings.upload_body_max_bytes) == (1024, 4096)
+    assert (settings.inflight_max_bytes, settings.auth_rate_limit_per_minute) == (8192, 0)
+    assert settings.request_decompression == "gzip"
+    assert settings.upstream_timeout("projects") == settings.timeout_seconds == 2.5
+    assert (
+        settings.request_headers_timeout_seconds,
+        settings.body_idle_timeout_seconds,
+        settings.request_timeout_seconds,
+        settings.idle_timeout_seconds,
+    ) == (1, 2, 3, 4)
 
 
 @pytest.mark.parametrize(
@@ -82,11 +108,15 @@ def test_every_variable_is_read() -> None:
         ("PIXELSHOP_GATEWAY_BILLING_ADDR", "billing"),
         ("PIXELSHOP_GATEWAY_ASSETS_ADDR", ""),
         ("PIXELSHOP_GATEWAY_CORS_ORIGINS", "https://a.test/app"),
-        ("PIXELSHOP_GATEWAY_MAX_BODY_BYTES", "0"),
-        ("PIXELSHOP_GATEWAY_MAX_BODY_BYTES", "64MiB"),
+        ("PIXELSHOP_GATEWAY_JSON_BODY_MAX_BYTES", "0"),
+        ("PIXELSHOP_GATEWAY_UPLOAD_BODY_MAX_BYTES", "64MiB"),
+        ("PIXELSHOP_GATEWAY_INFLIGHT_MAX_BYTES", "-1"),
+        ("PIXELSHOP_GATEWAY_REQUEST_DECOMPRESSION", "br"),
         ("PIXELSHOP_GATEWAY_AUTH_RATE_LIMIT_PER_MINUTE", "-1"),
-        ("PIXELSHOP_GATEWAY_TIMEOUT_SECONDS", "0"),
+        ("PIXELSHOP_GATEWAY_TIMEOUT_SECONDS", "-1"),
         ("PIXELSHOP_GATEWAY_TIMEOUT_SECONDS", "nan"),
+        ("PIXELSHOP_GATEWAY_REQUEST_HEADERS_TIMEOUT_SECONDS", "0"),
+        ("PIXELSHOP_GATEWAY_IDLE_TIMEOUT_SECONDS", "inf"),
     ],
 )
 def test_bad_values_fail_naming_the_variable(name: str, value: str) -> None:
@@ -180,10 +210,10 @@ async def test_python_m_gateway_serves_until_sigterm() -> None:
 
 
 async def test_python_m_gateway_refuses_bad_settings() -> None:
-    async with gateway_process(PIXELSHOP_GATEWAY_MAX_BODY_BYTES="lots") as process:
+    async with gateway_process(PIXELSHOP_GATEWAY_JSON_BODY_MAX_BYTES="lots") as process:
         entry = await read_log(process)
         returncode = await asyncio.wait_for(process.wait(), 60)
 
     assert returncode == 2
     assert entry["level"] == "error"
-    assert "PIXELSHOP_GATEWAY_MAX_BODY_BYTES" in str(entry["msg"])
+    assert "PIXELSHOP_GATEWAY_JSON_BODY_MAX_BYTES" in str(entry["msg"])
