@@ -19,6 +19,12 @@ from tests.support.settings import INTERNAL_SECRET
 
 os.environ.setdefault("PIXELSHOP_INTERNAL_SECRET", INTERNAL_SECRET)
 
+if os.environ.get("PIXELSHOP_RECORD_STATEMENTS"):
+    # `python -m tools.hot_statements`: keep every statement the services issue.
+    from tools import hot_statements
+
+    hot_statements.install(os.environ["PIXELSHOP_RECORD_STATEMENTS"])
+
 
 @pytest.fixture(scope="session")
 def pg_admin_url() -> Iterator[str]:
