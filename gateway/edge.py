@@ -25,8 +25,9 @@ class BodyLimits:
     json_bytes: int = 1 * MIB
     # Raw google.api.HttpBody request bodies (image uploads, the Stripe webhook).
     upload_bytes: int = 64 * MIB
-    # Responses: an HttpBody download is at most one stored object.
-    response_bytes: int = 64 * MIB
+    # Responses: an HttpBody download is at most one stored object (an upload at the
+    # limit, plus the message's framing).
+    response_bytes: int = 65 * MIB
     # JSON bodies larger than this are parsed in a worker thread, off the event loop.
     parse_off_loop_bytes: int = 64 * KIB
 

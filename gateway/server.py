@@ -95,6 +95,11 @@ class Gateway:
     def budget(self) -> ByteBudget:
         return self._budget
 
+    @property
+    def no_store(self) -> frozenset[str]:
+        """Methods answered with Cache-Control: no-store (tokens or signed URLs inside)."""
+        return frozenset(self._no_store)
+
     def render_local_reply(self, http_status: int, message: str) -> tuple[bytes, dict[str, str]]:
         """For the connection layer (gateway/protocol.py): body and headers of a local reply."""
         reply = self._status.local_reply(http_status, message)
@@ -162,6 +167,12 @@ class Gateway:
         if origin is not None and self._cors.is_preflight(method, request.headers):
             return web.Response(status=200, headers=self._cors.preflight_headers())
         self._check_header_size(request)
+        try:
+            encoding = checked_header(request.headers, "Content-Encoding").strip().lower()
+        except HeaderError as error:
+            raise self._bad_header(error) from None
+        # Before routing, as Envoy's 415 route comes before every other route.
+        gzip = self._check_encoding(encoding)
         path, _, query = request.raw_path.partition("?")
         try:
             match = self._routes.match(method, path)
@@ -184,19 +195,14 @@ class Gateway:
                 )
         try:
             content_type = checked_header(request.headers, "Content-Type")
-            encoding = checked_header(request.headers, "Content-Encoding").strip().lower()
             metadata = request_metadata(request.headers, request_id, request.remote)
         except HeaderError as error:
-            raise LocalError(
-                self._status.local_reply(400, str(error), metadata={"header": error.header}),
-                "BAD_HEADER",
-            ) from None
+            raise self._bad_header(error) from None
         limit = (
             self._settings.upload_body_max_bytes
             if route.request.body_mode is BodyMode.RAW
             else self._settings.json_body_max_bytes
         )
-        gzip = self._check_encoding(encoding)
         length = request.content_length
         if length is not None and length > limit and not gzip:
             raise self._too_large(limit)
@@ -313,6 +319,10 @@ class Gateway:
     def _local(self, http_status: int, message: str, reason: str = "") -> LocalError:
         reply = self._status.local_reply(http_status, message)
         return LocalError(reply, reason or _reason_of(http_status))
+
+    def _bad_header(self, error: HeaderError) -> LocalError:
+        reply = self._status.local_reply(400, str(error), metadata={"header": error.header})
+        return LocalError(reply, "BAD_HEADER")
 
     def _too_large(self, limit: int) -> LocalError:
         return LocalError(

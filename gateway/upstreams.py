@@ -8,10 +8,12 @@ from typing import Any
 
 import grpc
 
+from gateway.edge import EDGE
 from gateway.routes import RpcMethod
 
 # Image downloads pass through the gateway; gRPC's 4 MiB default receive limit is too small.
-MAX_RESPONSE_BYTES = 256 * 1024 * 1024
+# The edge table's response limit, as Envoy's transcoder max_response_body_size.
+MAX_RESPONSE_BYTES = EDGE.bodies.response_bytes
 CHANNEL_OPTIONS = (
     ("grpc.max_receive_message_length", MAX_RESPONSE_BYTES),
     ("grpc.max_send_message_length", -1),

@@ -19,12 +19,19 @@ How a request flows, and why the config is shaped this way:
    again on the gRPC path. Routing is therefore by gRPC service, and because the match is
    on the exact public service name, a native gRPC call to an `...InternalService` finds
    no upstream route even though the transcoder lets gRPC requests pass untouched.
+   Before those, two kinds of HTTP route do edge work: a request with a Content-Encoding
+   gets a direct 415 (the transcoder and buffer filters are disabled on it), and each raw
+   google.api.HttpBody binding gets the upload body limit; every other body is buffered
+   to at most the JSON limit (the buffer filter runs before the transcoder).
 3. The local rate limit runs after the transcoder, on the gRPC route of the methods whose
-   HTTP path starts with `/v1/auth:`. Its rejection is a gRPC RESOURCE_EXHAUSTED that the
-   transcoder (convert_grpc_status) turns into HTTP 429 with a google.rpc.Status body, like
-   every other error.
+   HTTP path starts with `/v1/auth:`: keyed by the RPC, whatever path reached it. Its
+   rejection is a gRPC RESOURCE_EXHAUSTED that the transcoder (convert_grpc_status) turns
+   into HTTP 429 with a google.rpc.Status body, like every other error.
 4. The router sends the call to a STRICT_DNS cluster over the service's headless
    Service: every pod is a host, and HTTP/2 streams are balanced per request.
+
+Every limit, timeout, CORS list, forwarded header, rate limit and local reply comes from
+gateway/edge.py, the table the Python gateway reads too (tests/deploy checks both).
 """
 
 from __future__ import annotations
@@ -41,6 +48,13 @@ from typing import Any
 import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
+
+from gateway import edge
+from gateway.descriptors import DescriptorSet
+from gateway.edge import EDGE
+from gateway.path_template import MULTI_WILDCARD, SINGLE_WILDCARD
+from gateway.routes import Route, RouteTable
+from gateway.transcoder import BodyMode
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DESCRIPTOR_SET = ROOT / "gen" / "pixelshop.binpb"
@@ -60,30 +74,20 @@ ADMIN_PORT = 9901
 OPS_PORT = 9902
 OPS_PATHS = ("/ready", "/stats/prometheus")
 
-# SPEC section 4 (gateway) defaults, the same as gateway/settings.py.
-MAX_REQUEST_BODY_BYTES = 64 * 1024 * 1024
-AUTH_PATH_PREFIX = "/v1/auth:"
-AUTH_REQUESTS_PER_MINUTE = 600
+# The auth rate limit (SPEC section 4, gateway): the edge table's only rate limit.
+(AUTH_RATE_LIMIT,) = EDGE.rate_limits
+AUTH_PATH_PREFIX = AUTH_RATE_LIMIT.http_path_prefix
+AUTH_REQUESTS_PER_MINUTE = AUTH_RATE_LIMIT.requests_per_minute
 # LRU of per-address buckets; an address evicted and seen again starts with a full bucket.
 AUTH_TRACKED_ADDRESSES = 100_000
 # Sized for the gateway container's memory limit (1 GiB in deploy/k8s): shed load before
 # the kernel kills the pod. tests/deploy checks that the limit stays above it.
-MAX_HEAP_BYTES = 768 * 1024 * 1024
-MAX_DOWNSTREAM_CONNECTIONS = 50_000
+MAX_HEAP_BYTES = EDGE.overload.envoy_max_heap_bytes
+MAX_DOWNSTREAM_CONNECTIONS = EDGE.overload.envoy_max_downstream_connections
 
-# Answers for requests rejected before they became gRPC (unknown path, bad JSON, body too
-# large), in the same google.rpc.Status shape the transcoder gives upstream errors.
-LOCAL_REPLY_GRPC_CODES = {400: 3, 404: 5, 413: 8}
-
-# Request headers the browser may send, and response headers its scripts may read; the
-# same lists as gateway/cors.py.
-CORS_ALLOW_METHODS = "GET, POST, PATCH, DELETE"
-CORS_ALLOW_HEADERS = "authorization, content-type, x-request-id, stripe-signature"
-CORS_EXPOSE_HEADERS = "x-request-id, retry-after, content-disposition"
-CORS_MAX_AGE_SECONDS = "3600"
-
-# Only services hold this credential (docs/adr/0005); one arriving from outside is dropped.
-SERVICE_TOKEN_HEADER = "x-pixelshop-service-token"
+SERVICE_TOKEN_HEADER = edge.SERVICE_TOKEN_HEADER
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+BUFFER = "envoy.filters.http.buffer"
 
 # Requests on an HTTP path are never forwarded (see the module doc): this cluster has no
 # endpoints, so anything that reaches the router untranscoded gets a 503, not a service.
@@ -100,9 +104,13 @@ _TYPE_PREFIX = "type.googleapis.com/"
 class Upstream:
     """One gRPC service Deployment as the gateway reaches it."""
 
+    name: str
     port: int
-    # Route timeout of every call to it; AI edits run through the Gemini engine for minutes.
-    timeout_seconds: int = 30
+
+    @property
+    def timeout_seconds(self) -> float:
+        """Route timeout of every call to it (edge table; AI edits take minutes)."""
+        return EDGE.upstream_timeout(self.name)
 
     def address(self, name: str) -> str:
         return f"{name}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"
@@ -110,11 +118,14 @@ class Upstream:
 
 UPSTREAMS: Mapping[str, Upstream] = MappingProxyType(
     {
-        "identity": Upstream(50051),
-        "projects": Upstream(50052, timeout_seconds=180),
-        "assets": Upstream(50053),
-        "presets": Upstream(50054),
-        "billing": Upstream(50055),
+        name: Upstream(name, port)
+        for name, port in (
+            ("identity", 50051),
+            ("projects", 50052),
+            ("assets", 50053),
+            ("presets", 50054),
+            ("billing", 50055),
+        )
     }
 )
 
@@ -210,11 +221,12 @@ def _auth_rate_limit() -> dict[str, Any]:
     # One bucket per client address (the `remote_address` descriptor with no value is a
     # wildcard: Envoy keeps a bucket per distinct value, in an LRU). The buckets live in one
     # Envoy process: with N gateway replicas a client spread over several of them gets up to
-    # N times the limit (deploy/README.md, "Rate limit").
+    # N times the limit (deploy/README.md, "Rate limit"). One token comes back every
+    # 60/limit seconds, as in the Python gateway's continuously refilled bucket.
     per_minute = {
         "max_tokens": AUTH_REQUESTS_PER_MINUTE,
-        "tokens_per_fill": AUTH_REQUESTS_PER_MINUTE // 60,
-        "fill_interval": "1s",
+        "tokens_per_fill": 1,
+        "fill_interval": _duration(AUTH_RATE_LIMIT.refill_interval_seconds()),
     }
     return _typed(
         "envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit",
@@ -229,7 +241,16 @@ def _auth_rate_limit() -> dict[str, Any]:
         max_dynamic_descriptors=AUTH_TRACKED_ADDRESSES,
         always_consume_default_token_bucket=False,
         rate_limited_as_resource_exhausted=True,
-        enable_x_ratelimit_headers="DRAFT_VERSION_03",
+        # The Python gateway says how long to wait and sends no X-RateLimit-* headers.
+        response_headers_to_add=[
+            {
+                "header": {
+                    "key": "retry-after",
+                    "value": str(AUTH_RATE_LIMIT.retry_after_seconds()),
+                },
+                "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+            }
+        ],
     )
 
 
@@ -243,20 +264,117 @@ def _cors_policy(origins: Sequence[str]) -> dict[str, Any]:
             {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
             for origin in origins
         ],
-        allow_methods=CORS_ALLOW_METHODS,
-        allow_headers=CORS_ALLOW_HEADERS,
-        expose_headers=CORS_EXPOSE_HEADERS,
-        max_age=CORS_MAX_AGE_SECONDS,
+        allow_methods=", ".join(EDGE.cors.allow_methods),
+        allow_headers=", ".join(EDGE.cors.allow_headers),
+        expose_headers=", ".join(EDGE.cors.expose_headers),
+        max_age=str(EDGE.cors.max_age_seconds),
     )
 
 
-def _routes(services: Sequence[PublicService], upstreams: Mapping[str, Upstream]) -> list[Any]:
+def _no_store() -> list[dict[str, Any]]:
+    return [
+        {
+            "header": {"key": "cache-control", "value": edge.NO_STORE},
+            "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+        }
+    ]
+
+
+def _grpc_path(full_name: str) -> str:
+    service, _, method = full_name.rpartition(".")
+    return f"/{service}/{method}"
+
+
+def _template_regex(route: Route) -> str:
+    """A regex matching the (normalized) HTTP paths a binding's template matches."""
+    parts = []
+    for segment in route.template.segments:
+        if segment == SINGLE_WILDCARD:
+            parts.append("[^/]+")
+        elif segment == MULTI_WILDCARD:
+            parts.append(".*")
+        else:
+            parts.append(re.escape(segment))
+    verb = f":{re.escape(route.template.verb)}" if route.template.verb else ""
+    return "^/" + "/".join(parts) + verb + "/?(?:\\?.*)?$"
+
+
+def _disabled(*filters: str) -> dict[str, Any]:
+    return {name: _typed("envoy.config.route.v3.FilterConfig", disabled=True) for name in filters}
+
+
+def _http_routes(table: RouteTable) -> list[Any]:
+    """Routes on the browser's HTTP path (before transcoding): edge checks and CORS."""
+    encoding = "content-encoding"
+    routes: list[Any] = [
+        {
+            # Compressed request bodies are refused before anything reads them (415).
+            "name": "compressed-request-body",
+            "match": {
+                "prefix": "/",
+                "headers": [
+                    {"name": encoding, "present_match": True},
+                    {
+                        "name": encoding,
+                        "string_match": {"exact": "identity", "ignore_case": True},
+                        "invert_match": True,
+                    },
+                ],
+            },
+            "direct_response": {
+                "status": 415,
+                "body": {"inline_string": "compressed request bodies are not accepted"},
+            },
+            "typed_per_filter_config": _disabled(TRANSCODER, BUFFER),
+        }
+    ]
+    # Raw google.api.HttpBody bindings (uploads, the Stripe webhook) may be as large as an
+    # upload; every other body is buffered to at most the JSON limit.
+    for route in table.routes:
+        if route.request.body_mode is not BodyMode.RAW:
+            continue
+        http_method = {"name": ":method", "string_match": {"exact": route.http_method}}
+        routes.append(
+            {
+                "name": f"upload {route.http_method} {route.template.source}",
+                "match": {
+                    "safe_regex": {"regex": _template_regex(route)},
+                    "headers": [http_method],
+                },
+                "route": {"cluster": UNTRANSCODED_CLUSTER},
+                "typed_per_filter_config": {
+                    BUFFER: _typed(
+                        "envoy.extensions.filters.http.buffer.v3.BufferPerRoute",
+                        buffer={"max_request_bytes": EDGE.bodies.upload_bytes},
+                    )
+                },
+            }
+        )
+    return routes
+
+
+def _routes(
+    services: Sequence[PublicService], upstreams: Mapping[str, Upstream], table: RouteTable
+) -> list[Any]:
     # Connection failures and refused streams never reached a service: safe to retry for
     # any method. Nothing else is retried (ApplyEdit and uploads are not idempotent here).
     retry = {"retry_on": "connect-failure,refused-stream", "num_retries": 2}
     # Transcoded calls are gRPC by now; a plain HTTP request on a gRPC path is not routed.
     grpc_only: dict[str, Any] = {"grpc": {}}
-    routes: list[Any] = []
+    routes: list[Any] = _http_routes(table)
+    no_store = {r.method.full_name for r in table.routes if r.method.carries_credentials}
+
+    def forward(upstream: str) -> dict[str, Any]:
+        timeout = _duration(upstreams[upstream].timeout_seconds)
+        # idle_timeout overrides stream_idle_timeout (the body idle timeout) once routed:
+        # waiting for a slow upstream is bounded by the route timeout alone.
+        return {
+            "cluster": upstream,
+            "timeout": timeout,
+            "idle_timeout": timeout,
+            "retry_policy": retry,
+        }
+
     auth = _auth_methods(services)
     if auth:
         owners = {path.split("/")[1] for path in auth}
@@ -266,31 +384,35 @@ def _routes(services: Sequence[PublicService], upstreams: Mapping[str, Upstream]
         # One route for all auth methods, so that one bucket per address covers them all
         # (a per-route rate limit config keeps its buckets per route).
         regex = "|".join(re.escape(path) for path in auth)
+        auth_route: dict[str, Any] = {
+            "name": "auth",
+            "match": {"safe_regex": {"regex": f"^(?:{regex})$"}, **grpc_only},
+            "route": forward(upstream),
+            "typed_per_filter_config": {"envoy.filters.http.local_ratelimit": _auth_rate_limit()},
+        }
+        if any(_grpc_path(name) in auth for name in no_store):
+            # Response headers are per route: every auth answer is no-store then (the
+            # Python gateway does the same).
+            auth_route["response_headers_to_add"] = _no_store()
+        routes.append(auth_route)
+        no_store -= {name for name in no_store if _grpc_path(name) in auth}
+    by_service = {s.full_name: s for s in services}
+    for name in sorted(no_store):
+        service = by_service[name.rpartition(".")[0]]
         routes.append(
             {
-                "name": "auth",
-                "match": {"safe_regex": {"regex": f"^(?:{regex})$"}, **grpc_only},
-                "route": {
-                    "cluster": upstream,
-                    "timeout": _duration(upstreams[upstream].timeout_seconds),
-                    "retry_policy": retry,
-                },
-                "typed_per_filter_config": {
-                    "envoy.filters.http.local_ratelimit": _auth_rate_limit()
-                },
+                "name": f"no-store {name}",
+                "match": {"path": _grpc_path(name), **grpc_only},
+                "route": forward(service.upstream),
+                "response_headers_to_add": _no_store(),
             }
         )
     for service in services:
-        timeout = upstreams[service.upstream].timeout_seconds
         routes.append(
             {
                 "name": service.full_name,
                 "match": {"prefix": service.grpc_prefix, **grpc_only},
-                "route": {
-                    "cluster": service.upstream,
-                    "timeout": _duration(timeout),
-                    "retry_policy": retry,
-                },
+                "route": forward(service.upstream),
             }
         )
     for prefix in _http_path_prefixes(services):
@@ -304,38 +426,12 @@ def _routes(services: Sequence[PublicService], upstreams: Mapping[str, Upstream]
     return routes
 
 
-def _http_connection_manager(
-    services: Sequence[PublicService], upstreams: Mapping[str, Upstream], origins: Sequence[str]
-) -> dict[str, Any]:
-    virtual_host: dict[str, Any] = {
-        "name": "pixelshop",
-        "domains": ["*"],
-        "routes": _routes(services, upstreams),
-    }
-    if origins:
-        virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(origins)}
-    access_log_fields = {
-        "time": "%START_TIME%",
-        "request_id": "%REQ(X-REQUEST-ID)%",
-        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
-        # The transcoder keeps the browser's method and path in x-envoy-original-*; plain
-        # gRPC requests have none, so their own :method and :path are logged.
-        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
-        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
-        "grpc_method": "%REQ(:PATH)%",
-        "status": "%RESPONSE_CODE%",
-        "grpc_status": "%GRPC_STATUS(NUMBER)%",
-        "flags": "%RESPONSE_FLAGS%",
-        "details": "%RESPONSE_CODE_DETAILS%",
-        "upstream": "%UPSTREAM_CLUSTER%",
-        "upstream_host": "%UPSTREAM_HOST%",
-        "bytes_in": "%BYTES_RECEIVED%",
-        "bytes_out": "%BYTES_SENT%",
-        "duration_ms": "%DURATION%",
-        "user_agent": "%REQ(USER-AGENT)%",
-    }
-    local_reply_mappers = [
-        {
+def _local_reply_mappers() -> list[Any]:
+    """Envoy's own answers (router 404, buffer 413, timeouts 408, overload 503, the 415
+    route...) as google.rpc.Status JSON with the edge table's code and reason."""
+    mappers = []
+    for status, reply in sorted(edge.LOCAL_REPLIES.items()):
+        mapper: dict[str, Any] = {
             "filter": {
                 "and_filter": {
                     "filters": [
@@ -359,12 +455,68 @@ def _http_connection_manager(
                 }
             },
             "body_format_override": {
-                "json_format": {"code": code, "message": "%LOCAL_REPLY_BODY%"},
+                "json_format": {
+                    "code": reply.grpc_code,
+                    "message": "%LOCAL_REPLY_BODY%",
+                    "details": [
+                        {
+                            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+                            "reason": reply.reason,
+                            "domain": edge.ERROR_DOMAIN,
+                        }
+                    ],
+                },
                 "content_type": "application/json",
             },
         }
-        for status, code in sorted(LOCAL_REPLY_GRPC_CODES.items())
-    ]
+        if status == 503:
+            mapper["headers_to_add"] = [
+                {
+                    "header": {
+                        "key": "retry-after",
+                        "value": str(EDGE.overload.retry_after_seconds),
+                    },
+                    "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
+                }
+            ]
+        mappers.append(mapper)
+    return mappers
+
+
+def _http_connection_manager(
+    services: Sequence[PublicService],
+    upstreams: Mapping[str, Upstream],
+    origins: Sequence[str],
+    table: RouteTable,
+) -> dict[str, Any]:
+    virtual_host: dict[str, Any] = {
+        "name": "pixelshop",
+        "domains": ["*"],
+        "routes": _routes(services, upstreams, table),
+    }
+    if origins:
+        virtual_host["typed_per_filter_config"] = {"envoy.filters.http.cors": _cors_policy(origins)}
+    access_log_fields = {
+        "time": "%START_TIME%",
+        "request_id": "%REQ(X-REQUEST-ID)%",
+        "client": "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%",
+        # The transcoder keeps the browser's method and path in x-envoy-original-*; plain
+        # gRPC requests have none, so their own :method and :path are logged.
+        "method": "%REQ(X-ENVOY-ORIGINAL-METHOD?:METHOD)%",
+        "path": "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+        "grpc_method": "%REQ(:PATH)%",
+        "status": "%RESPONSE_CODE%",
+        "grpc_status": "%GRPC_STATUS(NUMBER)%",
+        "flags": "%RESPONSE_FLAGS%",
+        "details": "%RESPONSE_CODE_DETAILS%",
+        "upstream": "%UPSTREAM_CLUSTER%",
+        "upstream_host": "%UPSTREAM_HOST%",
+        "bytes_in": "%BYTES_RECEIVED%",
+        "bytes_out": "%BYTES_SENT%",
+        "duration_ms": "%DURATION%",
+        "user_agent": "%REQ(USER-AGENT)%",
+    }
+    timeouts = EDGE.timeouts
     return _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
         stat_prefix="ingress_http",
@@ -375,10 +527,12 @@ def _http_connection_manager(
         xff_num_trusted_hops=0,
         # The Python gateway keeps a client's X-Request-Id too; services log it.
         preserve_external_request_id=True,
-        normalize_path=True,
-        merge_slashes=True,
+        normalize_path=edge.NORMALIZE_PATH,
+        merge_slashes=edge.MERGE_SLASHES,
+        max_request_headers_kb=EDGE.headers.max_bytes // 1024,
         common_http_protocol_options={
-            "idle_timeout": "300s",
+            "idle_timeout": _duration(timeouts.connection_idle),
+            "max_headers_count": EDGE.headers.max_count,
             "headers_with_underscores_action": "REJECT_REQUEST",
         },
         http2_protocol_options={
@@ -386,10 +540,11 @@ def _http_connection_manager(
             "initial_stream_window_size": 65536,
             "initial_connection_window_size": 1048576,
         },
-        # Slow clients: headers within 10 s; a 64 MiB upload on a slow link still fits.
-        request_headers_timeout="10s",
-        request_timeout="300s",
-        stream_idle_timeout="300s",
+        # Slow clients (edge table): headers in time, no long silence mid-body, the whole
+        # request within request_timeout. Routes lift the idle timeout once upstream.
+        request_headers_timeout=_duration(timeouts.request_headers),
+        request_timeout=_duration(timeouts.request),
+        stream_idle_timeout=_duration(timeouts.body_idle),
         access_log=[
             {
                 "name": "envoy.access_loggers.stdout",
@@ -401,27 +556,33 @@ def _http_connection_manager(
         ],
         route_config={
             "name": "pixelshop",
-            "request_headers_to_remove": [SERVICE_TOKEN_HEADER],
+            # Envoy forwards every other header; the services read edge.FORWARDED_HEADERS.
+            "request_headers_to_remove": list(edge.REMOVED_REQUEST_HEADERS),
             # gRPC replaces `user-agent`; services read the browser's one here (gateway/headers.py)
             "request_headers_to_add": [
                 {
-                    "header": {"key": "x-forwarded-user-agent", "value": "%REQ(USER-AGENT)%"},
+                    "header": {"key": edge.FORWARDED_USER_AGENT, "value": "%REQ(USER-AGENT)%"},
                     "append_action": "OVERWRITE_IF_EXISTS_OR_ADD",
                 }
             ],
             "virtual_hosts": [virtual_host],
         },
-        # The order is the contract (SPEC section 5): CORS sees the browser's request,
-        # the transcoder makes it gRPC, the rate limit and the router see gRPC.
+        # The order is the contract (SPEC section 5): CORS sees the browser's request, the
+        # buffer filter bounds its body, the transcoder makes it gRPC, the rate limit and
+        # the router see gRPC.
         http_filters=[
             {
                 "name": "envoy.filters.http.cors",
                 "typed_config": _typed("envoy.extensions.filters.http.cors.v3.Cors"),
             },
             {
-                "name": "envoy.filters.http.grpc_json_transcoder",
-                "typed_config": _transcoder(services),
+                "name": BUFFER,
+                "typed_config": _typed(
+                    "envoy.extensions.filters.http.buffer.v3.Buffer",
+                    max_request_bytes=EDGE.bodies.json_bytes,
+                ),
             },
+            {"name": TRANSCODER, "typed_config": _transcoder(services)},
             {
                 "name": "envoy.filters.http.local_ratelimit",
                 # Disabled here; the auth route enables it with its own config.
@@ -435,7 +596,7 @@ def _http_connection_manager(
                 "typed_config": _typed("envoy.extensions.filters.http.router.v3.Router"),
             },
         ],
-        local_reply_config={"mappers": local_reply_mappers},
+        local_reply_config={"mappers": _local_reply_mappers()},
     )
 
 
@@ -470,9 +631,10 @@ def _transcoder(services: Sequence[PublicService]) -> dict[str, Any]:
             "reject_unknown_query_parameters": False,
         },
         ignore_unknown_query_parameters=True,
-        max_request_body_size=MAX_REQUEST_BODY_BYTES,
+        # The buffer filter before it holds JSON bodies to the JSON limit already.
+        max_request_body_size=EDGE.bodies.upload_bytes,
         # Downloads are HttpBody messages of at most one stored object.
-        max_response_body_size=MAX_REQUEST_BODY_BYTES,
+        max_response_body_size=EDGE.bodies.response_bytes,
     )
 
 
@@ -643,6 +805,8 @@ def render(
     if not public:
         raise EnvoyConfigError(f"{descriptor_path} has no service with HTTP rules")
     used = sorted({s.upstream for s in public})
+    # The routes exactly as the Python gateway compiles them (body kinds, credentials).
+    table = RouteTable.from_descriptor_set(DescriptorSet.load(descriptor_path))
     return {
         "node": {"id": "pixelshop-gateway", "cluster": "pixelshop-gateway"},
         "admin": {
@@ -651,7 +815,9 @@ def render(
         "static_resources": {
             "listeners": [
                 _listener(
-                    "http", LISTENER_PORT, _http_connection_manager(public, services, cors_origins)
+                    "http",
+                    LISTENER_PORT,
+                    _http_connection_manager(public, services, cors_origins, table),
                 ),
                 _ops_listener(),
             ],

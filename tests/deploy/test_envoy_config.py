@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import json
 import re
 import warnings
 from collections.abc import Iterator
@@ -14,6 +15,16 @@ import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
+from gateway import edge, upstreams
+from gateway.cors import CorsPolicy
+from gateway.descriptors import DescriptorSet
+from gateway.edge import EDGE
+from gateway.errors import StatusEncoder
+from gateway.headers import request_metadata
+from gateway.routes import RouteTable
+from gateway.server import Gateway
+from gateway.settings import GatewaySettings
+from gateway.transcoder import BodyMode
 from tools import envoy_config
 
 TYPE_PREFIX = "type.googleapis.com/"
@@ -69,11 +80,20 @@ def routes(config: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def route_for(config: dict[str, Any], path: str, grpc: bool = True) -> dict[str, Any] | None:
-    """The first route matching `path`, as Envoy picks it (the gRPC matcher needs gRPC)."""
+def route_for(
+    config: dict[str, Any],
+    path: str,
+    grpc: bool = True,
+    headers: dict[str, str] | None = None,
+) -> dict[str, Any] | None:
+    """The first route matching `path`, as Envoy picks it (the gRPC matcher needs gRPC;
+    header matchers: present, exact, inverted)."""
+    headers = {k.lower(): v for k, v in (headers or {}).items()}
     for route in routes(config):
         match = route["match"]
         if "grpc" in match and not grpc:
+            continue
+        if not all(_header_matches(m, headers) for m in match.get("headers", ())):
             continue
         if "prefix" in match and path.startswith(match["prefix"]):
             return route
@@ -82,6 +102,18 @@ def route_for(config: dict[str, Any], path: str, grpc: bool = True) -> dict[str,
         if "safe_regex" in match and re.fullmatch(match["safe_regex"]["regex"], path):
             return route
     return None
+
+
+def _header_matches(matcher: dict[str, Any], headers: dict[str, str]) -> bool:
+    value = headers.get(matcher["name"])
+    if matcher.get("present_match"):
+        return value is not None
+    expected = matcher["string_match"]["exact"]
+    if matcher["string_match"].get("ignore_case") and value is not None:
+        found = value.lower() == expected.lower()
+    else:
+        found = value == expected
+    return found != bool(matcher.get("invert_match"))
 
 
 def type_urls(node: Any) -> Iterator[str]:
@@ -161,7 +193,7 @@ def test_routes_match_grpc_paths_of_public_services_only(
         upstream = name.split(".")[1]
         assert route["route"]["cluster"] == upstream
         expected = envoy_config.UPSTREAMS[upstream].timeout_seconds
-        assert route["route"]["timeout"] == f"{expected}s"
+        assert route["route"]["timeout"] == f"{expected:g}s"
     for name in internal:
         route = route_for(config, f"/{name}/PurgeUser")
         assert route is None or route["route"]["cluster"] == envoy_config.UNTRANSCODED_CLUSTER, (
@@ -176,7 +208,7 @@ def test_routes_match_grpc_paths_of_public_services_only(
 def test_http_paths_have_a_route_for_cors_but_no_upstream(config: dict[str, Any]) -> None:
     """CORS runs before transcoding and acts only when the browser's path matches a route."""
     for path in ("/v1/auth:logIn", "/v1/projects/1:undo", "/.well-known/jwks.json"):
-        route = route_for(config, path, grpc=False)
+        route = route_for(config, path, grpc=False, headers={":method": "POST"})
         assert route is not None, path
         assert route["route"]["cluster"] == envoy_config.UNTRANSCODED_CLUSTER
     (cluster,) = [
@@ -198,7 +230,11 @@ def test_auth_endpoints_are_rate_limited_per_client_address(
                 if rule.post.startswith("/v1/auth:"):
                     auth_methods.add(f"/{file.package}.{service.name}/{method.name}")
     assert len(auth_methods) >= 4
-    limited = [r for r in routes(config) if "typed_per_filter_config" in r]
+    limited = [
+        r
+        for r in routes(config)
+        if "envoy.filters.http.local_ratelimit" in r.get("typed_per_filter_config", {})
+    ]
     assert len(limited) == 1, "one route, so that one bucket per address covers every method"
     (route,) = limited
     for path in auth_methods:
@@ -211,8 +247,9 @@ def test_auth_endpoints_are_rate_limited_per_client_address(
     assert descriptor["entries"] == [{"key": "remote_address"}]
     bucket = descriptor["token_bucket"]
     assert bucket["max_tokens"] == 600
-    assert bucket["tokens_per_fill"] * 60 == 600
-    assert bucket["fill_interval"] == "1s"
+    # A token every 0.1 s: the Python gateway's bucket refills at the same rate.
+    assert bucket["tokens_per_fill"] == 1
+    assert bucket["fill_interval"] == "0.1s"
     assert limit["always_consume_default_token_bucket"] is False
     assert limit["rate_limited_as_resource_exhausted"] is True
 
@@ -295,3 +332,183 @@ def test_config_parses_into_envoys_typed_api(config: dict[str, Any]) -> None:
 def test_cors_origins_are_checked() -> None:
     with pytest.raises(envoy_config.EnvoyConfigError, match="CORS origin"):
         envoy_config.render(envoy_config.DESCRIPTOR_SET, cors_origins=["app.example.com/x"])
+
+
+# --- one edge table for both gateways (gateway/edge.py) ----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def table() -> RouteTable:
+    return RouteTable.from_descriptor_set(DescriptorSet.load(envoy_config.DESCRIPTOR_SET))
+
+
+def test_python_gateway_defaults_are_the_edge_table() -> None:
+    settings = GatewaySettings.from_env({})
+    assert settings.json_body_max_bytes == EDGE.bodies.json_bytes == 1024 * 1024
+    assert settings.upload_body_max_bytes == EDGE.bodies.upload_bytes == 64 * 1024 * 1024
+    assert settings.inflight_max_bytes == EDGE.overload.inflight_request_bytes
+    assert settings.request_decompression == ""
+    assert settings.auth_rate_limit_per_minute == EDGE.rate_limits[0].requests_per_minute
+    assert settings.request_headers_timeout_seconds == EDGE.timeouts.request_headers
+    assert settings.body_idle_timeout_seconds == EDGE.timeouts.body_idle
+    assert settings.request_timeout_seconds == EDGE.timeouts.request
+    assert settings.idle_timeout_seconds == EDGE.timeouts.connection_idle
+    for name, upstream in envoy_config.UPSTREAMS.items():
+        assert settings.upstream_timeout(name) == upstream.timeout_seconds
+    assert EDGE.bodies.response_bytes == upstreams.MAX_RESPONSE_BYTES
+
+
+def test_envoy_limits_and_timeouts_are_the_edge_table(config: dict[str, Any]) -> None:
+    manager = http_manager(config)
+    assert manager["request_headers_timeout"] == f"{EDGE.timeouts.request_headers:g}s"
+    assert manager["stream_idle_timeout"] == f"{EDGE.timeouts.body_idle:g}s"
+    assert manager["request_timeout"] == f"{EDGE.timeouts.request:g}s"
+    options = manager["common_http_protocol_options"]
+    assert options["idle_timeout"] == f"{EDGE.timeouts.connection_idle:g}s"
+    assert options["max_headers_count"] == EDGE.headers.max_count
+    assert manager["max_request_headers_kb"] * 1024 == EDGE.headers.max_bytes
+    assert (manager["merge_slashes"], manager["normalize_path"]) == (True, True)
+    assert http_filter(config, "envoy.filters.http.buffer")["max_request_bytes"] == (
+        EDGE.bodies.json_bytes
+    )
+    transcoder = http_filter(config, "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["max_request_body_size"] == EDGE.bodies.upload_bytes
+    assert transcoder["max_response_body_size"] == EDGE.bodies.response_bytes
+    names = [f["name"] for f in manager["http_filters"]]
+    assert names.index("envoy.filters.http.buffer") < names.index(
+        "envoy.filters.http.grpc_json_transcoder"
+    )
+    # Waiting for an upstream is bounded by the route timeout, not the body idle timeout.
+    for route in routes(config):
+        if route.get("route", {}).get("cluster") in envoy_config.UPSTREAMS:
+            assert route["route"]["idle_timeout"] == route["route"]["timeout"]
+    heap = config["overload_manager"]["resource_monitors"][0]["typed_config"]
+    assert heap["max_heap_size_bytes"] == EDGE.overload.envoy_max_heap_bytes
+
+
+def test_raw_uploads_get_the_upload_limit_and_json_bodies_the_json_limit(
+    config: dict[str, Any], table: RouteTable
+) -> None:
+    raw = [r for r in table.routes if r.request.body_mode is BodyMode.RAW]
+    assert raw, "the API has uploads"
+    for route in table.routes:
+        path = (
+            "/"
+            + "/".join("x-1" if s in ("*", "**") else s for s in route.template.segments)
+            + (f":{route.template.verb}" if route.template.verb else "")
+        )
+        found = route_for(config, path, grpc=False, headers={":method": route.http_method})
+        assert found is not None, path
+        limit = found.get("typed_per_filter_config", {}).get("envoy.filters.http.buffer")
+        if route in raw:
+            assert limit is not None, path
+            assert limit["buffer"]["max_request_bytes"] == EDGE.bodies.upload_bytes
+        else:
+            assert limit is None, path  # the filter's own limit: JSON
+
+
+def test_compressed_request_bodies_are_refused_with_415_before_transcoding(
+    config: dict[str, Any],
+) -> None:
+    for encoding in ("gzip", "br", "deflate", "GZIP"):
+        route = route_for(
+            config, "/v1/assets:upload", grpc=False, headers={"content-encoding": encoding}
+        )
+        assert route is not None
+        assert route["direct_response"]["status"] == 415
+        disabled = route["typed_per_filter_config"]
+        assert disabled["envoy.filters.http.grpc_json_transcoder"]["disabled"] is True
+        assert disabled["envoy.filters.http.buffer"]["disabled"] is True
+    for headers in ({}, {"content-encoding": "identity"}):
+        route = route_for(config, "/v1/projects", grpc=False, headers={":method": "GET", **headers})
+        assert route is not None
+        assert "direct_response" not in route
+
+
+def test_local_replies_are_the_edge_table(config: dict[str, Any]) -> None:
+    mappers = http_manager(config)["local_reply_config"]["mappers"]
+    found = {}
+    for mapper in mappers:
+        status = mapper["filter"]["and_filter"]["filters"][0]["status_code_filter"]["comparison"]
+        found[status["value"]["default_value"]] = mapper
+    assert set(found) == set(edge.LOCAL_REPLIES)
+    python_status = StatusEncoder(DescriptorSet.load(envoy_config.DESCRIPTOR_SET).pool)
+    for status, reply in edge.LOCAL_REPLIES.items():
+        body = found[status]["body_format_override"]["json_format"]
+        assert body["code"] == reply.grpc_code
+        (detail,) = body["details"]
+        assert (detail["reason"], detail["domain"]) == (reply.reason, edge.ERROR_DOMAIN)
+        # The Python gateway's local reply has the same code and ErrorInfo.
+        printed = json.loads(python_status.local_reply(status, "m").body)
+        assert printed["code"] == reply.grpc_code
+        assert printed["details"][0]["reason"] == reply.reason
+        assert printed["details"][0]["domain"] == edge.ERROR_DOMAIN
+    retry = found[503]["headers_to_add"][0]["header"]
+    assert retry == {"key": "retry-after", "value": str(EDGE.overload.retry_after_seconds)}
+
+
+def test_cors_is_the_edge_table() -> None:
+    rendered = envoy_config.render(envoy_config.DESCRIPTOR_SET, cors_origins=["https://a.test"])
+    (host,) = http_manager(rendered)["route_config"]["virtual_hosts"]
+    policy = host["typed_per_filter_config"]["envoy.filters.http.cors"]
+    python = CorsPolicy(["https://a.test"])
+    preflight = python.preflight_headers()
+    assert policy["allow_methods"] == preflight["Access-Control-Allow-Methods"]
+    assert policy["allow_headers"] == preflight["Access-Control-Allow-Headers"]
+    assert policy["max_age"] == preflight["Access-Control-Max-Age"]
+    exposed = python.response_headers("https://a.test")["Access-Control-Expose-Headers"]
+    assert policy["expose_headers"] == exposed
+    assert {"authorization", "content-type", "idempotency-key"} <= set(EDGE.cors.allow_headers)
+
+
+def test_headers_the_services_read_reach_them_behind_either_gateway(
+    config: dict[str, Any],
+) -> None:
+    route_config = http_manager(config)["route_config"]
+    removed = set(route_config["request_headers_to_remove"])
+    assert not removed & set(edge.FORWARDED_HEADERS)
+    assert edge.SERVICE_TOKEN_HEADER in removed
+    added = {h["header"]["key"] for h in route_config["request_headers_to_add"]}
+    assert added == {edge.FORWARDED_USER_AGENT}
+    python = dict(
+        request_metadata(
+            {name: "v" for name in (*edge.FORWARDED_HEADERS, "cookie", edge.SERVICE_TOKEN_HEADER)},
+            "req-1",
+            "127.0.0.1",
+        )
+    )
+    assert set(edge.FORWARDED_HEADERS) <= set(python)
+    assert not removed & set(python)
+    assert {"idempotency-key", "stripe-signature", "authorization"} <= set(edge.FORWARDED_HEADERS)
+
+
+def test_rate_limit_and_no_store_agree_with_the_python_gateway(
+    config: dict[str, Any], table: RouteTable
+) -> None:
+    (limit,) = EDGE.rate_limits
+    python_limited = table.methods_bound_under(limit.http_path_prefix)
+    (auth,) = [
+        r
+        for r in routes(config)
+        if "envoy.filters.http.local_ratelimit" in r.get("typed_per_filter_config", {})
+    ]
+    for name in python_limited:
+        service, _, method = name.rpartition(".")
+        assert route_for(config, f"/{service}/{method}") is auth
+    limiter = auth["typed_per_filter_config"]["envoy.filters.http.local_ratelimit"]
+    (retry,) = limiter["response_headers_to_add"]
+    assert retry["header"] == {"key": "retry-after", "value": str(limit.retry_after_seconds())}
+    assert "enable_x_ratelimit_headers" not in limiter  # the Python gateway sends none
+    # Cache-Control: no-store on exactly the RPCs the Python gateway marks.
+    gateway = Gateway(
+        GatewaySettings(port=0), DescriptorSet.load(envoy_config.DESCRIPTOR_SET), table
+    )
+    for route in table.routes:
+        service, _, method = route.method.full_name.rpartition(".")
+        envoy_route = route_for(config, f"/{service}/{method}")
+        assert envoy_route is not None
+        headers = {h["header"]["key"] for h in envoy_route.get("response_headers_to_add", ())}
+        assert ("cache-control" in headers) == (route.method.full_name in gateway.no_store), (
+            route.method.full_name
+        )
+    assert "pixelshop.identity.v1.IdentityService.LogIn" in gateway.no_store
