@@ -37,7 +37,7 @@ EDIT_STATUS_SUCCEEDED: EditStatus
 EDIT_STATUS_FAILED: EditStatus
 
 class Project(_message.Message):
-    __slots__ = ("id", "name", "original_asset_id", "head_edit_id", "current_asset_id", "edit_count", "version", "create_time", "update_time", "head_edit", "can_undo", "can_redo")
+    __slots__ = ("id", "name", "original_asset_id", "head_edit_id", "current_asset_id", "edit_count", "version", "create_time", "update_time", "head_edit", "can_undo", "can_redo", "width", "height", "thumbnail_uri")
     ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
     ORIGINAL_ASSET_ID_FIELD_NUMBER: _ClassVar[int]
@@ -50,6 +50,9 @@ class Project(_message.Message):
     HEAD_EDIT_FIELD_NUMBER: _ClassVar[int]
     CAN_UNDO_FIELD_NUMBER: _ClassVar[int]
     CAN_REDO_FIELD_NUMBER: _ClassVar[int]
+    WIDTH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    THUMBNAIL_URI_FIELD_NUMBER: _ClassVar[int]
     id: str
     name: str
     original_asset_id: str
@@ -62,7 +65,10 @@ class Project(_message.Message):
     head_edit: Edit
     can_undo: bool
     can_redo: bool
-    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., original_asset_id: _Optional[str] = ..., head_edit_id: _Optional[str] = ..., current_asset_id: _Optional[str] = ..., edit_count: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., head_edit: _Optional[_Union[Edit, _Mapping]] = ..., can_undo: _Optional[bool] = ..., can_redo: _Optional[bool] = ...) -> None: ...
+    width: int
+    height: int
+    thumbnail_uri: str
+    def __init__(self, id: _Optional[str] = ..., name: _Optional[str] = ..., original_asset_id: _Optional[str] = ..., head_edit_id: _Optional[str] = ..., current_asset_id: _Optional[str] = ..., edit_count: _Optional[int] = ..., version: _Optional[int] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., update_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., head_edit: _Optional[_Union[Edit, _Mapping]] = ..., can_undo: _Optional[bool] = ..., can_redo: _Optional[bool] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., thumbnail_uri: _Optional[str] = ...) -> None: ...
 
 class Hotspot(_message.Message):
     __slots__ = ("x", "y")
@@ -107,7 +113,7 @@ class CropParams(_message.Message):
     def __init__(self, x: _Optional[int] = ..., y: _Optional[int] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., aspect_ratio: _Optional[str] = ...) -> None: ...
 
 class Edit(_message.Message):
-    __slots__ = ("id", "project_id", "seq", "parent_id", "action", "status", "result_asset_id", "source_asset_id", "error", "retouch", "filter", "adjust", "crop", "preset_id", "preset_prompt", "engine", "model", "request_id", "duration_ms", "reapplied_from_id", "on_head_path", "create_time")
+    __slots__ = ("id", "project_id", "seq", "parent_id", "action", "status", "result_asset_id", "source_asset_id", "error", "retouch", "filter", "adjust", "crop", "preset_id", "preset_prompt", "engine", "model", "request_id", "duration_ms", "reapplied_from_id", "on_head_path", "create_time", "finish_reason", "input_tokens", "output_tokens", "reapplied_from_project_id", "preset_version", "result_width", "result_height", "finish_time")
     ID_FIELD_NUMBER: _ClassVar[int]
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     SEQ_FIELD_NUMBER: _ClassVar[int]
@@ -130,6 +136,14 @@ class Edit(_message.Message):
     REAPPLIED_FROM_ID_FIELD_NUMBER: _ClassVar[int]
     ON_HEAD_PATH_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    FINISH_REASON_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    REAPPLIED_FROM_PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    PRESET_VERSION_FIELD_NUMBER: _ClassVar[int]
+    RESULT_WIDTH_FIELD_NUMBER: _ClassVar[int]
+    RESULT_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FINISH_TIME_FIELD_NUMBER: _ClassVar[int]
     id: str
     project_id: str
     seq: int
@@ -152,7 +166,15 @@ class Edit(_message.Message):
     reapplied_from_id: str
     on_head_path: bool
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, id: _Optional[str] = ..., project_id: _Optional[str] = ..., seq: _Optional[int] = ..., parent_id: _Optional[str] = ..., action: _Optional[_Union[EditAction, str]] = ..., status: _Optional[_Union[EditStatus, str]] = ..., result_asset_id: _Optional[str] = ..., source_asset_id: _Optional[str] = ..., error: _Optional[str] = ..., retouch: _Optional[_Union[RetouchParams, _Mapping]] = ..., filter: _Optional[_Union[FilterParams, _Mapping]] = ..., adjust: _Optional[_Union[AdjustParams, _Mapping]] = ..., crop: _Optional[_Union[CropParams, _Mapping]] = ..., preset_id: _Optional[str] = ..., preset_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., duration_ms: _Optional[int] = ..., reapplied_from_id: _Optional[str] = ..., on_head_path: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    reapplied_from_project_id: str
+    preset_version: int
+    result_width: int
+    result_height: int
+    finish_time: _timestamp_pb2.Timestamp
+    def __init__(self, id: _Optional[str] = ..., project_id: _Optional[str] = ..., seq: _Optional[int] = ..., parent_id: _Optional[str] = ..., action: _Optional[_Union[EditAction, str]] = ..., status: _Optional[_Union[EditStatus, str]] = ..., result_asset_id: _Optional[str] = ..., source_asset_id: _Optional[str] = ..., error: _Optional[str] = ..., retouch: _Optional[_Union[RetouchParams, _Mapping]] = ..., filter: _Optional[_Union[FilterParams, _Mapping]] = ..., adjust: _Optional[_Union[AdjustParams, _Mapping]] = ..., crop: _Optional[_Union[CropParams, _Mapping]] = ..., preset_id: _Optional[str] = ..., preset_prompt: _Optional[str] = ..., engine: _Optional[str] = ..., model: _Optional[str] = ..., request_id: _Optional[str] = ..., duration_ms: _Optional[int] = ..., reapplied_from_id: _Optional[str] = ..., on_head_path: _Optional[bool] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., finish_reason: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., reapplied_from_project_id: _Optional[str] = ..., preset_version: _Optional[int] = ..., result_width: _Optional[int] = ..., result_height: _Optional[int] = ..., finish_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class CreateProjectRequest(_message.Message):
     __slots__ = ("project",)
@@ -195,12 +217,14 @@ class GetProjectResponse(_message.Message):
     def __init__(self, project: _Optional[_Union[Project, _Mapping]] = ...) -> None: ...
 
 class UpdateProjectRequest(_message.Message):
-    __slots__ = ("project_id", "name")
+    __slots__ = ("project_id", "name", "version")
     PROJECT_ID_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
     project_id: str
     name: str
-    def __init__(self, project_id: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    version: int
+    def __init__(self, project_id: _Optional[str] = ..., name: _Optional[str] = ..., version: _Optional[int] = ...) -> None: ...
 
 class UpdateProjectResponse(_message.Message):
     __slots__ = ("project",)
@@ -341,12 +365,18 @@ class ReapplyRequest(_message.Message):
     def __init__(self, project_id: _Optional[str] = ..., request_id: _Optional[str] = ..., source_project_id: _Optional[str] = ..., edit_ids: _Optional[_Iterable[str]] = ..., preset_id: _Optional[str] = ...) -> None: ...
 
 class ReapplyResponse(_message.Message):
-    __slots__ = ("edits", "project")
+    __slots__ = ("edits", "project", "completed", "failed_step", "error")
     EDITS_FIELD_NUMBER: _ClassVar[int]
     PROJECT_FIELD_NUMBER: _ClassVar[int]
+    COMPLETED_FIELD_NUMBER: _ClassVar[int]
+    FAILED_STEP_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
     edits: _containers.RepeatedCompositeFieldContainer[Edit]
     project: Project
-    def __init__(self, edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., project: _Optional[_Union[Project, _Mapping]] = ...) -> None: ...
+    completed: bool
+    failed_step: int
+    error: str
+    def __init__(self, edits: _Optional[_Iterable[_Union[Edit, _Mapping]]] = ..., project: _Optional[_Union[Project, _Mapping]] = ..., completed: _Optional[bool] = ..., failed_step: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class PurgeUserRequest(_message.Message):
     __slots__ = ("user_id",)

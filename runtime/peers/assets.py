@@ -1,0 +1,137 @@
+"""Client for assets' internal service: what another service needs of users' images."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
+
+from runtime.clients import PeerChannel
+from runtime.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    QuotaExceeded,
+    Unavailable,
+)
+
+CHUNK_BYTES = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AssetInfo:
+    id: uuid.UUID
+    mime_type: str
+    size_bytes: int
+    width: int
+    height: int
+    ready: bool
+
+    @classmethod
+    def from_proto(cls, asset: assets_pb2.Asset) -> AssetInfo:
+        return cls(
+            id=uuid.UUID(asset.id),
+            mime_type=asset.mime_type,
+            size_bytes=asset.size_bytes,
+            width=asset.width,
+            height=asset.height,
+            ready=asset.state == assets_pb2.ASSET_STATE_READY,
+        )
+
+
+def _domain_error(error: grpc.aio.AioRpcError, asset_id: object = "") -> DomainError:
+    code = error.code()
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound("asset", str(asset_id))
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return QuotaExceeded(error.details() or "storage limit of your plan reached")
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument("asset", error.details() or "was refused by assets")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(error.details() or "assets refused the request")
+    return Unavailable(f"image storage is unavailable ({code.name}); try again")
+
+
+class AssetsClient:
+    def __init__(self, peer: PeerChannel, *, timeout: float = 30.0) -> None:
+        self._peer = peer
+        self._stub = assets_pb2_grpc.AssetInternalServiceStub(peer.channel)
+        self._timeout = timeout
+
+    async def get_for_owner(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> AssetInfo:
+        """The owner's ready asset; NotFound for anything else (missing, someone else's)."""
+        try:
+            response = await self._stub.GetAssetForOwner(
+                assets_pb2.GetAssetForOwnerRequest(asset_id=str(asset_id), owner_id=str(owner_id)),
+                metadata=self._peer.metadata(),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error(error, asset_id) from error
+        return AssetInfo.from_proto(response.asset)
+
+    async def read(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> tuple[AssetInfo, bytes]:
+        """The asset's metadata and its bytes."""
+        info: AssetInfo | None = None
+        data = bytearray()
+        try:
+            call = self._stub.ReadAsset(
+                assets_pb2.ReadAssetRequest(asset_id=str(asset_id), owner_id=str(owner_id)),
+                metadata=self._peer.metadata(),
+                timeout=self._timeout,
+            )
+            async for message in call:
+                if message.HasField("asset"):
+                    info = AssetInfo.from_proto(message.asset)
+                data += message.chunk
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error(error, asset_id) from error
+        if info is None:
+            raise Unavailable("image storage answered no metadata; try again")
+        return info, bytes(data)
+
+    async def store(
+        self, owner_id: uuid.UUID, data: bytes, *, filename: str, idempotency_key: str
+    ) -> AssetInfo:
+        """Stores an edit result; the same key (and bytes) answers the same asset."""
+        header = assets_pb2.StoreAssetHeader(
+            owner_id=str(owner_id),
+            filename=filename,
+            kind=assets_pb2.ASSET_KIND_EDIT_RESULT,
+            idempotency_key=idempotency_key,
+        )
+
+        async def messages() -> AsyncIterator[assets_pb2.StoreAssetRequest]:
+            yield assets_pb2.StoreAssetRequest(header=header)
+            for start in range(0, len(data), CHUNK_BYTES):
+                yield assets_pb2.StoreAssetRequest(chunk=data[start : start + CHUNK_BYTES])
+
+        try:
+            response = await self._stub.StoreAsset(
+                messages(), metadata=self._peer.metadata(), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            raise _domain_error(error) from error
+        return AssetInfo.from_proto(response.asset)
+
+    async def delete(self, owner_id: uuid.UUID, asset_ids: list[uuid.UUID]) -> int:
+        """Deletes the owner's assets (assets credits their storage); unknown ids ignored."""
+        deleted = 0
+        for start in range(0, len(asset_ids), 1000):
+            batch = asset_ids[start : start + 1000]
+            try:
+                response = await self._stub.DeleteAssets(
+                    assets_pb2.DeleteAssetsRequest(
+                        owner_id=str(owner_id), asset_ids=[str(a) for a in batch]
+                    ),
+                    metadata=self._peer.metadata(),
+                    timeout=self._timeout,
+                )
+            except grpc.aio.AioRpcError as error:
+                raise _domain_error(error) from error
+            deleted += response.deleted_count
+        return deleted

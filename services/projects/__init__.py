@@ -1,0 +1,1 @@
+"""The projects service: projects and their non-destructive edit history."""

@@ -1,0 +1,433 @@
+"""gRPC servicers of projects: validate every field, map protobuf to the domain and back.
+
+Plain RPCs (reads, rename, undo/redo/jump/reset) are one unit of work each; creating,
+deleting, applying and re-applying hand over to workflows.py, which owns its commits.
+"""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any, TypeAlias
+
+import grpc
+from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
+
+from runtime import validation
+from runtime.context import current_principal, current_service_caller
+from runtime.db import Database
+from runtime.errors import InvalidArgument
+from runtime.pagination import PageTokens
+from runtime.timestamps import to_timestamp
+from services.projects.engines import Point
+from services.projects.engines.crop import ASPECT_RATIOS, CropBox
+from services.projects.models import NAME_MAX, Edit, EditAction, EditStatus, Project
+from services.projects.service import ProjectService
+from services.projects.workflows import EditRequest, EditWorkflows, ProjectSweeper
+
+Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
+
+PROMPT_MAX = 2000
+HOTSPOTS_MAX = 8
+PIXELS_MAX = 1_000_000
+EDITS_PAGE_DEFAULT = 100
+EDITS_PAGE_MAX = 500
+
+_ACTIONS = {
+    EditAction.RETOUCH: projects_pb2.EDIT_ACTION_RETOUCH,
+    EditAction.FILTER: projects_pb2.EDIT_ACTION_FILTER,
+    EditAction.ADJUST: projects_pb2.EDIT_ACTION_ADJUST,
+    EditAction.CROP: projects_pb2.EDIT_ACTION_CROP,
+}
+_STATUSES = {
+    EditStatus.PENDING: projects_pb2.EDIT_STATUS_PENDING,
+    EditStatus.SUCCEEDED: projects_pb2.EDIT_STATUS_SUCCEEDED,
+    EditStatus.FAILED: projects_pb2.EDIT_STATUS_FAILED,
+}
+
+
+def _id(value: uuid.UUID | None) -> str:
+    return str(value) if value is not None else ""
+
+
+def edit_message(edit: Edit) -> projects_pb2.Edit:
+    p = edit.params
+    message = projects_pb2.Edit(
+        id=str(edit.id),
+        project_id=str(edit.project_id),
+        seq=edit.seq,
+        parent_id=_id(edit.parent_id),
+        action=_ACTIONS[edit.action],
+        status=_STATUSES[edit.status],
+        result_asset_id=_id(edit.result_asset_id),
+        source_asset_id=str(edit.source_asset_id),
+        error=edit.error or "",
+        preset_id=_id(edit.preset_id),
+        preset_prompt=edit.preset_prompt or "",
+        preset_version=edit.preset_version or 0,
+        engine=edit.engine,
+        model=edit.model or "",
+        request_id=edit.request_id,
+        duration_ms=edit.duration_ms or 0,
+        reapplied_from_id=_id(edit.reapplied_from_id),
+        reapplied_from_project_id=_id(edit.reapplied_from_project_id),
+        on_head_path=edit.on_head_path,
+        create_time=to_timestamp(edit.created_at),
+        finish_reason=edit.finish_reason or "",
+        input_tokens=edit.input_tokens or 0,
+        output_tokens=edit.output_tokens or 0,
+        result_width=edit.result_width or 0,
+        result_height=edit.result_height or 0,
+    )
+    if edit.finished_at is not None:
+        message.finish_time.CopyFrom(to_timestamp(edit.finished_at))
+    if edit.action is EditAction.CROP:
+        message.crop.CopyFrom(
+            projects_pb2.CropParams(
+                x=p["x"],
+                y=p["y"],
+                width=p["width"],
+                height=p["height"],
+                aspect_ratio=p.get("aspectRatio", "free"),
+            )
+        )
+    elif edit.action is EditAction.RETOUCH:
+        message.retouch.CopyFrom(
+            projects_pb2.RetouchParams(
+                prompt=p.get("prompt", ""),
+                hotspots=[projects_pb2.Hotspot(x=h["x"], y=h["y"]) for h in p.get("hotspots", [])],
+            )
+        )
+    elif edit.action is EditAction.FILTER:
+        message.filter.CopyFrom(projects_pb2.FilterParams(prompt=p.get("prompt", "")))
+    else:
+        message.adjust.CopyFrom(projects_pb2.AdjustParams(prompt=p.get("prompt", "")))
+    return message
+
+
+def project_message(project: Project) -> projects_pb2.Project:
+    current = project.current
+    message = projects_pb2.Project(
+        id=str(project.id),
+        name=project.name,
+        original_asset_id=str(project.original.asset_id),
+        head_edit_id=_id(project.head_edit_id),
+        current_asset_id=str(current.asset_id),
+        edit_count=project.edit_count,
+        version=project.version,
+        create_time=to_timestamp(project.created_at),
+        update_time=to_timestamp(project.updated_at),
+        can_undo=project.can_undo,
+        can_redo=project.can_redo,
+        width=current.width,
+        height=current.height,
+        thumbnail_uri=f"/v1/assets/{project.thumbnail_asset_id}:content?variant=thumbnail",
+    )
+    if project.head is not None:
+        message.head_edit.CopyFrom(edit_message(dataclass_on_path(project.head)))
+    return message
+
+
+def dataclass_on_path(edit: Edit) -> Edit:
+    import dataclasses
+
+    return dataclasses.replace(edit, on_head_path=True)  # head is on its own path
+
+
+def _project_id(value: str) -> uuid.UUID:
+    return validation.required_uuid(value, "project_id")
+
+
+def _request_id(value: str) -> str:
+    parsed = validation.required_uuid(value, "request_id")
+    return str(parsed)
+
+
+def _prompt(value: str, field: str, *, required: bool) -> str:
+    if "\x00" in value:
+        raise InvalidArgument(field, "must not contain NUL bytes")
+    return validation.text(
+        value, field, max_length=PROMPT_MAX, required=required, single_line=False
+    )
+
+
+def _pixel(value: int, field: str) -> int:
+    if value < 0:
+        raise InvalidArgument(field, "must not be negative")
+    if value > PIXELS_MAX:
+        raise InvalidArgument(field, f"must be at most {PIXELS_MAX}")
+    return value
+
+
+def edit_request(request: projects_pb2.ApplyEditRequest) -> EditRequest:
+    """Everything checkable without the image; the workflow checks against the image."""
+    request_id = _request_id(request.request_id)
+    kind = request.WhichOneof("params")
+    if kind is None:
+        raise InvalidArgument(
+            "params", "exactly one of retouch, filter, adjust or crop is required"
+        )
+    preset_id = validation.uuid_field(request.preset_id, "preset_id", required=False)
+    if preset_id is not None and kind not in ("filter", "adjust"):
+        raise InvalidArgument("preset_id", "only filter and adjust edits take a preset")
+    if kind == "crop":
+        crop = request.crop
+        ratio = (crop.aspect_ratio or "free").strip().lower()
+        if ratio not in ASPECT_RATIOS:
+            raise InvalidArgument("crop.aspect_ratio", f"must be one of {', '.join(ASPECT_RATIOS)}")
+        box = CropBox(
+            _pixel(crop.x, "crop.x"),
+            _pixel(crop.y, "crop.y"),
+            _pixel(crop.width, "crop.width"),
+            _pixel(crop.height, "crop.height"),
+        )
+        if box.width < 1:
+            raise InvalidArgument("crop.width", "must be at least 1 pixel")
+        if box.height < 1:
+            raise InvalidArgument("crop.height", "must be at least 1 pixel")
+        return EditRequest(
+            request_id=request_id, action=EditAction.CROP, crop=box, aspect_ratio=ratio
+        )
+    if kind == "retouch":
+        retouch = request.retouch
+        prompt = _prompt(retouch.prompt, "retouch.prompt", required=True)
+        if not 1 <= len(retouch.hotspots) <= HOTSPOTS_MAX:
+            raise InvalidArgument("retouch.hotspots", f"must hold 1-{HOTSPOTS_MAX} points")
+        hotspots = tuple(
+            Point(_pixel(h.x, f"retouch.hotspots[{i}].x"), _pixel(h.y, f"retouch.hotspots[{i}].y"))
+            for i, h in enumerate(retouch.hotspots)
+        )
+        return EditRequest(
+            request_id=request_id, action=EditAction.RETOUCH, prompt=prompt, hotspots=hotspots
+        )
+    params = request.filter if kind == "filter" else request.adjust
+    prompt = _prompt(params.prompt, f"{kind}.prompt", required=preset_id is None)
+    if preset_id is not None and prompt:
+        raise InvalidArgument(f"{kind}.prompt", "must be empty when preset_id is given")
+    action = EditAction.FILTER if kind == "filter" else EditAction.ADJUST
+    return EditRequest(request_id=request_id, action=action, prompt=prompt, preset_id=preset_id)
+
+
+def _list_position(position: list[Any] | None) -> tuple[datetime.datetime, uuid.UUID] | None:
+    if position is None:
+        return None
+    try:
+        created_at, project_id = position
+        return datetime.datetime.fromisoformat(created_at), uuid.UUID(project_id)
+    except (TypeError, ValueError) as error:
+        raise InvalidArgument("page_token", "is not a valid page token") from error
+
+
+def _seq_position(position: list[Any] | None) -> int:
+    if position is None:
+        return 0
+    if len(position) != 1 or not isinstance(position[0], int) or position[0] < 0:
+        raise InvalidArgument("page_token", "is not a valid page token")
+    return int(position[0])
+
+
+class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
+    """The public service: the caller owns what they touch, from the access token."""
+
+    def __init__(
+        self,
+        *,
+        database: Database,
+        service: ProjectService,
+        workflows: EditWorkflows,
+        page_tokens: PageTokens,
+        max_reapply_steps: int,
+    ) -> None:
+        self._database = database
+        self._service = service
+        self._workflows = workflows
+        self._tokens = page_tokens
+        self._max_reapply_steps = max_reapply_steps
+
+    async def CreateProject(
+        self, request: projects_pb2.CreateProjectRequest, context: Context
+    ) -> projects_pb2.CreateProjectResponse:
+        owner_id = current_principal().user_id
+        name = validation.text(request.project.name, "project.name", max_length=NAME_MAX)
+        asset_id = validation.required_uuid(
+            request.project.original_asset_id, "project.original_asset_id"
+        )
+        project = await self._workflows.create_project(owner_id, name, asset_id)
+        return projects_pb2.CreateProjectResponse(project=project_message(project))
+
+    async def ListProjects(
+        self, request: projects_pb2.ListProjectsRequest, context: Context
+    ) -> projects_pb2.ListProjectsResponse:
+        owner_id = current_principal().user_id
+        page_size = validation.page_size(request.page_size)
+        query = f"projects:{owner_id}"
+        after = _list_position(self._tokens.decode(request.page_token, query))
+        async with self._database.read() as session:
+            page, next_after = await self._service.list(
+                session, owner_id, after=after, page_size=page_size
+            )
+        token = (
+            self._tokens.encode([next_after[0].isoformat(), str(next_after[1])], query)
+            if next_after
+            else ""
+        )
+        return projects_pb2.ListProjectsResponse(
+            projects=[project_message(p) for p in page], next_page_token=token
+        )
+
+    async def GetProject(
+        self, request: projects_pb2.GetProjectRequest, context: Context
+    ) -> projects_pb2.GetProjectResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        async with self._database.read() as session:
+            project = await self._service.get(session, owner_id, project_id)
+        return projects_pb2.GetProjectResponse(project=project_message(project))
+
+    async def UpdateProject(
+        self, request: projects_pb2.UpdateProjectRequest, context: Context
+    ) -> projects_pb2.UpdateProjectResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        name = validation.text(request.name, "name", max_length=NAME_MAX)
+        if request.version < 0:
+            raise InvalidArgument("version", "must not be negative")
+        async with self._database.transaction() as session:
+            project = await self._service.rename(
+                session, owner_id, project_id, name, request.version or None
+            )
+        return projects_pb2.UpdateProjectResponse(project=project_message(project))
+
+    async def DeleteProject(
+        self, request: projects_pb2.DeleteProjectRequest, context: Context
+    ) -> projects_pb2.DeleteProjectResponse:
+        owner_id = current_principal().user_id
+        await self._workflows.delete_project(owner_id, _project_id(request.project_id))
+        return projects_pb2.DeleteProjectResponse()
+
+    async def ApplyEdit(
+        self, request: projects_pb2.ApplyEditRequest, context: Context
+    ) -> projects_pb2.ApplyEditResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        applied = await self._workflows.apply(owner_id, project_id, edit_request(request))
+        return projects_pb2.ApplyEditResponse(
+            edit=edit_message(applied.edit), project=project_message(applied.project)
+        )
+
+    async def ListEdits(
+        self, request: projects_pb2.ListEditsRequest, context: Context
+    ) -> projects_pb2.ListEditsResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        page_size = validation.page_size(
+            request.page_size, default=EDITS_PAGE_DEFAULT, maximum=EDITS_PAGE_MAX
+        )
+        query = f"edits:{project_id}"
+        after_seq = _seq_position(self._tokens.decode(request.page_token, query))
+        async with self._database.transaction() as session:
+            page = await self._service.list_edits(
+                session, owner_id, project_id, after_seq=after_seq, page_size=page_size
+            )
+        token = self._tokens.encode([page.next_after_seq], query) if page.next_after_seq else ""
+        return projects_pb2.ListEditsResponse(
+            edits=[edit_message(e) for e in page.edits], next_page_token=token
+        )
+
+    async def GetEdit(
+        self, request: projects_pb2.GetEditRequest, context: Context
+    ) -> projects_pb2.GetEditResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        edit_id = validation.required_uuid(request.edit_id, "edit_id")
+        async with self._database.transaction() as session:
+            edit = await self._service.get_edit(session, owner_id, project_id, edit_id)
+        return projects_pb2.GetEditResponse(edit=edit_message(edit))
+
+    async def Undo(
+        self, request: projects_pb2.UndoRequest, context: Context
+    ) -> projects_pb2.UndoResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        async with self._database.transaction() as session:
+            project = await self._service.undo(session, owner_id, project_id)
+        return projects_pb2.UndoResponse(project=project_message(project))
+
+    async def Redo(
+        self, request: projects_pb2.RedoRequest, context: Context
+    ) -> projects_pb2.RedoResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        async with self._database.transaction() as session:
+            project = await self._service.redo(session, owner_id, project_id)
+        return projects_pb2.RedoResponse(project=project_message(project))
+
+    async def Jump(
+        self, request: projects_pb2.JumpRequest, context: Context
+    ) -> projects_pb2.JumpResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        edit_id = validation.required_uuid(request.edit_id, "edit_id")
+        async with self._database.transaction() as session:
+            project = await self._service.jump(session, owner_id, project_id, edit_id)
+        return projects_pb2.JumpResponse(project=project_message(project))
+
+    async def Reset(
+        self, request: projects_pb2.ResetRequest, context: Context
+    ) -> projects_pb2.ResetResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        async with self._database.transaction() as session:
+            project = await self._service.reset(session, owner_id, project_id)
+        return projects_pb2.ResetResponse(project=project_message(project))
+
+    async def Reapply(
+        self, request: projects_pb2.ReapplyRequest, context: Context
+    ) -> projects_pb2.ReapplyResponse:
+        owner_id = current_principal().user_id
+        project_id = _project_id(request.project_id)
+        request_id = _request_id(request.request_id)
+        preset_id = validation.uuid_field(request.preset_id, "preset_id", required=False)
+        source_id = validation.uuid_field(
+            request.source_project_id, "source_project_id", required=False
+        )
+        if preset_id is not None:
+            if source_id is not None or request.edit_ids:
+                raise InvalidArgument(
+                    "preset_id", "give either a preset or source_project_id and edit_ids"
+                )
+            edit_ids: list[uuid.UUID] = []
+        else:
+            if source_id is None:
+                raise InvalidArgument("source_project_id", "is required without preset_id")
+            if not 1 <= len(request.edit_ids) <= self._max_reapply_steps:
+                raise InvalidArgument("edit_ids", f"must hold 1-{self._max_reapply_steps} edit ids")
+            edit_ids = [
+                validation.required_uuid(value, f"edit_ids[{i}]")
+                for i, value in enumerate(request.edit_ids)
+            ]
+        result = await self._workflows.reapply(
+            owner_id, project_id, request_id, source_id, edit_ids, preset_id
+        )
+        assert result.project is not None
+        return projects_pb2.ReapplyResponse(
+            edits=[edit_message(e) for e in result.edits],
+            project=project_message(result.project),
+            completed=result.failed_step < 0,
+            failed_step=result.failed_step,
+            error=result.error,
+        )
+
+
+class ProjectInternalApi(projects_pb2_grpc.ProjectInternalServiceServicer):
+    """For other services (service credential)."""
+
+    def __init__(self, *, sweeper: ProjectSweeper) -> None:
+        self._sweeper = sweeper
+
+    async def PurgeUser(
+        self, request: projects_pb2.PurgeUserRequest, context: Context
+    ) -> projects_pb2.PurgeUserResponse:
+        current_service_caller()
+        user_id = validation.required_uuid(request.user_id, "user_id")
+        return projects_pb2.PurgeUserResponse(deleted_count=await self._sweeper.purge_user(user_id))

@@ -1,0 +1,405 @@
+"""Tables of the `projects` schema, and the values read from them.
+
+The history is a tree kept with O(1) pointers (ADR 0012):
+- `projects.head_edit_id` is where the project is now (NULL: the original);
+- `edits.parent_id` is the head the edit was applied on (NULL: the original), so undo is
+  one pointer read;
+- `edits.latest_child_id` (and `projects.root_latest_child_id` for the original) is the
+  most recently created succeeded child, set when a child succeeds, so redo is one read;
+- `edits.branch_id` + `edits.depth` place each edit on a chain ("branch"): an edit whose
+  parent had no child yet continues the parent's branch, any later child starts a new
+  one, and the first edit of a branch stores `branch_path`, the (branch, deepest depth)
+  pairs of the path from the original to its parent. The path to head is then the head's
+  branch up to its depth plus the head branch's `branch_path`: one row read, whatever
+  the history's length, and `onHeadPath` of any edit is a dictionary lookup.
+"""
+
+from __future__ import annotations
+
+import datetime
+import enum
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    Table,
+    Text,
+    UniqueConstraint,
+    func,
+    text,
+)
+from sqlalchemy.dialects.postgresql import JSONB, UUID
+
+from runtime.db import schema_metadata
+
+SCHEMA = "projects"
+metadata = schema_metadata(SCHEMA)
+
+NAME_MAX = 120
+REQUEST_ID_MAX = 128
+
+# Partial-index predicates, rendered as SQL constants by the repository so Postgres can
+# prove the index usable.
+LIVE = "deleted_at IS NULL"
+PENDING = "status = 'pending'"
+UNSETTLED = "status <> 'pending' AND settled_at IS NULL"
+AWAITING_PURGE = "deleted_at IS NOT NULL"
+
+
+class EditAction(enum.StrEnum):
+    RETOUCH = "retouch"
+    FILTER = "filter"
+    ADJUST = "adjust"
+    CROP = "crop"
+
+    @property
+    def is_ai(self) -> bool:
+        return self is not EditAction.CROP
+
+
+class EditStatus(enum.StrEnum):
+    PENDING = "pending"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+projects = Table(
+    "projects",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column("owner_id", UUID(as_uuid=True), nullable=False, comment="identity user id"),
+    Column("name", Text, nullable=False),
+    Column(
+        "original_asset_id",
+        UUID(as_uuid=True),
+        nullable=False,
+        comment="the uploaded image (an assets id)",
+    ),
+    Column("original_mime_type", Text, nullable=False),
+    Column("original_width", Integer, nullable=False),
+    Column("original_height", Integer, nullable=False),
+    Column("original_bytes", BigInteger, nullable=False),
+    Column(
+        "head_edit_id",
+        UUID(as_uuid=True),
+        ForeignKey("edits.id", ondelete="SET NULL", use_alter=True),
+        nullable=True,
+        comment="where the project is now; NULL at the original",
+    ),
+    Column(
+        "thumbnail_asset_id",
+        UUID(as_uuid=True),
+        nullable=False,
+        comment="asset whose thumbnail variant shows the current image",
+    ),
+    Column(
+        "root_latest_child_id",
+        UUID(as_uuid=True),
+        ForeignKey("edits.id", ondelete="SET NULL", use_alter=True),
+        nullable=True,
+        comment="latest succeeded edit applied to the original (redo from the original)",
+    ),
+    Column(
+        "running_edit_id",
+        UUID(as_uuid=True),
+        nullable=True,
+        comment="the one edit running now (one at a time per project)",
+    ),
+    Column("edit_count", Integer, nullable=False, server_default=text("0")),
+    Column("version", BigInteger, nullable=False, server_default=text("1")),
+    Column(
+        "quota_reservation_id",
+        Text,
+        nullable=True,
+        comment="billing reservation of the projects unit, until committed",
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Column(
+        "credited_at",
+        DateTime(timezone=True),
+        nullable=True,
+        comment="when the projects unit of a deleted project went back to billing",
+    ),
+    CheckConstraint("edit_count >= 0", name="edit_count_not_negative"),
+    CheckConstraint("char_length(name) BETWEEN 1 AND 120", name="name_length"),
+    Index(
+        "ix_projects_owner_listing",
+        "owner_id",
+        text("created_at DESC"),
+        text("id DESC"),
+        postgresql_where=text(LIVE),
+    ),
+    Index("ix_projects_awaiting_purge", "deleted_at", postgresql_where=text(AWAITING_PURGE)),
+    comment="Editing sessions on one uploaded photo; head points into the edit tree",
+)
+
+edits = Table(
+    "edits",
+    metadata,
+    Column("id", UUID(as_uuid=True), primary_key=True),
+    Column(
+        "project_id",
+        UUID(as_uuid=True),
+        ForeignKey("projects.id", ondelete="CASCADE"),
+        nullable=False,
+    ),
+    Column("owner_id", UUID(as_uuid=True), nullable=False, comment="identity user id"),
+    Column("seq", Integer, nullable=False, comment="1, 2, ... per project"),
+    Column(
+        "parent_id",
+        UUID(as_uuid=True),
+        ForeignKey("edits.id", ondelete="CASCADE"),
+        nullable=True,
+        comment="head when it was applied; NULL: the original",
+    ),
+    Column("depth", Integer, nullable=False, comment="edits from the original to this one"),
+    Column("branch_id", UUID(as_uuid=True), nullable=False, comment="first edit of its chain"),
+    Column(
+        "branch_path",
+        JSONB,
+        nullable=True,
+        comment="on a branch's first edit: [[branch, deepest depth], ...] from the original",
+    ),
+    Column(
+        "latest_child_id",
+        UUID(as_uuid=True),
+        ForeignKey("edits.id", ondelete="SET NULL"),
+        nullable=True,
+        comment="most recently created succeeded child (redo)",
+    ),
+    Column("action", Text, nullable=False),
+    Column("params", JSONB, nullable=False, comment="validated parameters, pixels and fractions"),
+    Column("preset_id", UUID(as_uuid=True), nullable=True),
+    Column("preset_prompt", Text, nullable=True, comment="the preset's prompt at edit time"),
+    Column("preset_version", Integer, nullable=True),
+    Column("source_asset_id", UUID(as_uuid=True), nullable=False),
+    Column("source_mime_type", Text, nullable=False),
+    Column("source_width", Integer, nullable=False),
+    Column("source_height", Integer, nullable=False),
+    Column("source_bytes", BigInteger, nullable=False),
+    Column("result_asset_id", UUID(as_uuid=True), nullable=True),
+    Column("result_mime_type", Text, nullable=True),
+    Column("result_width", Integer, nullable=True),
+    Column("result_height", Integer, nullable=True),
+    Column("result_bytes", BigInteger, nullable=True),
+    Column("status", Text, nullable=False),
+    Column("error", Text, nullable=True),
+    Column("error_code", Text, nullable=True, comment="gRPC code name of the failure"),
+    Column("engine", Text, nullable=False),
+    Column("model", Text, nullable=True),
+    Column("finish_reason", Text, nullable=True),
+    Column("input_tokens", Integer, nullable=True),
+    Column("output_tokens", Integer, nullable=True),
+    Column("duration_ms", Integer, nullable=True),
+    Column("request_id", Text, nullable=False, comment="the client's id; unique per project"),
+    Column("reapplied_from_id", UUID(as_uuid=True), nullable=True),
+    Column("reapplied_from_project_id", UUID(as_uuid=True), nullable=True),
+    Column(
+        "ai_reservation_id",
+        Text,
+        nullable=True,
+        comment="billing reservation of the ai_edits unit",
+    ),
+    Column(
+        "storage_reservation_id",
+        Text,
+        nullable=True,
+        comment="billing reservation holding room for the result",
+    ),
+    Column(
+        "settled_at",
+        DateTime(timezone=True),
+        nullable=True,
+        comment="when reservations were committed or released (and preset use recorded)",
+    ),
+    Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    Column("finished_at", DateTime(timezone=True), nullable=True),
+    UniqueConstraint("project_id", "seq"),
+    UniqueConstraint("project_id", "request_id"),
+    CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
+    CheckConstraint("action IN ('retouch', 'filter', 'adjust', 'crop')", name="action_known"),
+    CheckConstraint("jsonb_typeof(params) = 'object'", name="params_is_object"),
+    CheckConstraint(
+        "status <> 'succeeded' OR result_asset_id IS NOT NULL", name="succeeded_has_result"
+    ),
+    CheckConstraint("seq >= 1 AND depth >= 1", name="positions_positive"),
+    Index("ix_edits_parent_id", "project_id", "parent_id"),
+    Index("ix_edits_pending", "created_at", postgresql_where=text(PENDING)),
+    Index("ix_edits_unsettled", "finished_at", postgresql_where=text(UNSETTLED)),
+    comment="The history tree: every edit ever applied, with its parameters and result",
+)
+
+
+@dataclass(frozen=True)
+class Edit:
+    id: uuid.UUID
+    project_id: uuid.UUID
+    owner_id: uuid.UUID
+    seq: int
+    parent_id: uuid.UUID | None
+    depth: int
+    branch_id: uuid.UUID
+    branch_path: list[list[Any]] | None
+    latest_child_id: uuid.UUID | None
+    action: EditAction
+    params: dict[str, Any]
+    preset_id: uuid.UUID | None
+    preset_prompt: str | None
+    preset_version: int | None
+    source_asset_id: uuid.UUID
+    source_mime_type: str
+    source_width: int
+    source_height: int
+    source_bytes: int
+    result_asset_id: uuid.UUID | None
+    result_mime_type: str | None
+    result_width: int | None
+    result_height: int | None
+    result_bytes: int | None
+    status: EditStatus
+    error: str | None
+    error_code: str | None
+    engine: str
+    model: str | None
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+    duration_ms: int | None
+    request_id: str
+    reapplied_from_id: uuid.UUID | None
+    reapplied_from_project_id: uuid.UUID | None
+    ai_reservation_id: str | None
+    storage_reservation_id: str | None
+    settled_at: datetime.datetime | None
+    created_at: datetime.datetime
+    finished_at: datetime.datetime | None
+    on_head_path: bool = False
+
+    @classmethod
+    def from_row(cls, row: Any, *, prefix: str = "") -> Edit:
+        mapping = row._mapping
+        values = {name: mapping[f"{prefix}{name}"] for name in EDIT_FIELDS}
+        values["action"] = EditAction(values["action"])
+        values["status"] = EditStatus(values["status"])
+        return cls(**values)
+
+    @property
+    def prompt(self) -> str:
+        """The prompt the engine gets: the preset's snapshot, else the user's words."""
+        return self.preset_prompt or str(self.params.get("prompt", ""))
+
+
+EDIT_FIELDS = tuple(c.name for c in edits.columns)
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image the project can show: the original or an edit's result."""
+
+    asset_id: uuid.UUID
+    mime_type: str
+    width: int
+    height: int
+    size_bytes: int
+
+
+@dataclass(frozen=True)
+class Project:
+    id: uuid.UUID
+    owner_id: uuid.UUID
+    name: str
+    original: Image
+    head_edit_id: uuid.UUID | None
+    thumbnail_asset_id: uuid.UUID
+    root_latest_child_id: uuid.UUID | None
+    running_edit_id: uuid.UUID | None
+    edit_count: int
+    version: int
+    quota_reservation_id: str | None
+    created_at: datetime.datetime
+    updated_at: datetime.datetime
+    deleted_at: datetime.datetime | None
+    credited_at: datetime.datetime | None
+    head: Edit | None = field(default=None)
+
+    @property
+    def current(self) -> Image:
+        """What the project shows now: the head's result, or the original."""
+        head = self.head
+        if head is None:
+            return self.original
+        assert head.result_asset_id is not None
+        return Image(
+            head.result_asset_id,
+            head.result_mime_type or self.original.mime_type,
+            head.result_width or 0,
+            head.result_height or 0,
+            head.result_bytes or 0,
+        )
+
+    @property
+    def can_undo(self) -> bool:
+        return self.head_edit_id is not None
+
+    @property
+    def can_redo(self) -> bool:
+        if self.head is None:
+            return self.root_latest_child_id is not None
+        return self.head.latest_child_id is not None
+
+    @classmethod
+    def from_row(cls, row: Any, head: Edit | None = None) -> Project:
+        m = row._mapping
+        return cls(
+            id=m["id"],
+            owner_id=m["owner_id"],
+            name=m["name"],
+            original=Image(
+                m["original_asset_id"],
+                m["original_mime_type"],
+                m["original_width"],
+                m["original_height"],
+                m["original_bytes"],
+            ),
+            head_edit_id=m["head_edit_id"],
+            thumbnail_asset_id=m["thumbnail_asset_id"],
+            root_latest_child_id=m["root_latest_child_id"],
+            running_edit_id=m["running_edit_id"],
+            edit_count=m["edit_count"],
+            version=m["version"],
+            quota_reservation_id=m["quota_reservation_id"],
+            created_at=m["created_at"],
+            updated_at=m["updated_at"],
+            deleted_at=m["deleted_at"],
+            credited_at=m["credited_at"],
+            head=head,
+        )
+
+
+class HeadPath:
+    """The path from the original to head, as {branch: deepest depth on the path}."""
+
+    def __init__(self, segments: dict[uuid.UUID, int]) -> None:
+        self._segments = segments
+
+    @classmethod
+    def of(cls, head: Edit | None, head_branch_path: list[list[Any]] | None) -> HeadPath:
+        if head is None:
+            return cls({})
+        segments = {uuid.UUID(branch): depth for branch, depth in head_branch_path or []}
+        segments[head.branch_id] = head.depth
+        return cls(segments)
+
+    def contains(self, edit: Edit) -> bool:
+        deepest = self._segments.get(edit.branch_id)
+        return deepest is not None and edit.depth <= deepest

@@ -1,0 +1,340 @@
+"""Every SQL statement of projects, as methods on the caller's session (never commits)."""
+
+from __future__ import annotations
+
+import datetime
+import uuid
+from typing import Any
+
+from sqlalchemy import and_, func, literal_column, or_, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.projects.models import (
+    AWAITING_PURGE,
+    EDIT_FIELDS,
+    LIVE,
+    PENDING,
+    UNSETTLED,
+    Edit,
+    Project,
+    edits,
+    projects,
+)
+
+_head = edits.alias("head")
+_head_columns = [_head.c[name].label(f"head_{name}") for name in EDIT_FIELDS]
+_branch_start = edits.alias("branch_start")
+
+
+def _project_with_head() -> Any:
+    return select(projects, *_head_columns).select_from(
+        projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id)
+    )
+
+
+def _project(row: Any) -> Project:
+    head = Edit.from_row(row, prefix="head_") if row._mapping["head_id"] is not None else None
+    return Project.from_row(row, head)
+
+
+class ProjectRepository:
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    # -- projects -----------------------------------------------------------------------
+
+    async def insert_project(self, **values: Any) -> Project:
+        row = (
+            await self._session.execute(insert(projects).values(**values).returning(projects))
+        ).one()
+        return Project.from_row(row)
+
+    async def get_project(
+        self, project_id: uuid.UUID, owner_id: uuid.UUID, *, for_update: bool = False
+    ) -> Project | None:
+        """A live project of `owner_id` with its head edit; None otherwise."""
+        statement = _project_with_head().where(
+            projects.c.id == project_id,
+            projects.c.owner_id == owner_id,
+            text(f"projects.{LIVE}"),
+        )
+        if for_update:
+            statement = statement.with_for_update(of=projects)
+        row = (await self._session.execute(statement)).one_or_none()
+        return _project(row) if row is not None else None
+
+    async def get_project_any(self, project_id: uuid.UUID) -> Project | None:
+        row = (
+            await self._session.execute(_project_with_head().where(projects.c.id == project_id))
+        ).one_or_none()
+        return _project(row) if row is not None else None
+
+    async def list_projects(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        after: tuple[datetime.datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[Project]:
+        statement = _project_with_head().where(
+            projects.c.owner_id == owner_id, text(f"projects.{LIVE}")
+        )
+        if after is not None:
+            statement = statement.where(
+                tuple_(projects.c.created_at, projects.c.id) < tuple_(*after)
+            )
+        statement = statement.order_by(projects.c.created_at.desc(), projects.c.id.desc()).limit(
+            limit
+        )
+        return [_project(row) for row in await self._session.execute(statement)]
+
+    async def count_live_projects(self, owner_id: uuid.UUID) -> int:
+        return int(
+            await self._session.scalar(
+                select(func.count())
+                .select_from(projects)
+                .where(projects.c.owner_id == owner_id, text(LIVE))
+            )
+            or 0
+        )
+
+    async def update_project(
+        self, project_id: uuid.UUID, *, expected_version: int | None = None, **values: Any
+    ) -> bool:
+        """Changes a live project and bumps its version; with `expected_version`, only if
+        nobody changed it since (optimistic concurrency)."""
+        statement = (
+            update(projects)
+            .where(projects.c.id == project_id, text(LIVE))
+            .values(**values, version=projects.c.version + 1, updated_at=func.now())
+        )
+        if expected_version is not None:
+            statement = statement.where(projects.c.version == expected_version)
+        result = await self._session.execute(statement)
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def clear_quota_reservation(self, project_id: uuid.UUID, reservation_id: str) -> None:
+        await self._session.execute(
+            update(projects)
+            .where(projects.c.id == project_id, projects.c.quota_reservation_id == reservation_id)
+            .values(quota_reservation_id=None)
+        )
+
+    async def unsettled_projects(self, *, limit: int) -> list[Project]:
+        """Created with a reservation not yet committed, or deleted and not yet credited."""
+        statement = (
+            _project_with_head()
+            .where(
+                or_(
+                    projects.c.quota_reservation_id.is_not(None),
+                    and_(projects.c.deleted_at.is_not(None), projects.c.credited_at.is_(None)),
+                )
+            )
+            .limit(limit)
+            .with_for_update(of=projects, skip_locked=True)
+        )
+        return [_project(row) for row in await self._session.execute(statement)]
+
+    async def mark_credited(self, project_id: uuid.UUID) -> None:
+        await self._session.execute(
+            update(projects).where(projects.c.id == project_id).values(credited_at=func.now())
+        )
+
+    async def deleted_projects(
+        self, *, deleted_before: datetime.datetime, limit: int
+    ) -> list[Project]:
+        statement = (
+            select(projects)
+            .where(
+                text(f"projects.{AWAITING_PURGE}"),
+                projects.c.deleted_at < deleted_before,
+                projects.c.credited_at.is_not(None),
+            )
+            .order_by(projects.c.deleted_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [Project.from_row(row) for row in await self._session.execute(statement)]
+
+    async def owned_project_ids(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(
+            await self._session.scalars(
+                select(projects.c.id).where(projects.c.owner_id == owner_id)
+            )
+        )
+
+    async def result_asset_ids(self, project_id: uuid.UUID) -> list[uuid.UUID]:
+        return list(
+            await self._session.scalars(
+                select(edits.c.result_asset_id).where(
+                    edits.c.project_id == project_id, edits.c.result_asset_id.is_not(None)
+                )
+            )
+        )
+
+    async def delete_project_rows(self, project_id: uuid.UUID) -> None:
+        # Head and redo pointers first: they reference edits the cascade removes.
+        await self._session.execute(
+            update(projects)
+            .where(projects.c.id == project_id)
+            .values(head_edit_id=None, root_latest_child_id=None)
+        )
+        await self._session.execute(projects.delete().where(projects.c.id == project_id))
+
+    # -- edits --------------------------------------------------------------------------
+
+    async def get_edit(self, project_id: uuid.UUID, edit_id: uuid.UUID) -> Edit | None:
+        row = (
+            await self._session.execute(
+                select(edits).where(edits.c.project_id == project_id, edits.c.id == edit_id)
+            )
+        ).one_or_none()
+        return Edit.from_row(row) if row is not None else None
+
+    async def get_edit_by_id(self, edit_id: uuid.UUID) -> Edit | None:
+        row = (
+            await self._session.execute(select(edits).where(edits.c.id == edit_id))
+        ).one_or_none()
+        return Edit.from_row(row) if row is not None else None
+
+    async def find_by_request_id(self, project_id: uuid.UUID, request_id: str) -> Edit | None:
+        row = (
+            await self._session.execute(
+                select(edits).where(
+                    edits.c.project_id == project_id, edits.c.request_id == request_id
+                )
+            )
+        ).one_or_none()
+        return Edit.from_row(row) if row is not None else None
+
+    async def branch_path(self, branch_id: uuid.UUID) -> list[list[Any]]:
+        """The stored path of a branch (on the branch's first edit)."""
+        value = await self._session.scalar(
+            select(edits.c.branch_path).where(edits.c.id == branch_id)
+        )
+        return list(value or [])
+
+    async def has_children(self, project_id: uuid.UUID, parent_id: uuid.UUID) -> bool:
+        found = await self._session.scalar(
+            select(literal_column("1"))
+            .select_from(edits)
+            .where(edits.c.project_id == project_id, edits.c.parent_id == parent_id)
+            .limit(1)
+        )
+        return found is not None
+
+    async def insert_edit(self, **values: Any) -> Edit:
+        row = (await self._session.execute(insert(edits).values(**values).returning(edits))).one()
+        return Edit.from_row(row)
+
+    async def list_edits(self, project_id: uuid.UUID, *, after_seq: int, limit: int) -> list[Edit]:
+        statement = (
+            select(edits)
+            .where(edits.c.project_id == project_id, edits.c.seq > after_seq)
+            .order_by(edits.c.seq)
+            .limit(limit)
+        )
+        return [Edit.from_row(row) for row in await self._session.execute(statement)]
+
+    async def finish_edit(self, edit_id: uuid.UUID, **values: Any) -> Edit | None:
+        """Moves a pending edit to succeeded or failed; None when it was not pending."""
+        row = (
+            await self._session.execute(
+                update(edits)
+                .where(edits.c.id == edit_id, text(PENDING))
+                .values(**values, finished_at=func.now())
+                .returning(edits)
+            )
+        ).one_or_none()
+        return Edit.from_row(row) if row is not None else None
+
+    async def set_latest_child(
+        self, project_id: uuid.UUID, parent_id: uuid.UUID | None, child_id: uuid.UUID
+    ) -> None:
+        """The newest succeeded child is the one redo goes to."""
+        if parent_id is None:
+            await self._session.execute(
+                update(projects)
+                .where(projects.c.id == project_id)
+                .values(root_latest_child_id=child_id)
+            )
+        else:
+            await self._session.execute(
+                update(edits).where(edits.c.id == parent_id).values(latest_child_id=child_id)
+            )
+
+    async def release_running(
+        self,
+        project_id: uuid.UUID,
+        edit_id: uuid.UUID,
+        *,
+        move_head_from: Any = None,
+        new_head: uuid.UUID | None = None,
+        thumbnail: uuid.UUID | None = None,
+    ) -> bool:
+        """Ends the running edit; when it succeeded and head is still where it was applied,
+        head moves to it. Answers whether head moved."""
+        await self._session.execute(
+            update(projects)
+            .where(projects.c.id == project_id, projects.c.running_edit_id == edit_id)
+            .values(running_edit_id=None)
+        )
+        if new_head is None:
+            return False
+        condition = (
+            projects.c.head_edit_id.is_(None)
+            if move_head_from is None
+            else projects.c.head_edit_id == move_head_from
+        )
+        result = await self._session.execute(
+            update(projects)
+            .where(projects.c.id == project_id, condition, text(LIVE))
+            .values(
+                head_edit_id=new_head,
+                thumbnail_asset_id=thumbnail,
+                version=projects.c.version + 1,
+                updated_at=func.now(),
+            )
+        )
+        return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def stuck_pending(self, *, created_before: datetime.datetime, limit: int) -> list[Edit]:
+        statement = (
+            select(edits)
+            .where(text(f"edits.{PENDING}"), edits.c.created_at < created_before)
+            .order_by(edits.c.created_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [Edit.from_row(row) for row in await self._session.execute(statement)]
+
+    async def unsettled_edits(
+        self, *, finished_before: datetime.datetime, limit: int
+    ) -> list[Edit]:
+        statement = (
+            select(edits)
+            .where(text(f"edits.{UNSETTLED}"), edits.c.finished_at < finished_before)
+            .order_by(edits.c.finished_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        return [Edit.from_row(row) for row in await self._session.execute(statement)]
+
+    async def mark_settled(self, edit_id: uuid.UUID) -> None:
+        await self._session.execute(
+            update(edits)
+            .where(edits.c.id == edit_id)
+            .values(settled_at=func.now(), ai_reservation_id=None, storage_reservation_id=None)
+        )
+
+    async def postpone_settlement(self, edit_id: uuid.UUID) -> None:
+        """A sweeper's claim: the next round looks at it again only later."""
+        await self._session.execute(
+            update(edits).where(edits.c.id == edit_id).values(finished_at=func.now())
+        )
+
+    async def clear_storage_reservation(self, edit_id: uuid.UUID) -> None:
+        await self._session.execute(
+            update(edits).where(edits.c.id == edit_id).values(storage_reservation_id=None)
+        )

@@ -1,0 +1,367 @@
+"""Business rules of projects on the caller's session: no gRPC, no protobuf, no commits.
+
+`ProjectService` answers reads and moves head (undo, redo, jump, reset: each a constant
+number of single-row statements, ADR 0012); `HistoryTree` places a new edit in the tree.
+The ApplyEdit workflow (workflows.py) calls the `record_*` methods inside its own short
+transactions, between which it makes its remote calls.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from runtime.errors import FailedPrecondition
+from services.projects.errors import (
+    EditNotFound,
+    EditRunning,
+    NothingToMove,
+    ProjectNotFound,
+    StaleVersion,
+)
+from services.projects.models import (
+    Edit,
+    EditAction,
+    EditStatus,
+    HeadPath,
+    Image,
+    Project,
+)
+from services.projects.repository import ProjectRepository
+
+
+@dataclass(frozen=True)
+class EditsPage:
+    edits: list[Edit]
+    next_after_seq: int | None
+
+
+@dataclass(frozen=True)
+class NewEdit:
+    """What the workflow records as pending."""
+
+    edit_id: uuid.UUID
+    request_id: str
+    action: EditAction
+    params: dict[str, Any]
+    engine: str
+    preset_id: uuid.UUID | None = None
+    preset_prompt: str | None = None
+    preset_version: int | None = None
+    reapplied_from_id: uuid.UUID | None = None
+    reapplied_from_project_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the engine produced, as the succeeded edit records it."""
+
+    result: Image
+    model: str
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+    duration_ms: int
+
+
+class ProjectService:
+    async def get(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Project:
+        project = await ProjectRepository(session).get_project(project_id, owner_id)
+        if project is None:
+            raise ProjectNotFound(project_id)
+        return project
+
+    async def _locked(
+        self, repository: ProjectRepository, owner_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Project:
+        project = await repository.get_project(project_id, owner_id, for_update=True)
+        if project is None:
+            raise ProjectNotFound(project_id)
+        return project
+
+    async def list(
+        self,
+        session: AsyncSession,
+        owner_id: uuid.UUID,
+        *,
+        after: tuple[datetime.datetime, uuid.UUID] | None,
+        page_size: int,
+    ) -> tuple[list[Project], tuple[datetime.datetime, uuid.UUID] | None]:
+        rows = await ProjectRepository(session).list_projects(
+            owner_id, after=after, limit=page_size + 1
+        )
+        page = rows[:page_size]
+        more = len(rows) > page_size
+        return page, ((page[-1].created_at, page[-1].id) if more and page else None)
+
+    async def rename(
+        self,
+        session: AsyncSession,
+        owner_id: uuid.UUID,
+        project_id: uuid.UUID,
+        name: str,
+        expected_version: int | None,
+    ) -> Project:
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        if expected_version is not None and project.version != expected_version:
+            raise StaleVersion()
+        if project.name != name:
+            await repository.update_project(project_id, name=name)
+        return await self.get(session, owner_id, project_id)
+
+    async def delete(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Project:
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        await repository.update_project(project_id, deleted_at=datetime.datetime.now(datetime.UTC))
+        return project
+
+    # -- moving head: O(1) in the history's length ---------------------------------------
+
+    async def _move_head(
+        self, repository: ProjectRepository, project: Project, target: Edit | None
+    ) -> None:
+        thumbnail = project.original.asset_id if target is None else target.result_asset_id
+        await repository.update_project(
+            project.id,
+            expected_version=project.version,
+            head_edit_id=None if target is None else target.id,
+            thumbnail_asset_id=thumbnail,
+        )
+
+    async def undo(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Project:
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        if project.head is None:
+            raise NothingToMove("nothing to undo: the project is at its original", "AT_ORIGINAL")
+        parent = (
+            await repository.get_edit(project.id, project.head.parent_id)
+            if project.head.parent_id
+            else None
+        )
+        await self._move_head(repository, project, parent)
+        return await self.get(session, owner_id, project_id)
+
+    async def redo(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Project:
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        child_id = (
+            project.root_latest_child_id if project.head is None else project.head.latest_child_id
+        )
+        if child_id is None:
+            raise NothingToMove("nothing to redo: head has no later edit", "NOTHING_TO_REDO")
+        child = await repository.get_edit(project.id, child_id)
+        assert child is not None
+        assert child.status is EditStatus.SUCCEEDED
+        await self._move_head(repository, project, child)
+        return await self.get(session, owner_id, project_id)
+
+    async def jump(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
+    ) -> Project:
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        target = await repository.get_edit(project.id, edit_id)
+        if target is None:
+            raise EditNotFound(edit_id)
+        if target.status is not EditStatus.SUCCEEDED:
+            raise FailedPrecondition(
+                f"edit {edit_id} is {target.status.value}; head can only be a succeeded edit",
+                reason="EDIT_NOT_SUCCEEDED",
+            )
+        await self._move_head(repository, project, target)
+        return await self.get(session, owner_id, project_id)
+
+    async def reset(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
+    ) -> Project:
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        if project.head is not None:
+            await self._move_head(repository, project, None)
+        return await self.get(session, owner_id, project_id)
+
+    # -- history ----------------------------------------------------------------------
+
+    async def head_path(self, repository: ProjectRepository, project: Project) -> HeadPath:
+        if project.head is None:
+            return HeadPath.of(None, None)
+        return HeadPath.of(project.head, await repository.branch_path(project.head.branch_id))
+
+    async def list_edits(
+        self,
+        session: AsyncSession,
+        owner_id: uuid.UUID,
+        project_id: uuid.UUID,
+        *,
+        after_seq: int,
+        page_size: int,
+    ) -> EditsPage:
+        repository = ProjectRepository(session)
+        project = await self.get(session, owner_id, project_id)
+        path = await self.head_path(repository, project)
+        rows = await repository.list_edits(project_id, after_seq=after_seq, limit=page_size + 1)
+        page = [_with_path(edit, path) for edit in rows[:page_size]]
+        return EditsPage(page, page[-1].seq if len(rows) > page_size and page else None)
+
+    async def get_edit(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
+    ) -> Edit:
+        repository = ProjectRepository(session)
+        project = await self.get(session, owner_id, project_id)
+        edit = await repository.get_edit(project_id, edit_id)
+        if edit is None:
+            raise EditNotFound(edit_id)
+        return _with_path(edit, await self.head_path(repository, project))
+
+    async def find_edit(
+        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, request_id: str
+    ) -> Edit | None:
+        await self.get(session, owner_id, project_id)
+        return await ProjectRepository(session).find_by_request_id(project_id, request_id)
+
+    # -- the steps ApplyEdit records -----------------------------------------------------
+
+    async def record_pending(
+        self,
+        session: AsyncSession,
+        owner_id: uuid.UUID,
+        project_id: uuid.UUID,
+        new: NewEdit,
+        *,
+        ai_reservation_id: str | None,
+        storage_reservation_id: str | None,
+    ) -> tuple[Edit, bool]:
+        """Claims the project for the edit and records it pending; answers (edit, created).
+        An edit already recorded under the request id is answered as it is."""
+        repository = ProjectRepository(session)
+        project = await self._locked(repository, owner_id, project_id)
+        existing = await repository.find_by_request_id(project_id, new.request_id)
+        if existing is not None:
+            return existing, False
+        if project.running_edit_id is not None:
+            raise EditRunning()
+        source = project.current
+        placement = await HistoryTree(repository).place(project)
+        edit = await repository.insert_edit(
+            id=new.edit_id,
+            project_id=project.id,
+            owner_id=owner_id,
+            seq=project.edit_count + 1,
+            parent_id=project.head_edit_id,
+            depth=placement.depth,
+            branch_id=placement.branch_id or new.edit_id,
+            branch_path=placement.branch_path,
+            action=new.action.value,
+            params=new.params,
+            preset_id=new.preset_id,
+            preset_prompt=new.preset_prompt,
+            preset_version=new.preset_version,
+            source_asset_id=source.asset_id,
+            source_mime_type=source.mime_type,
+            source_width=source.width,
+            source_height=source.height,
+            source_bytes=source.size_bytes,
+            status=EditStatus.PENDING.value,
+            engine=new.engine,
+            request_id=new.request_id,
+            reapplied_from_id=new.reapplied_from_id,
+            reapplied_from_project_id=new.reapplied_from_project_id,
+            ai_reservation_id=ai_reservation_id,
+            storage_reservation_id=storage_reservation_id,
+        )
+        await repository.update_project(
+            project.id, running_edit_id=edit.id, edit_count=project.edit_count + 1
+        )
+        return edit, True
+
+    async def record_succeeded(
+        self, session: AsyncSession, edit: Edit, outcome: Outcome
+    ) -> Edit | None:
+        """Marks the edit succeeded and, if head is still its parent, moves head to it, in
+        one transaction. None when the edit was no longer pending (the sweeper failed it)."""
+        repository = ProjectRepository(session)
+        done = await repository.finish_edit(
+            edit.id,
+            status=EditStatus.SUCCEEDED.value,
+            result_asset_id=outcome.result.asset_id,
+            result_mime_type=outcome.result.mime_type,
+            result_width=outcome.result.width,
+            result_height=outcome.result.height,
+            result_bytes=outcome.result.size_bytes,
+            model=outcome.model or None,
+            finish_reason=outcome.finish_reason or None,
+            input_tokens=outcome.input_tokens or None,
+            output_tokens=outcome.output_tokens or None,
+            duration_ms=outcome.duration_ms,
+        )
+        if done is None:
+            return None
+        await repository.set_latest_child(edit.project_id, edit.parent_id, edit.id)
+        await repository.release_running(
+            edit.project_id,
+            edit.id,
+            move_head_from=edit.parent_id,
+            new_head=edit.id,
+            thumbnail=outcome.result.asset_id,
+        )
+        return done
+
+    async def record_failed(
+        self, session: AsyncSession, edit: Edit, *, error: str, code: str, duration_ms: int | None
+    ) -> Edit | None:
+        repository = ProjectRepository(session)
+        done = await repository.finish_edit(
+            edit.id,
+            status=EditStatus.FAILED.value,
+            error=error,
+            error_code=code,
+            duration_ms=duration_ms,
+        )
+        await repository.release_running(edit.project_id, edit.id)
+        return done
+
+
+@dataclass(frozen=True)
+class Placement:
+    depth: int
+    branch_id: uuid.UUID | None  # None: the new edit starts its own branch
+    branch_path: list[list[Any]] | None
+
+
+class HistoryTree:
+    """Where a new edit goes: on its parent's branch if the parent has no child yet,
+    else on a new branch that stores the path to its parent (ADR 0012)."""
+
+    def __init__(self, repository: ProjectRepository) -> None:
+        self._repository = repository
+
+    async def place(self, project: Project) -> Placement:
+        head = project.head
+        if head is None:
+            return Placement(depth=1, branch_id=None, branch_path=[])
+        if not await self._repository.has_children(project.id, head.id):
+            return Placement(depth=head.depth + 1, branch_id=head.branch_id, branch_path=None)
+        path = await self._repository.branch_path(head.branch_id)
+        return Placement(
+            depth=head.depth + 1,
+            branch_id=None,
+            branch_path=[*path, [str(head.branch_id), head.depth]],
+        )
+
+
+def _with_path(edit: Edit, path: HeadPath) -> Edit:
+    return dataclasses.replace(edit, on_head_path=path.contains(edit))
