@@ -24,6 +24,7 @@ from runtime.pagination import PageTokens, query_fingerprint
 from runtime.timestamps import to_timestamp
 from services.presets.models import (
     DESCRIPTION_MAX,
+    IDEMPOTENCY_KEY_MAX,
     NAME_MAX,
     PROMPT_MAX,
     Category,
@@ -45,6 +46,8 @@ from services.presets.workflows import PresetPublishing
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 QUERY_MAX = 200
+# Forwarded by the gateway and Envoy from the HTTP header of the same name.
+IDEMPOTENCY_KEY_METADATA = "idempotency-key"
 
 # Domain values <-> proto enum numbers; a number not in these maps is INVALID_ARGUMENT.
 _CATEGORY_NUMBERS: dict[Category, presets_pb2.PresetCategory] = {
@@ -97,6 +100,22 @@ def _visibility(value: int, field: str, *, default: Visibility | None) -> Visibi
         raise InvalidArgument(field, "is required (private, unlisted or public)")
     validation.enum_value(value, field, set(_VISIBILITIES))
     return _VISIBILITIES[value]
+
+
+def _idempotency_key(context: Context) -> str | None:
+    """CreatePreset's `Idempotency-Key` (optional): printable, at most 255 characters."""
+    values = [v for k, v in context.invocation_metadata() or () if k == IDEMPOTENCY_KEY_METADATA]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidArgument("Idempotency-Key", "must be given once")
+    value = values[0]
+    if not isinstance(value, str):
+        raise InvalidArgument("Idempotency-Key", "must be text")
+    return (
+        validation.text(value, "Idempotency-Key", max_length=IDEMPOTENCY_KEY_MAX, required=False)
+        or None
+    )
 
 
 def preset_message(preset: Preset) -> presets_pb2.Preset:
@@ -226,7 +245,9 @@ class PresetApi(presets_pb2_grpc.PresetServiceServicer):
                 given.visibility, "preset.visibility", default=Visibility.PRIVATE
             ),
         )
-        preset = await self._publishing.create(owner_id, draft)
+        preset = await self._publishing.create(
+            owner_id, draft, idempotency_key=_idempotency_key(context)
+        )
         return presets_pb2.CreatePresetResponse(preset=preset_message(preset))
 
     async def UpdatePreset(

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import uuid
 
-from runtime.errors import Aborted, FailedPrecondition, NotFound, PermissionDenied
+from runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    NotFound,
+    PermissionDenied,
+)
 
 
 class PresetNotFound(NotFound):
@@ -59,4 +65,24 @@ class EditRecordedForAnotherPreset(FailedPrecondition):
         super().__init__(
             f"edit {edit_id} already counted a use of preset {preset_id}",
             metadata={"edit_id": str(edit_id), "preset_id": str(preset_id)},
+        )
+
+
+class IdempotencyKeyReused(AlreadyExists):
+    default_reason = "IDEMPOTENCY_KEY_REUSED"
+
+    def __init__(self) -> None:
+        super().__init__(
+            "this Idempotency-Key was already used to create a different preset; "
+            "use a new key for a new preset"
+        )
+
+
+class KeyedPresetDeleted(FailedPrecondition):
+    default_reason = "IDEMPOTENCY_KEY_PRESET_DELETED"
+
+    def __init__(self, preset_id: uuid.UUID) -> None:
+        super().__init__(
+            "the preset created with this Idempotency-Key was deleted since",
+            metadata={"preset_id": str(preset_id)},
         )

@@ -22,6 +22,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     PrimaryKeyConstraint,
     String,
     Table,
@@ -41,6 +42,7 @@ metadata = schema_metadata(SCHEMA)
 NAME_MAX = 80
 DESCRIPTION_MAX = 500
 PROMPT_MAX = 2000
+IDEMPOTENCY_KEY_MAX = 255
 
 # Predicates of the partial indexes. Postgres uses a partial index only when it can
 # prove the query implies the predicate, so the repository's queries state the same
@@ -158,6 +160,18 @@ presets = Table(
         nullable=False,
         comment="generated: tsvector of name and description for full-text search",
     ),
+    Column(
+        "idempotency_key",
+        String(IDEMPOTENCY_KEY_MAX),
+        nullable=True,
+        comment="the Idempotency-Key CreatePreset was called with; unique per owner",
+    ),
+    Column(
+        "request_sha256",
+        LargeBinary,
+        nullable=True,
+        comment="digest of the CreatePreset request that key was first used for",
+    ),
     CheckConstraint("category IN ('filter', 'adjustment')", name="category_known"),
     CheckConstraint("visibility IN ('private', 'unlisted', 'public')", name="visibility_known"),
     CheckConstraint("like_count >= 0", name="like_count_not_negative"),
@@ -165,6 +179,9 @@ presets = Table(
     CheckConstraint("version >= 1", name="version_positive"),
     # System presets are public; a user preset is anything its owner chose.
     CheckConstraint("owner_id IS NOT NULL OR visibility = 'public'", name="system_is_public"),
+    CheckConstraint(
+        "(idempotency_key IS NULL) = (request_sha256 IS NULL)", name="idempotency_key_digest"
+    ),
     comment=(
         "Filters and adjustments whose prompt is sent to the AI engine: "
         "system presets (no owner, seeded by migration) and users' own, "
@@ -196,6 +213,14 @@ Index(
 # soft-deleted ones: hence not partial.
 Index("ix_presets_owner_newest", presets.c.owner_id, presets.c.created_at, presets.c.id)
 Index("ix_presets_search", presets.c.search, postgresql_using="gin", postgresql_where=text(LIVE))
+# A retried CreatePreset finds the preset its key made (one per owner and key).
+Index(
+    "uq_presets_owner_id_idempotency_key",
+    presets.c.owner_id,
+    presets.c.idempotency_key,
+    unique=True,
+    postgresql_where=text("idempotency_key IS NOT NULL"),
+)
 # Hard deletes (PurgeUser) set forks' forked_from_id to NULL; find them without a scan.
 Index(
     "ix_presets_forked_from_id",

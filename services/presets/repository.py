@@ -60,8 +60,13 @@ _SORT_KEYS = {
     Order.USED: presets.c.use_count,
 }
 
-# Every column but the search document, which only the WHERE clause needs.
-_COLUMNS = [column for column in presets.c if column.name != "search"]
+# Every column a reader sees: not the search document (only WHERE clauses need it) nor
+# CreatePreset's idempotency key and request digest.
+_COLUMNS = [
+    column
+    for column in presets.c
+    if column.name not in {"search", "idempotency_key", "request_sha256"}
+]
 
 
 @dataclass(frozen=True)
@@ -98,6 +103,14 @@ class NewPreset:
     category: Category
     visibility: Visibility
     forked_from_id: uuid.UUID | None = None
+
+
+@dataclass(frozen=True)
+class KeyedCreation:
+    """The preset an Idempotency-Key already made, and what the request then was."""
+
+    preset_id: uuid.UUID
+    request_sha256: bytes
 
 
 def visible_to(table: FromClause, viewer_id: Any) -> ColumnElement[bool]:
@@ -266,21 +279,60 @@ class PresetRepository:
         )
         return (await self._session.execute(statement)).one_or_none() is not None
 
+    @staticmethod
+    def _values(preset: NewPreset) -> dict[str, Any]:
+        return {
+            "id": uuid.uuid4(),
+            "owner_id": preset.owner_id,
+            "name": preset.name,
+            "description": preset.description,
+            "prompt": preset.prompt,
+            "category": preset.category.value,
+            "visibility": preset.visibility.value,
+            "forked_from_id": preset.forked_from_id,
+        }
+
     async def insert(self, preset: NewPreset) -> uuid.UUID:
-        preset_id = uuid.uuid4()
-        await self._session.execute(
-            insert(presets).values(
-                id=preset_id,
-                owner_id=preset.owner_id,
-                name=preset.name,
-                description=preset.description,
-                prompt=preset.prompt,
-                category=preset.category.value,
-                visibility=preset.visibility.value,
-                forked_from_id=preset.forked_from_id,
-            )
-        )
+        values = self._values(preset)
+        await self._session.execute(insert(presets).values(**values))
+        preset_id: uuid.UUID = values["id"]
         return preset_id
+
+    async def insert_keyed(
+        self, preset: NewPreset, idempotency_key: str, request_sha256: bytes
+    ) -> uuid.UUID | None:
+        """Inserts unless the owner already used the key (None then). A concurrent call
+        with the same key waits for this one's commit and then finds its row."""
+        statement = (
+            pg_insert(presets)
+            .values(
+                **self._values(preset),
+                idempotency_key=idempotency_key,
+                request_sha256=request_sha256,
+            )
+            .on_conflict_do_nothing(
+                index_elements=[presets.c.owner_id, presets.c.idempotency_key],
+                index_where=presets.c.idempotency_key.is_not(None),
+            )
+            .returning(presets.c.id)
+        )
+        inserted: uuid.UUID | None = (await self._session.execute(statement)).scalar_one_or_none()
+        return inserted
+
+    async def keyed_creation(
+        self, owner_id: uuid.UUID, idempotency_key: str
+    ) -> KeyedCreation | None:
+        """The preset (deleted or not) the owner created with this key, if any."""
+        row = (
+            await self._session.execute(
+                select(presets.c.id, presets.c.request_sha256).where(
+                    presets.c.owner_id == owner_id, presets.c.idempotency_key == idempotency_key
+                )
+            )
+        ).one_or_none()
+        if row is None:
+            return None
+        return KeyedCreation(preset_id=row.id, request_sha256=row.request_sha256)
 
     async def update(self, preset_id: uuid.UUID, changes: dict[str, str]) -> None:
         """Applies column changes and bumps the version (the row is already locked); a

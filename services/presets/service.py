@@ -21,6 +21,8 @@ runs inside the caller's unit of work (`session` first) and nothing here commits
 from __future__ import annotations
 
 import datetime
+import hashlib
+import json
 import re
 import uuid
 from collections.abc import Callable
@@ -32,6 +34,8 @@ from runtime.pagination import Keyset, Page, SortKey, fetch_limit, page_of
 from runtime.tombstones import Tombstones
 from services.presets.errors import (
     EditRecordedForAnotherPreset,
+    IdempotencyKeyReused,
+    KeyedPresetDeleted,
     NotPresetOwner,
     PresetNotFound,
     PresetVersionChanged,
@@ -39,7 +43,13 @@ from services.presets.errors import (
     SystemPresetReadOnly,
 )
 from services.presets.models import Category, Order, Preset, Scope, Visibility
-from services.presets.repository import Listing, NewPreset, PresetAccess, PresetRepository
+from services.presets.repository import (
+    KeyedCreation,
+    Listing,
+    NewPreset,
+    PresetAccess,
+    PresetRepository,
+)
 
 PUBLIC_PRESETS_FEATURE = "public_presets"
 MAX_SEARCH_TERMS = 8
@@ -55,6 +65,11 @@ class PresetDraft:
     prompt: str
     category: Category
     visibility: Visibility
+
+    def digest(self) -> bytes:
+        """What a retried CreatePreset must repeat to get the same preset back."""
+        fields = [self.name, self.description, self.prompt, self.category, self.visibility]
+        return hashlib.sha256(json.dumps(fields).encode()).digest()
 
 
 @dataclass(frozen=True)
@@ -189,22 +204,51 @@ class PresetCatalog:
         draft: PresetDraft,
         *,
         may_publish: bool,
+        idempotency_key: str | None = None,
     ) -> Preset:
-        if draft.visibility is Visibility.PUBLIC and not may_publish:
-            raise PublicPresetsNotInTier()
+        """A new preset; with an idempotency key, a retry of the same request answers the
+        preset the first call made (even if the plan changed since), another request with
+        the key is ALREADY_EXISTS."""
         await self._tombstones.guard_write(session, owner_id)
         repository = PresetRepository(session)
-        preset_id = await repository.insert(
-            NewPreset(
-                owner_id=owner_id,
-                name=draft.name,
-                description=draft.description,
-                prompt=draft.prompt,
-                category=draft.category,
-                visibility=draft.visibility,
-            )
+        if idempotency_key is not None:
+            earlier = await repository.keyed_creation(owner_id, idempotency_key)
+            if earlier is not None:
+                return await self._created_before(repository, owner_id, earlier, draft)
+        if draft.visibility is Visibility.PUBLIC and not may_publish:
+            raise PublicPresetsNotInTier()
+        new = NewPreset(
+            owner_id=owner_id,
+            name=draft.name,
+            description=draft.description,
+            prompt=draft.prompt,
+            category=draft.category,
+            visibility=draft.visibility,
         )
+        if idempotency_key is None:
+            preset_id = await repository.insert(new)
+        else:
+            inserted = await repository.insert_keyed(new, idempotency_key, draft.digest())
+            if inserted is None:  # a concurrent call with the key committed first
+                earlier = await repository.keyed_creation(owner_id, idempotency_key)
+                assert earlier is not None  # the conflicting row is committed and owned
+                return await self._created_before(repository, owner_id, earlier, draft)
+            preset_id = inserted
         return await self._visible_preset(repository, preset_id, owner_id)
+
+    async def _created_before(
+        self,
+        repository: PresetRepository,
+        owner_id: uuid.UUID,
+        earlier: KeyedCreation,
+        draft: PresetDraft,
+    ) -> Preset:
+        if earlier.request_sha256 != draft.digest():
+            raise IdempotencyKeyReused()
+        preset = await repository.find_visible(earlier.preset_id, owner_id)
+        if preset is None:  # the owner sees every live preset of theirs
+            raise KeyedPresetDeleted(earlier.preset_id)
+        return preset
 
     async def update(
         self,

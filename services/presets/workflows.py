@@ -9,9 +9,11 @@ Creating a public preset, or making one public, needs the owner's tier feature
    preset really becomes public) and write.
 
 Nothing is recorded before step 2, so a crash before it leaves nothing behind and a crash
-after it leaves a complete preset; an update retried with the same values writes nothing
-and keeps the version. The tier may change between the two steps: it is cached for
-`tier_cache_seconds` anyway, and a lapsed plan keeps what it already published.
+after it leaves a complete preset. A retry is safe: CreatePreset with the same
+`Idempotency-Key` answers the preset the first call made (and creates no second one); an
+update retried with the same values writes nothing and keeps the version. The tier may
+change between the two steps: it is cached for `tier_cache_seconds` anyway, and a lapsed
+plan keeps what it already published.
 """
 
 from __future__ import annotations
@@ -53,11 +55,15 @@ class PresetPublishing:
             return False  # a user identity does not know has no plan at all
         return tier.allows(PUBLIC_PRESETS_FEATURE)
 
-    async def create(self, owner_id: uuid.UUID, draft: PresetDraft) -> Preset:
+    async def create(
+        self, owner_id: uuid.UUID, draft: PresetDraft, *, idempotency_key: str | None = None
+    ) -> Preset:
         may_publish = await self._may_publish(owner_id, draft.visibility)
         await checkpoint(TIER_READ)
         async with self._database.transaction() as session:
-            preset = await self._catalog.create(session, owner_id, draft, may_publish=may_publish)
+            preset = await self._catalog.create(
+                session, owner_id, draft, may_publish=may_publish, idempotency_key=idempotency_key
+            )
         await checkpoint(COMMITTED)
         return preset
 

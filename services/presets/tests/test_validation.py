@@ -31,6 +31,13 @@ GOOD = {"name": "Fine", "prompt": "Make it warm.", "category": FILTER}
         ({**GOOD, "category": 0}, "preset.category"),
         ({**GOOD, "category": 99}, "preset.category"),
         ({**GOOD, "visibility": 99}, "preset.visibility"),
+        # Display text (issue 7): a right-to-left override makes "Sepia\u202egnp.exe" read
+        # "Sepiaexe.png"; zero-width characters make two names look the same.
+        ({**GOOD, "name": "Sepia\u202egnp.exe"}, "preset.name"),
+        ({**GOOD, "name": "Syn\u200bthwave"}, "preset.name"),
+        ({**GOOD, "name": "\u2067Isolate\u2069"}, "preset.name"),
+        ({**GOOD, "description": "Warm\u202e tones"}, "preset.description"),
+        ({**GOOD, "description": "Zero\ufeffwidth"}, "preset.description"),
     ],
 )
 async def test_create_rejects(presets: PresetsClient, preset: dict[str, Any], field: str) -> None:
@@ -68,6 +75,8 @@ async def test_create_accepts_the_limits(presets: PresetsClient) -> None:
         ({"name": ""}, "name"),
         ({"name": "x" * 81}, "name"),
         ({"prompt": "\x00"}, "prompt"),
+        ({"name": "Renamed\u202e"}, "name"),
+        ({"description": "\u200dJoined"}, "description"),
         ({"category": 99}, "category"),
         ({"category": 0}, "category"),
         ({"visibility": 7}, "visibility"),
@@ -153,3 +162,20 @@ async def test_fork_name_is_validated(presets: PresetsClient) -> None:
         )
     )
     assert (result.code, result.field) == (grpc.StatusCode.INVALID_ARGUMENT, "name")
+
+
+async def test_a_fork_name_with_a_right_to_left_override_is_refused(
+    presets: PresetsClient,
+) -> None:
+    user = presets.user()
+    result = await failure(
+        presets.public.ForkPreset(
+            presets_pb2.ForkPresetRequest(
+                preset_id="00000000-0000-4000-8000-000000000001", name="Mine\u202egnp.exe"
+            ),
+            metadata=user.metadata,
+        )
+    )
+    assert (result.code, result.field) == (grpc.StatusCode.INVALID_ARGUMENT, "name")
+    assert "U+202E" in result.message
+    assert await presets.list_ids(user, scope=MINE) == []
