@@ -7,7 +7,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
 
-.PHONY: help run test lint format proto lock bench db docs clean
+.PHONY: help run test lint format proto lock bench bench-db db docs clean
 
 help: ## List the verbs
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
@@ -36,6 +36,9 @@ docs: $(INSTALLED) ## Regenerate docs/database.md from the migrated schemas
 
 bench: $(INSTALLED) ## Run the benchmarks and print the ratios SPEC section 7 asks for
 	$(PY) -m tools.bench
+
+bench-db: $(INSTALLED) ## Seed millions of rows in a throwaway Postgres and check every hot statement's plan and p99
+	$(PY) -m tools.bench_db
 
 db: $(INSTALLED) ## Start (or reuse) the embedded Postgres and migrate, then exit
 	$(PY) -m tools.provision
