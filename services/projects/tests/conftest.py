@@ -90,7 +90,12 @@ async def stack_factory(
 
     async def make(**overrides: Any) -> Stack:
         chosen = settings if not overrides else _with(settings, **overrides)
-        assets, presets, quota, engine = FakeAssets(), FakePresets(), RecordingQuota(), CountingEngine()
+        assets, presets, quota, engine = (
+            FakeAssets(),
+            FakePresets(),
+            RecordingQuota(),
+            CountingEngine(),
+        )
         server = await start(
             chosen, port=0, quota=quota, engine=engine, assets=assets, presets=presets
         )

@@ -108,7 +108,9 @@ async def test_jump_refuses_a_failed_edit_and_foreign_ids(stack: Stack) -> None:
     assert failed.status == pb.EDIT_STATUS_FAILED
     assert "understands" in failed.error
     with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await stack.stub.Jump(pb.JumpRequest(project_id=project.id, edit_id=failed.id), metadata=auth)
+        await stack.stub.Jump(
+            pb.JumpRequest(project_id=project.id, edit_id=failed.id), metadata=auth
+        )
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
 
