@@ -17,6 +17,8 @@ class DescriptorSet:
 
     pool: Any  # google.protobuf.descriptor_pool.DescriptorPool
     file_names: tuple[str, ...]
+    # The files as given, with their source info (comments, for gateway/openapi.py).
+    files: tuple[Any, ...] = ()
 
     @classmethod
     def load(cls, path: pathlib.Path) -> DescriptorSet:
@@ -30,7 +32,7 @@ class DescriptorSet:
             pool.Add(file)
         for module in (status_pb2, error_details_pb2):
             _add_with_dependencies(pool, module.DESCRIPTOR)
-        return cls(pool=pool, file_names=tuple(f.name for f in files))
+        return cls(pool=pool, file_names=tuple(f.name for f in files), files=tuple(files))
 
 
 def _add_with_dependencies(pool: Any, file: Any) -> None:

@@ -141,6 +141,30 @@ FORWARDED_USER_AGENT = "x-forwarded-user-agent"
 SERVICE_TOKEN_HEADER = "x-pixelshop-service-token"
 REMOVED_REQUEST_HEADERS: tuple[str, ...] = (SERVICE_TOKEN_HEADER, "cookie")
 
+# RPCs callable without an access token (SPEC section 6); every other routed RPC needs
+# `Authorization: Bearer`. The OpenAPI document marks exactly these as open; a test checks
+# the list against the services' own AuthPolicy.
+ANONYMOUS_RPCS: frozenset[str] = frozenset(
+    {
+        *(
+            f"pixelshop.identity.v1.IdentityService.{name}"
+            for name in (
+                "SignUp",
+                "LogIn",
+                "Refresh",
+                "LogOut",
+                "RequestPasswordReset",
+                "ResetPassword",
+                "VerifyEmail",
+                "ListTiers",
+                "GetJwks",
+            )
+        ),
+        # Stripe calls it; the Stripe-Signature header authenticates it.
+        "pixelshop.billing.v1.BillingService.HandleStripeWebhook",
+    }
+)
+
 # Compressed request bodies are refused (415): inflating them is how a 63 KB request
 # becomes 64 MiB. A deployment may deliberately turn on one decompressor; the inflated
 # bytes then count against the body limits above.

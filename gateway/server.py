@@ -375,9 +375,8 @@ def create_app(
 ) -> web.Application:
     """The gateway application; routes are compiled here, channels open when it starts."""
     descriptors = DescriptorSet.load(settings.descriptor_set)
-    gateway = Gateway(
-        settings, descriptors, RouteTable.from_descriptor_set(descriptors), clock=clock
-    )
+    routes = RouteTable.from_descriptor_set(descriptors)
+    gateway = Gateway(settings, descriptors, routes, clock=clock)
     # Body limits are the gateway's own (per route kind); aiohttp's is only a backstop.
     app = web.Application(
         client_max_size=max(settings.upload_body_max_bytes, settings.json_body_max_bytes) + 1
@@ -385,7 +384,7 @@ def create_app(
     app[GATEWAY] = gateway
     app.cleanup_ctx.append(gateway.upstream_channels)
     app.router.add_get("/healthz", healthz)
-    docs.add_routes(app, descriptors)
+    docs.add_routes(app, descriptors, routes)
     # Every other path goes to the transcoder, which matches the raw path itself.
     app.router.add_route("*", r"/{path:[\s\S]*}", gateway.handle)
     return app

@@ -80,6 +80,8 @@ class RequestTranscoder:
         self._query_fields: dict[str, BoundField | None] = {}
         self._unknown_names = 0
         self.body_mode, self._body_path = _body_target(message, body)
+        # The rule's `body` when it names a field ("" for none or "*").
+        self.body_field = body if body != "*" else ""
         # What the JSON body is checked against: the request message, or the body field.
         self._json_target: descriptor.Descriptor | descriptor.FieldDescriptor = message
         if self._body_path:
@@ -187,6 +189,7 @@ class ResponseTranscoder:
 
     def __init__(self, message: descriptor.Descriptor, response_body: str, pool: Any) -> None:
         self._pool = pool
+        self.body_field = response_body
         # Fields to walk down to the message that is printed, and, for a scalar or repeated
         # response_body, the JSON name to pick out of that message's printed form.
         self._walk: tuple[str, ...] = ()

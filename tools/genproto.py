@@ -1,4 +1,4 @@
-"""Generates Python code, type stubs and the descriptor set from protos/.
+"""Generates Python code, type stubs, the descriptor set and OpenAPI from protos/.
 
 One command (`make proto`) produces everything; the output is committed and
 `tests/test_generated_code.py` fails when running this again would change it.
@@ -14,10 +14,13 @@ import tempfile
 
 from grpc_tools import protoc
 
+from tools import openapi
+
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PROTO_ROOT = ROOT / "protos"
 GEN_ROOT = ROOT / "gen"
 DESCRIPTOR_NAME = "pixelshop.binpb"
+OPENAPI_NAME = "openapi.json"
 # The Envoy ConfigMap is built by kustomize, which only reads files below its own folder.
 DESCRIPTOR_COPIES = (ROOT / "deploy" / "k8s" / "base" / "gateway" / DESCRIPTOR_NAME,)
 
@@ -61,6 +64,8 @@ def generate(out: pathlib.Path) -> None:
         *files,
         *ERROR_DETAIL_PROTOS,
     )
+    # The HTTP API described for frontend developers (served at /openapi.json too).
+    openapi.write(out / DESCRIPTOR_NAME, out / OPENAPI_NAME)
     for package in {pathlib.Path(f).parent for f in files}:
         for folder in [package, *package.parents][:-1]:
             (out / folder / "__init__.py").touch()
