@@ -73,3 +73,30 @@ async def test_bad_preset_input_is_400(http: httpx.AsyncClient) -> None:
     )
     assert empty.status_code == 400
     assert "name" in empty.text
+
+
+async def test_create_retried_with_an_idempotency_key_makes_one_preset(
+    http: httpx.AsyncClient,
+) -> None:
+    account = await sign_up(http)
+    body = {"name": "Retried look", "prompt": "Cool shadows.", "category": "PRESET_CATEGORY_FILTER"}
+    headers = {**bearer(account), "Idempotency-Key": "create-once-7f3a"}
+    first = await http.post("/v1/presets", headers=headers, json=body)
+    second = await http.post("/v1/presets", headers=headers, json=body)
+    assert first.status_code == second.status_code == 200, second.text
+    assert first.json()["preset"]["id"] == second.json()["preset"]["id"]
+    other = await http.post("/v1/presets", headers=headers, json={**body, "name": "Other"})
+    assert other.status_code == 409, other.text
+    mine = await http.get("/v1/presets?scope=mine", headers=bearer(account))
+    assert [p["id"] for p in mine.json()["presets"]] == [first.json()["preset"]["id"]]
+
+
+async def test_a_name_with_a_right_to_left_override_is_400(http: httpx.AsyncClient) -> None:
+    account = await sign_up(http)
+    response = await http.post(
+        "/v1/presets",
+        headers=bearer(account),
+        json={"name": "Sepia\u202egnp.exe", "prompt": "x", "category": "PRESET_CATEGORY_FILTER"},
+    )
+    assert response.status_code == 400
+    assert "preset.name" in response.text
