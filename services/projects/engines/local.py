@@ -121,7 +121,10 @@ def _vintage(image: Image.Image, points: tuple[Point, ...]) -> Image.Image:
 
 def _synthwave(image: Image.Image, points: tuple[Point, ...]) -> Image.Image:
     gray = ImageOps.autocontrast(ImageOps.grayscale(image), cutoff=1)
-    return ImageOps.colorize(gray, "#1b0638", "#ff4fd8", mid="#2fd9ff")
+    # Deep violet shadows, magenta mid-tones, a cyan glow in the highlights.
+    return ImageOps.colorize(
+        gray, "#1b0638", "#7ff6ff", mid="#ff2bd6", blackpoint=0, whitepoint=255, midpoint=150
+    )
 
 
 def _focus_mask(size: tuple[int, int], points: tuple[Point, ...]) -> Image.Image:
