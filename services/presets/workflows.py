@@ -1,4 +1,4 @@
-"""Preset publish: the one presets write that needs another service (ADR 0011).
+"""Preset publish: the one presets write that needs another service (ADR 0011, ADR 0014).
 
 Creating a public preset, or making one public, needs the owner's tier feature
 `public_presets`, which identity answers. The steps:
