@@ -1,46 +1,101 @@
 """Following identity's outbox: how cross-service effects of an account reach a service.
 
-Identity appends events (`user.deleted`, `user.tier_changed`) to its outbox in the same
-transaction as the change. Each consuming service runs an `OutboxFollower`: it reads
-events after its own cursor through identity's internal `ListEvents`, hands each one to
-a handler, and only then moves the cursor, which it keeps in its own schema (table
-`event_cursors`). Delivery is at least once, so handlers must be idempotent (purges are).
+Identity appends events (`user.deleted`, `user.tier_changed`; ids and codes only, never
+personal data) to its outbox in the same transaction as the change, taking no lock. Each
+row's position is (xact_id, sequence): the writing transaction's id, then the row's order
+within it. Identity's `ListEvents` hands out only rows of transactions older than every
+transaction still running (`pg_snapshot_xmin`), so a writer that commits late can never
+appear behind a position a follower has passed (ADR 0012).
+
+Each consuming service runs one `OutboxFollower` per replica, but only the replica holding
+a session-level advisory lock (`pg_try_advisory_lock`, one key per service and source)
+follows; the others stand by and take over within a poll interval when the leader's
+connection goes. The leader reads a page after its cursor (only the types it handles) and
+runs each handler in a SAVEPOINT of one transaction that also advances the cursor, so a
+batch's effects and its position commit together. The cursor only ever moves forward (a
+conditional upsert). A failing event is retried with exponential back-off; after
+`max_attempts` it is parked (`parked_events`, ids only; logged; counted in
+`pixelshop_events_parked_total`) and the cursor moves past it, so later events flow.
+
+Handlers take the batch's session and must be idempotent (delivery is at least once) and
+make no remote call (they run inside a transaction): anything remote is recorded here and
+done afterwards by `after_round` (e.g. purges driven by runtime.tombstones).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
-from google.protobuf import json_format
-from sqlalchemy import BigInteger, Column, DateTime, Integer, MetaData, Table, Text, select, text
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    cast,
+    func,
+    select,
+    text,
+    tuple_,
+)
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.dialects.postgresql import base as postgresql_base
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import UserDefinedType
 
 from runtime.db import Database
-from runtime.peers.identity import IdentityClient
+from runtime.metrics import Metrics
 
 log = logging.getLogger("pixelshop.events")
 
 USER_DELETED = "user.deleted"
 USER_TIER_CHANGED = "user.tier_changed"
+# The only types identity hands to other services.
+CROSS_SERVICE_TYPES = (USER_DELETED, USER_TIER_CHANGED)
+
+
+@dataclass(frozen=True, order=True)
+class Position:
+    """A place in the outbox: every event at or before it has been handled."""
+
+    xact_id: int = 0
+    sequence: int = 0
 
 
 @dataclass(frozen=True)
 class Event:
-    sequence: int
+    position: Position
+    id: uuid.UUID
     type: str
     user_id: uuid.UUID
-    payload: dict[str, Any]
+    payload: dict[str, Any] = field(default_factory=dict)
 
 
-Handler = Callable[[Event], Awaitable[object]]
+@dataclass(frozen=True)
+class EventPage:
+    events: list[Event]
+    # Where to ask after next time: past the events returned and any of other types.
+    next: Position
+
+
+class EventSource(Protocol):
+    """Identity's ListEvents, as runtime.peers.identity.IdentityClient implements it."""
+
+    async def events(self, after: Position, limit: int, types: Sequence[str]) -> EventPage: ...
+
+
+# A handler runs inside the follower's batch transaction, on its session.
+Handler = Callable[[AsyncSession, Event], Awaitable[object]]
 
 
 class Xid8(UserDefinedType[int]):
@@ -50,6 +105,19 @@ class Xid8(UserDefinedType[int]):
 
     def get_col_spec(self, **kw: Any) -> str:
         return "XID8"
+
+    # Through text both ways: no driver-specific codec needed.
+    def bind_expression(self, bindvalue: Any) -> Any:
+        return cast(cast(bindvalue, String), self)
+
+    def column_expression(self, column: Any) -> Any:
+        return cast(column, String)
+
+    def bind_processor(self, dialect: Any) -> Any:
+        return lambda value: None if value is None else str(int(value))
+
+    def result_processor(self, dialect: Any, coltype: Any) -> Any:
+        return lambda value: None if value is None else int(value)
 
 
 # So that reflection (Alembic's drift check) knows the type instead of warning.
@@ -106,79 +174,250 @@ class CursorStore:
     def __init__(self, database: Database, table: Table, source: str = "identity") -> None:
         self._database = database
         self._table = table
-        self._source = source
+        self.source = source
 
-    async def load(self) -> int:
-        async with self._database.transaction() as session:
-            value = await session.scalar(
-                select(self._table.c.sequence).where(self._table.c.source == self._source)
+    async def load(self) -> Position:
+        async with self._database.read() as session:
+            row = (
+                await session.execute(
+                    select(self._table.c.xact_id, self._table.c.sequence).where(
+                        self._table.c.source == self.source
+                    )
+                )
+            ).first()
+        return Position(int(row.xact_id), int(row.sequence)) if row else Position()
+
+    async def advance(self, session: AsyncSession, position: Position) -> None:
+        """Moves the cursor to `position` unless it is already there or further: two
+        leaders for a moment, or a replayed batch, can never move it backwards."""
+        table = self._table
+        statement = insert(table).values(
+            source=self.source,
+            xact_id=position.xact_id,
+            sequence=position.sequence,
+            updated_at=datetime.now(UTC),
+        )
+        await session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[table.c.source],
+                set_={
+                    "xact_id": statement.excluded.xact_id,
+                    "sequence": statement.excluded.sequence,
+                    "updated_at": statement.excluded.updated_at,
+                },
+                where=tuple_(table.c.xact_id, table.c.sequence)
+                < tuple_(statement.excluded.xact_id, statement.excluded.sequence),
             )
-        return int(value or 0)
+        )
 
-    async def save(self, sequence: int) -> None:
-        statement = insert(self._table).values(
-            source=self._source, sequence=sequence, updated_at=datetime.now(UTC)
-        )
-        statement = statement.on_conflict_do_update(
-            index_elements=[self._table.c.source],
-            set_={
-                "sequence": statement.excluded.sequence,
-                "updated_at": statement.excluded.updated_at,
-            },
-        )
-        async with self._database.transaction() as session:
-            await session.execute(statement)
+
+def lock_key(name: str) -> int:
+    digest = hashlib.sha256(f"pixelshop.follower:{name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+class Leadership:
+    """A session-level advisory lock held on a dedicated connection: one leader per name
+    across all replicas. It is released when the connection closes, so a dead leader's
+    lock goes with its connection and a standby takes over at its next attempt."""
+
+    def __init__(self, database: Database, name: str) -> None:
+        self._database = database
+        self._key = lock_key(name)
+        self._connection: AsyncConnection | None = None
+
+    @property
+    def held(self) -> bool:
+        return self._connection is not None
+
+    async def acquire(self) -> bool:
+        """True while this replica leads: takes the lock if free, or checks it still has
+        it (a lost connection means lost leadership)."""
+        if self._connection is not None:
+            try:
+                await self._connection.scalar(select(1))
+                return True
+            except Exception:
+                log.warning("follower lost its lock connection; standing down", exc_info=True)
+                await self.release()
+                return False
+        # Autocommit: the lock connection never holds a transaction open.
+        connection = await self._database.engine.connect()
+        try:
+            await connection.execution_options(isolation_level="AUTOCOMMIT")
+            got = await connection.scalar(select(func.pg_try_advisory_lock(self._key)))
+        except BaseException:
+            await connection.close()
+            raise
+        if not got:
+            await connection.close()
+            return False
+        self._connection = connection
+        return True
+
+    async def release(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            try:
+                await connection.close()
+            except Exception:
+                log.debug("closing the lock connection failed", exc_info=True)
 
 
 class OutboxFollower:
     def __init__(
         self,
-        identity: IdentityClient,
+        source: EventSource,
+        database: Database,
         cursor: CursorStore,
+        parked: Table,
         handlers: Mapping[str, Handler],
         *,
+        name: str,
+        after_round: Callable[[], Awaitable[object]] | None = None,
+        metrics: Metrics | None = None,
         poll_seconds: float = 2.0,
         batch: int = 100,
+        max_attempts: int = 5,
+        retry_seconds: float = 0.5,
+        max_retry_seconds: float = 30.0,
     ) -> None:
-        self._identity = identity
+        """`name`: the consuming service (one leader per name and source). `after_round`
+        runs after every round, leader only, with no transaction open: the place for remote
+        work the handlers recorded (purges)."""
+        self._source = source
+        self._database = database
         self._cursor = cursor
+        self._parked = parked
         self._handlers = dict(handlers)
+        self._types = sorted(self._handlers)
+        self._after_round = after_round
+        self._metrics = metrics
         self._poll = poll_seconds
         self._batch = batch
+        self._max_attempts = max_attempts
+        self._retry = retry_seconds
+        self._max_retry = max_retry_seconds
+        self._attempts: dict[Position, int] = {}
+        self.leadership = Leadership(database, f"{name}:{cursor.source}")
 
     async def follow_once(self) -> int:
-        """Handles every event available now; answers how many were read."""
+        """Handles (or parks) every event available now; answers how many were read."""
         total = 0
         position = await self._cursor.load()
         while True:
-            events = await self._identity.events(position, self._batch)
-            for raw in events:
-                handler = self._handlers.get(raw.type)
-                if handler is not None:
-                    await handler(
-                        Event(
-                            sequence=raw.sequence,
-                            type=raw.type,
-                            user_id=uuid.UUID(raw.user_id),
-                            payload=json_format.MessageToDict(raw.payload),
-                        )
-                    )
-                position = raw.sequence
-                await self._cursor.save(position)
-            total += len(events)
-            if len(events) < self._batch:
+            page = await self._source.events(position, self._batch, self._types)
+            await self._apply(page.events)
+            if page.next > position:
+                async with self._database.transaction() as session:
+                    await self._cursor.advance(session, page.next)
+                position = page.next
+            total += len(page.events)
+            if len(page.events) < self._batch:
                 return total
 
+    async def _apply(self, events: Sequence[Event]) -> None:
+        index = 0
+        while index < len(events):
+            handled, failure = await self._apply_batch(events[index:])
+            index += handled
+            if failure is None:
+                continue
+            event = events[index]
+            attempts = self._attempts.get(event.position, 0) + 1
+            self._attempts[event.position] = attempts
+            if attempts < self._max_attempts:
+                delay = min(self._retry * 2 ** (attempts - 1), self._max_retry)
+                log.warning(
+                    "event handler failed; retrying",
+                    extra={"type": event.type, "event_id": str(event.id), "attempt": attempts},
+                    exc_info=failure,
+                )
+                await asyncio.sleep(delay)
+                continue
+            await self._park(event, attempts, failure)
+            index += 1
+
+    async def _apply_batch(self, events: Sequence[Event]) -> tuple[int, BaseException | None]:
+        """Handles events in order in one transaction, each in a savepoint, up to the first
+        failure; the cursor moves past the handled ones in the same transaction."""
+        handled = 0
+        failure: BaseException | None = None
+        async with self._database.transaction() as session:
+            for event in events:
+                handler = self._handlers.get(event.type)
+                if handler is not None:
+                    try:
+                        async with session.begin_nested():
+                            await handler(session, event)
+                    except Exception as error:
+                        failure = error
+                        break
+                handled += 1
+                self._attempts.pop(event.position, None)
+            if handled:
+                await self._cursor.advance(session, events[handled - 1].position)
+        return handled, failure
+
+    async def _park(self, event: Event, attempts: int, failure: BaseException) -> None:
+        async with self._database.transaction() as session:
+            await session.execute(
+                insert(self._parked)
+                .values(
+                    source=self._cursor.source,
+                    xact_id=event.position.xact_id,
+                    sequence=event.position.sequence,
+                    event_id=event.id,
+                    type=event.type,
+                    user_id=event.user_id,
+                    payload=event.payload,
+                    attempts=attempts,
+                    last_error=type(failure).__name__,
+                )
+                .on_conflict_do_nothing()
+            )
+            await self._cursor.advance(session, event.position)
+        self._attempts.pop(event.position, None)
+        if self._metrics is not None:
+            self._metrics.increment(
+                "events_parked_total",
+                "Events parked after their handler kept failing",
+                source=self._cursor.source,
+                type=event.type,
+            )
+        log.error(
+            "event parked after repeated failures",
+            extra={
+                "type": event.type,
+                "event_id": str(event.id),
+                "attempts": attempts,
+                "error": type(failure).__name__,
+            },
+        )
+
+    async def round(self) -> bool:
+        """One round: follows and runs `after_round` if this replica leads; answers
+        whether it did."""
+        if not await self.leadership.acquire():
+            return False
+        await self.follow_once()
+        if self._after_round is not None:
+            await self._after_round()
+        return True
+
     async def run(self) -> None:
-        """Follows forever; failures back off and retry from the saved cursor."""
+        """Follows forever (or stands by); failures back off and retry from the cursor."""
         delay = self._poll
-        while True:
-            try:
-                await self.follow_once()
-                delay = self._poll
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("following identity's outbox failed; retrying", exc_info=True)
-                delay = min(delay * 2, 60.0)
-            await asyncio.sleep(delay)
+        try:
+            while True:
+                try:
+                    await self.round()
+                    delay = self._poll
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.warning("following the outbox failed; retrying", exc_info=True)
+                    delay = min(delay * 2, 60.0)
+                await asyncio.sleep(delay)
+        finally:
+            await self.leadership.release()

@@ -38,6 +38,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Database
 from runtime.errors import Unauthenticated
+from runtime.events import Event
 
 log = logging.getLogger("pixelshop.tombstones")
 
@@ -150,6 +151,12 @@ class Tombstones:
         await session.execute(select(func.pg_advisory_xact_lock(user_lock_key(user_id))))
         await session.execute(insert(self._table).values(user_id=user_id).on_conflict_do_nothing())
         self._recent.add(user_id)
+
+    async def on_user_deleted(self, session: AsyncSession, event: Event) -> None:
+        """The `user.deleted` handler for runtime.events.OutboxFollower: records the
+        tombstone in the follower's batch transaction; `purge_pending` (the follower's
+        `after_round`) purges once it has committed."""
+        await self.record(session, event.user_id)
 
     async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None:
         """Call inside the transaction that makes the user's write visible, before commit."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -19,6 +20,7 @@ from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from runtime.clients import PeerChannel
 from runtime.errors import NotFound, Unavailable
+from runtime.events import Event, EventPage, Position
 
 log = logging.getLogger("pixelshop.peers.identity")
 
@@ -118,10 +120,31 @@ class IdentityClient:
         )
         self._tier_cache.pop(user_id, None)
 
-    async def events(self, after_sequence: int, limit: int = 100) -> list[identity_pb2.Event]:
+    async def events(
+        self, after: Position, limit: int = 100, types: Sequence[str] = ()
+    ) -> EventPage:
+        """The outbox after `after` (only `types`, if given): implements
+        `runtime.events.EventSource`. Reporting `after` is also how identity learns this
+        service's position, below which it may prune."""
         response = await self._internal.ListEvents(
-            identity_pb2.ListEventsRequest(after_sequence=after_sequence, page_size=limit),
+            identity_pb2.ListEventsRequest(
+                after_xact_id=after.xact_id,
+                after_sequence=after.sequence,
+                page_size=limit,
+                types=list(types),
+            ),
             metadata=self._peer.metadata(),
             timeout=10,
         )
-        return list(response.events)
+        events = [
+            Event(
+                position=Position(raw.xact_id, raw.sequence),
+                id=uuid.UUID(raw.id),
+                type=raw.type,
+                user_id=uuid.UUID(raw.user_id),
+                payload=json_format.MessageToDict(raw.payload),
+            )
+            for raw in response.events
+        ]
+        following = Position(response.next_xact_id, response.next_sequence)
+        return EventPage(events, max(after, following))

@@ -27,8 +27,9 @@ from runtime.pagination import PageTokens
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
+from runtime.tombstones import Tombstones
 from services.assets.api import AssetApi, AssetInternalApi
-from services.assets.models import SCHEMA, event_cursors
+from services.assets.models import SCHEMA, deleted_users, event_cursors, parked_events
 from services.assets.service import AssetService
 from services.assets.settings import AssetsSettings, load
 from services.assets.storage import ObjectStore, build_store
@@ -114,11 +115,15 @@ async def start(
             assets_pb2_grpc.add_AssetInternalServiceServicer_to_server,
         ),
     ]
+    tombstones = Tombstones(components.database, deleted_users)
     policy = AuthPolicy(
         user_services=frozenset({ASSET_SERVICE}),
         internal_services=frozenset({ASSET_INTERNAL_SERVICE}),
+        # A deleted account's still-valid token is refused on every call (ADR 0012).
+        refused_user=tombstones.is_deleted,
     )
     try:
+        await tombstones.load()
         running = await start_server(
             settings,
             registrations,
@@ -130,13 +135,21 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
+    # One leader among the replicas follows identity's outbox: `user.deleted` records the
+    # tombstone, then the purge runs outside any transaction (ADR 0012).
     follower = OutboxFollower(
         components.identity,
+        components.database,
         CursorStore(components.database, event_cursors),
-        {USER_DELETED: lambda event: components.service.purge_user(event.user_id)},
+        parked_events,
+        {USER_DELETED: tombstones.on_user_deleted},
+        name=settings.service_name,
+        after_round=lambda: tombstones.purge_pending(components.service.purge_user),
+        metrics=running.metrics,
         poll_seconds=settings.event_poll_seconds,
     )
     running.background.append(asyncio.create_task(follower.run(), name="assets-events"))
+    running.background.append(asyncio.create_task(tombstones.run(), name="assets-tombstones"))
     if settings.sweep_interval_seconds > 0:
         running.background.append(
             asyncio.create_task(

@@ -22,7 +22,7 @@ from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime import validation
-from runtime.context import current_client, current_principal
+from runtime.context import current_client, current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import DomainError, InvalidArgument
 from runtime.interceptors import AuthPolicy
@@ -32,6 +32,7 @@ from runtime.timestamps import to_timestamp
 from services.identity.errors import FailAfterCommit
 from services.identity.keys import SigningKeys, jwk
 from services.identity.models import OutboxEvent, Session, Tier, User
+from services.identity.outbox import Outbox, event_types, position_of
 from services.identity.service import (
     DISPLAY_NAME_MAX_LENGTH,
     EMAIL_MAX_LENGTH,
@@ -244,6 +245,7 @@ def session_message(session: Session, current: uuid.UUID) -> identity_pb2.Sessio
 
 def event_message(event: OutboxEvent) -> identity_pb2.Event:
     return identity_pb2.Event(
+        xact_id=event.xact_id,
         sequence=event.sequence,
         id=str(event.id),
         type=event.type,
@@ -441,9 +443,11 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
 class IdentityInternalApi(identity_pb2_grpc.IdentityInternalServiceServicer):
     """Reached only with a service credential (the interceptor checks it)."""
 
-    def __init__(self, *, database: Database, tiers: Tiers) -> None:
+    def __init__(self, *, database: Database, tiers: Tiers, outbox: Outbox) -> None:
+        self._database = database
         self._unit_of_work = units_of_work(database)
         self._tiers = tiers
+        self._outbox = outbox
 
     async def SetUserTier(self, request: Any, context: Context) -> identity_pb2.SetUserTierResponse:
         user_id = validation.required_uuid(request.user_id, "user_id")
@@ -459,11 +463,20 @@ class IdentityInternalApi(identity_pb2_grpc.IdentityInternalServiceServicer):
         return identity_pb2.GetUserTierResponse(tier=tier_message(tier))
 
     async def ListEvents(self, request: Any, context: Context) -> identity_pb2.ListEventsResponse:
-        if request.after_sequence < 0:
-            raise InvalidArgument("after_sequence", "must not be negative")
+        """Events after the caller's position (which is recorded as the calling service's,
+        for pruning), only of the types asked for and only of finished transactions."""
+        after = position_of(request.after_xact_id, request.after_sequence)
+        types = event_types(list(request.types))
         size = validation.page_size(
             request.page_size, default=EVENTS_PAGE_DEFAULT, maximum=EVENTS_PAGE_MAX
         )
-        async with self._unit_of_work() as session:
-            events = await self._tiers.events_after(session, request.after_sequence, size)
-        return identity_pb2.ListEventsResponse(events=[event_message(e) for e in events])
+        async with self._database.transaction() as session:
+            await self._outbox.record_follower(session, current_service_caller().name, after)
+        # One statement in autocommit: the page and its end come from one snapshot.
+        async with self._database.read() as session:
+            events, following = await self._outbox.page(session, after, size, types)
+        return identity_pb2.ListEventsResponse(
+            events=[event_message(e) for e in events],
+            next_xact_id=following.xact_id,
+            next_sequence=following.sequence,
+        )

@@ -16,16 +16,23 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import (
+    BigInteger,
+    CompoundSelect,
     Delete,
     Select,
     Update,
+    and_,
     delete,
+    false,
     func,
     insert,
+    literal,
     or_,
     select,
     text,
+    true,
     tuple_,
+    union_all,
     update,
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
@@ -34,6 +41,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.errors import AlreadyExists
+from runtime.events import Position, Xid8
 from services.identity.models import (
     LIVE_USER,
     OneTimeToken,
@@ -49,6 +57,7 @@ from services.identity.models import (
     login_failures,
     one_time_tokens,
     outbox,
+    outbox_followers,
     refresh_tokens,
     sessions,
     signing_keys,
@@ -62,9 +71,6 @@ UNIQUE_FIELDS = {
     "uq_users_username_live": "username",
 }
 
-# Writers of the outbox take this transaction-scoped lock before inserting, so sequence
-# numbers become visible in commit order and a consumer's cursor never skips an event.
-OUTBOX_LOCK = "identity.outbox"
 # Serializes creating and rotating signing keys across replicas and the CLI.
 SIGNING_KEYS_LOCK = "identity.signing_keys"
 
@@ -126,10 +132,53 @@ def active_sessions(
     return statement.order_by(sessions.c.created_at.desc(), sessions.c.id.desc()).limit(limit)
 
 
-def events_after(sequence: int, limit: int) -> Select[Any]:
-    return (
-        select(outbox).where(outbox.c.sequence > sequence).order_by(outbox.c.sequence).limit(limit)
+def events_page(after: Position, limit: int, types: Sequence[str]) -> CompoundSelect:
+    """One statement, so one snapshot: up to `limit` events of `types` after `after`, and
+    (a row with `tail` true) the last position of any type, both only of transactions
+    older than every transaction still running (`pg_snapshot_xmin`). Those have all
+    committed or aborted, so nothing can appear later at or before the returned position
+    however late a writer commits (ADR 0012)."""
+    position = tuple_(outbox.c.xact_id, outbox.c.sequence)
+    start = tuple_(literal(after.xact_id, Xid8()), literal(after.sequence, BigInteger()))
+    horizon = select(
+        func.pg_snapshot_xmin(func.pg_current_snapshot(), type_=Xid8())
+    ).scalar_subquery()
+    readable = and_(position > start, outbox.c.xact_id < horizon)
+    page = (
+        select(*outbox.c, false().label("tail"))
+        .where(readable, outbox.c.type.in_(list(types)))
+        .order_by(outbox.c.xact_id, outbox.c.sequence)
+        .limit(limit)
+        .subquery()
     )
+    tail = (
+        select(*outbox.c, true().label("tail"))
+        .where(readable)
+        .order_by(outbox.c.xact_id.desc(), outbox.c.sequence.desc())
+        .limit(1)
+        .subquery()
+    )
+    return union_all(select(page), select(tail))
+
+
+def prune_outbox(cutoff: datetime.datetime, limit: int) -> Delete:
+    """Events every follower has passed and older than `cutoff`; nothing while no follower
+    has reported (the minimum position is then NULL)."""
+    slowest = select(outbox_followers).order_by(
+        outbox_followers.c.xact_id, outbox_followers.c.sequence
+    )
+    slowest_xact = slowest.with_only_columns(outbox_followers.c.xact_id).limit(1)
+    slowest_sequence = slowest.with_only_columns(outbox_followers.c.sequence).limit(1)
+    doomed = (
+        select(outbox.c.id)
+        .where(
+            outbox.c.created_at < cutoff,
+            tuple_(outbox.c.xact_id, outbox.c.sequence)
+            <= tuple_(slowest_xact.scalar_subquery(), slowest_sequence.scalar_subquery()),
+        )
+        .limit(limit)
+    )
+    return delete(outbox).where(outbox.c.id.in_(doomed))
 
 
 def _user(row: Row[Any]) -> User:
@@ -208,6 +257,7 @@ def _one_time_token(row: Row[Any]) -> OneTimeToken:
 
 def _event(row: Row[Any]) -> OutboxEvent:
     return OutboxEvent(
+        xact_id=int(row.xact_id),
         sequence=row.sequence,
         id=row.id,
         type=row.type,
@@ -665,7 +715,7 @@ class IdentityRepository:
         payload: Mapping[str, Any],
         now: datetime.datetime,
     ) -> OutboxEvent:
-        await self._lock(OUTBOX_LOCK)
+        """No lock: the row's position is this transaction's id (ADR 0012)."""
         row = (
             await self._session.execute(
                 insert(outbox)
@@ -681,9 +731,50 @@ class IdentityRepository:
         ).one()
         return _event(row)
 
-    async def events_after(self, sequence: int, limit: int) -> list[OutboxEvent]:
-        rows = await self._session.execute(events_after(sequence, limit))
-        return [_event(row) for row in rows]
+    async def events_page(
+        self, after: Position, limit: int, types: Sequence[str]
+    ) -> tuple[list[OutboxEvent], Position]:
+        """Events of `types` after `after`, and the position to ask after next time."""
+        rows = list(await self._session.execute(events_page(after, limit, types)))
+        events = sorted(
+            (_event(row) for row in rows if not row.tail), key=lambda e: (e.xact_id, e.sequence)
+        )
+        following = after
+        if len(events) == limit:
+            following = Position(events[-1].xact_id, events[-1].sequence)
+        else:
+            # Every event of `types` up to the last readable row is in this page.
+            for row in rows:
+                if row.tail:
+                    following = max(following, Position(int(row.xact_id), int(row.sequence)))
+        return events, following
+
+    async def record_follower(
+        self, follower: str, position: Position, now: datetime.datetime
+    ) -> None:
+        """Remembers how far `follower` has handled the outbox; never moves it back."""
+        statement = pg_insert(outbox_followers).values(
+            follower=follower,
+            xact_id=position.xact_id,
+            sequence=position.sequence,
+            updated_at=now,
+        )
+        await self._session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[outbox_followers.c.follower],
+                set_={
+                    "xact_id": statement.excluded.xact_id,
+                    "sequence": statement.excluded.sequence,
+                    "updated_at": statement.excluded.updated_at,
+                },
+                where=tuple_(outbox_followers.c.xact_id, outbox_followers.c.sequence)
+                <= tuple_(statement.excluded.xact_id, statement.excluded.sequence),
+            )
+        )
+
+    async def prune_outbox(self, cutoff: datetime.datetime, limit: int = 1000) -> int:
+        result = await self._session.execute(prune_outbox(cutoff, limit))
+        return int(getattr(result, "rowcount", 0) or 0)
 
     # Log-in throttle
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime
 import logging
 from dataclasses import dataclass
@@ -32,6 +33,7 @@ from services.identity.api import (
 from services.identity.keys import PublishedKeySource, SigningKeys
 from services.identity.mail import Mailer, OutboxMailbox
 from services.identity.models import SCHEMA, ThrottleScope
+from services.identity.outbox import PRUNE_BATCH, Outbox, deleted_users
 from services.identity.passwords import PasswordHasher
 from services.identity.service import (
     Accounts,
@@ -148,7 +150,13 @@ async def start(
             ),
             metrics=metrics,
         )
-        internal = IdentityInternalApi(database=database, tiers=components.tiers)
+        outbox = Outbox(
+            retention=datetime.timedelta(days=settings.outbox_retention_days), clock=clock
+        )
+        # Deleted accounts' still-valid tokens are refused on every RPC (ADR 0012).
+        refused = deleted_users(database)
+        await refused.load()
+        internal = IdentityInternalApi(database=database, tiers=components.tiers, outbox=outbox)
         running = await start_server(
             settings,
             [
@@ -163,7 +171,7 @@ async def start(
                     identity_pb2_grpc.add_IdentityInternalServiceServicer_to_server,
                 ),
             ],
-            auth_policy(),
+            dataclasses.replace(auth_policy(), refused_user=refused.is_deleted),
             verifier,
             port=port,
             metrics=metrics,
@@ -177,7 +185,33 @@ async def start(
             keep_house(components.housekeeping, database, settings.maintenance_interval_seconds)
         )
     )
+    running.background.append(asyncio.create_task(refused.run(), name="identity-deleted-users"))
+    running.background.append(
+        asyncio.create_task(
+            prune_outbox(outbox, database, settings.maintenance_interval_seconds),
+            name="identity-outbox-pruning",
+        )
+    )
     return running
+
+
+async def prune_outbox(outbox: Outbox, database: Database, interval: float) -> None:
+    """Deletes, every `interval` seconds, the events every follower has passed and older
+    than the retention, in batches of one short transaction each."""
+    while True:
+        try:
+            total = 0
+            while True:
+                async with database.transaction() as session:
+                    pruned = await outbox.prune(session)
+                total += pruned
+                if pruned < PRUNE_BATCH:
+                    break
+            if total:
+                log.info("pruned the outbox", extra={"deleted": total})
+        except Exception:
+            log.exception("pruning the outbox failed; retrying at the next interval")
+        await asyncio.sleep(interval)
 
 
 async def keep_house(housekeeping: Housekeeping, database: Database, interval: float) -> None:

@@ -17,7 +17,7 @@ import datetime
 import logging
 import unicodedata
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
@@ -36,7 +36,6 @@ from services.identity.keys import SigningKeys
 from services.identity.mail import Mailer, MailMessage
 from services.identity.models import (
     FREE_TIER,
-    OutboxEvent,
     RefreshToken,
     Session,
     Tier,
@@ -805,11 +804,6 @@ class Tiers:
         if user is None:
             raise NotFound("user", login)
         return await self.set_user_tier(session, user.id, tier_code)
-
-    async def events_after(
-        self, session: AsyncSession, sequence: int, limit: int
-    ) -> Sequence[OutboxEvent]:
-        return await IdentityRepository(session).events_after(sequence, limit)
 
 
 def _describe(duration: datetime.timedelta) -> str:

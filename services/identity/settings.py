@@ -75,6 +75,9 @@ class IdentitySettings(ServiceSettings):
 
     # How often expired sessions, tokens and throttle buckets are swept, and key age checked.
     maintenance_interval_seconds: float = 600.0
+    # Outbox events are pruned once every follower has passed them and they are this old
+    # (ADR 0012); housekeeping prunes at each maintenance interval.
+    outbox_retention_days: float = 7.0
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -120,6 +123,10 @@ class IdentitySettings(ServiceSettings):
                 (
                     not 0 < self.maintenance_interval_seconds <= MAX_DURATION_SECONDS,
                     "MAINTENANCE_INTERVAL_SECONDS must be positive and at most ten years",
+                ),
+                (
+                    not 0 <= self.outbox_retention_days <= 3650,
+                    "OUTBOX_RETENTION_DAYS must be 0-3650",
                 ),
                 *(
                     (seconds > MAX_DURATION_SECONDS, f"{name} must be at most ten years")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.tombstones import Tombstones
 from services.presets.api import PresetApi, PresetInternalApi
-from services.presets.models import SCHEMA, deleted_users, event_cursors
+from services.presets.models import SCHEMA, deleted_users, event_cursors, parked_events
 from services.presets.service import PresetCatalog
 from services.presets.settings import PresetsSettings, load
 from services.presets.workflows import PresetPublishing
@@ -101,10 +102,11 @@ async def start(
         ),
     ]
     try:
+        await components.tombstones.load()
         running = await start_server(
             settings,
             registrations,
-            AUTH_POLICY,
+            dataclasses.replace(AUTH_POLICY, refused_user=components.tombstones.is_deleted),
             jwks_verifier(settings, components.identity.jwks),
             port=port,
         )
@@ -112,13 +114,24 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
+    # One leader among the replicas follows identity's outbox: `user.deleted` records the
+    # tombstone, then the purge runs outside the transaction (runtime.events, ADR 0012).
+    tombstones = components.tombstones
     follower = OutboxFollower(
         components.identity,
+        database,
         CursorStore(database, event_cursors),
-        {USER_DELETED: lambda event: purge_user(database, catalog, event.user_id)},
+        parked_events,
+        {USER_DELETED: tombstones.on_user_deleted},
+        name=settings.service_name,
+        after_round=lambda: tombstones.purge_pending(
+            lambda user_id: purge_user(database, catalog, user_id)
+        ),
+        metrics=running.metrics,
         poll_seconds=settings.event_poll_seconds,
     )
     running.background.append(asyncio.create_task(follower.run(), name="presets-events"))
+    running.background.append(asyncio.create_task(tombstones.run(), name="presets-tombstones"))
     return running
 
 

@@ -97,6 +97,8 @@ class FakeIdentity:
         data.update(payload)
         self.events.append(
             identity_pb2.Event(
+                # Each event its own transaction: position (n, n).
+                xact_id=len(self.events) + 1,
                 sequence=len(self.events) + 1,
                 id=str(uuid.uuid4()),
                 type=type_,
@@ -158,8 +160,12 @@ class _Internal(identity_pb2_grpc.IdentityInternalServiceServicer):
         return identity_pb2.SetUserTierResponse()
 
     async def ListEvents(self, request: Any, context: Any) -> identity_pb2.ListEventsResponse:
-        after = request.after_sequence
+        after = (request.after_xact_id, request.after_sequence)
         limit = request.page_size or 100
+        later = [e for e in self.fake.events if (e.xact_id, e.sequence) > after]
+        wanted = [e for e in later if not request.types or e.type in request.types][:limit]
+        last = wanted[-1] if len(wanted) == limit else (later[-1] if later else None)
+        following = (last.xact_id, last.sequence) if last is not None else after
         return identity_pb2.ListEventsResponse(
-            events=[e for e in self.fake.events if e.sequence > after][:limit]
+            events=wanted, next_xact_id=following[0], next_sequence=following[1]
         )

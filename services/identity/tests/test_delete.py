@@ -28,10 +28,18 @@ async def test_delete_account(
     account = await sign_up(identity)
     other = await log_in(identity, account.username)
     credential = ((SERVICE_TOKEN_METADATA, ServiceTokens(INTERNAL_SECRET, "projects").token()),)
-    before = await internal.ListEvents(
-        identity_pb2.ListEventsRequest(after_sequence=0, page_size=500), metadata=credential
-    )
-    cursor = before.events[-1].sequence if before.events else 0
+    cursor = identity_pb2.ListEventsResponse()
+    while True:  # to the end of the outbox, so only this test's events follow
+        cursor = await internal.ListEvents(
+            identity_pb2.ListEventsRequest(
+                after_xact_id=cursor.next_xact_id,
+                after_sequence=cursor.next_sequence,
+                page_size=500,
+            ),
+            metadata=credential,
+        )
+        if not cursor.events:
+            break
 
     with pytest.raises(grpc.aio.AioRpcError) as wrong:
         await identity.DeleteCurrentUser(
@@ -46,7 +54,10 @@ async def test_delete_account(
     )
 
     events = await internal.ListEvents(
-        identity_pb2.ListEventsRequest(after_sequence=cursor), metadata=credential
+        identity_pb2.ListEventsRequest(
+            after_xact_id=cursor.next_xact_id, after_sequence=cursor.next_sequence
+        ),
+        metadata=credential,
     )
     deleted = [e for e in events.events if e.type == "user.deleted"]
     assert [e.user_id for e in deleted] == [account.user_id]

@@ -54,7 +54,7 @@ async def test_set_user_tier_changes_the_tier_and_writes_one_event(
     internal: identity_pb2_grpc.IdentityInternalServiceStub,
 ) -> None:
     account = await sign_up(identity)
-    cursor = await latest_sequence(internal)
+    cursor = await latest_position(internal)
     request = identity_pb2.SetUserTierRequest(user_id=account.user_id, tier_code="pro")
     changed = await internal.SetUserTier(request, metadata=BILLING)
     assert changed.user.tier == "pro"
@@ -68,7 +68,8 @@ async def test_set_user_tier_changes_the_tier_and_writes_one_event(
     assert tier.tier.features["public_presets"] is True
 
     events = await internal.ListEvents(
-        identity_pb2.ListEventsRequest(after_sequence=cursor), metadata=BILLING
+        identity_pb2.ListEventsRequest(after_xact_id=cursor[0], after_sequence=cursor[1]),
+        metadata=BILLING,
     )
     mine = [e for e in events.events if e.user_id == account.user_id]
     assert [e.type for e in mine] == ["user.tier_changed"]
@@ -95,38 +96,73 @@ async def test_unknown_user_or_tier_is_not_found(
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
-async def latest_sequence(internal: identity_pb2_grpc.IdentityInternalServiceStub) -> int:
-    cursor = 0
+async def latest_position(
+    internal: identity_pb2_grpc.IdentityInternalServiceStub,
+) -> tuple[int, int]:
+    """The end of the outbox as a follower sees it now."""
+    page = identity_pb2.ListEventsResponse()
     while True:
         page = await internal.ListEvents(
-            identity_pb2.ListEventsRequest(after_sequence=cursor, page_size=500), metadata=BILLING
+            identity_pb2.ListEventsRequest(
+                after_xact_id=page.next_xact_id, after_sequence=page.next_sequence, page_size=500
+            ),
+            metadata=BILLING,
         )
         if not page.events:
-            return cursor
-        cursor = page.events[-1].sequence
+            return page.next_xact_id, page.next_sequence
 
 
-async def test_list_events_pages_in_sequence_order(
+async def test_list_events_pages_in_outbox_order_and_hands_out_only_cross_service_types(
     identity: identity_pb2_grpc.IdentityServiceStub,
     internal: identity_pb2_grpc.IdentityInternalServiceStub,
 ) -> None:
-    cursor = await latest_sequence(internal)
-    for _ in range(3):
-        await sign_up(identity)  # each writes a mail.sent event
+    cursor = await latest_position(internal)
+    accounts = [await sign_up(identity) for _ in range(3)]  # each also requests a mail
+    for account in accounts:
+        await internal.SetUserTier(
+            identity_pb2.SetUserTierRequest(user_id=account.user_id, tier_code="pro"),
+            metadata=BILLING,
+        )
     first = await internal.ListEvents(
-        identity_pb2.ListEventsRequest(after_sequence=cursor, page_size=2), metadata=BILLING
-    )
-    second = await internal.ListEvents(
-        identity_pb2.ListEventsRequest(after_sequence=first.events[-1].sequence, page_size=2),
+        identity_pb2.ListEventsRequest(
+            after_xact_id=cursor[0], after_sequence=cursor[1], page_size=2
+        ),
         metadata=BILLING,
     )
-    sequences = [e.sequence for e in [*first.events, *second.events]]
+    second = await internal.ListEvents(
+        identity_pb2.ListEventsRequest(
+            after_xact_id=first.next_xact_id, after_sequence=first.next_sequence, page_size=2
+        ),
+        metadata=BILLING,
+    )
+    events = [*first.events, *second.events]
+    positions = [(e.xact_id, e.sequence) for e in events]
     assert len(first.events) == 2
-    assert sequences == sorted(sequences)
-    assert len(set(sequences)) == len(sequences) >= 3
-    mail = first.events[0]
-    assert mail.type == "mail.sent"
-    assert set(mail.payload) == {"message_id", "to", "subject", "template"}
+    assert (first.next_xact_id, first.next_sequence) == positions[1]
+    assert positions == sorted(positions)
+    assert len(set(positions)) == len(positions)
+    assert [e.user_id for e in events if e.type == "user.tier_changed"][:3] == [
+        a.user_id for a in accounts
+    ]
+    # Mail is no cross-service event, and no event carries an address.
+    assert {e.type for e in events} <= {"user.deleted", "user.tier_changed"}
+    assert all(a.email not in str(e.payload) for e in events for a in accounts)
+
+    only_deleted = await internal.ListEvents(
+        identity_pb2.ListEventsRequest(
+            after_xact_id=cursor[0], after_sequence=cursor[1], types=["user.deleted"]
+        ),
+        metadata=BILLING,
+    )
+    assert not [e for e in only_deleted.events if e.type != "user.deleted"]
+    # Past the events of other types: the follower's cursor (and pruning) moves on.
+    assert (only_deleted.next_xact_id, only_deleted.next_sequence) >= positions[-1]
+
+    with pytest.raises(grpc.aio.AioRpcError) as unknown:
+        await internal.ListEvents(
+            identity_pb2.ListEventsRequest(types=["mail.sent"]), metadata=BILLING
+        )
+    assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_set_tier_cli(

@@ -332,31 +332,41 @@ class GetUserTierResponse(_message.Message):
     def __init__(self, tier: _Optional[_Union[Tier, _Mapping]] = ...) -> None: ...
 
 class Event(_message.Message):
-    __slots__ = ("sequence", "id", "type", "user_id", "payload", "create_time")
+    __slots__ = ("sequence", "id", "type", "user_id", "payload", "create_time", "xact_id")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
     TYPE_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     PAYLOAD_FIELD_NUMBER: _ClassVar[int]
     CREATE_TIME_FIELD_NUMBER: _ClassVar[int]
+    XACT_ID_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     id: str
     type: str
     user_id: str
     payload: _struct_pb2.Struct
     create_time: _timestamp_pb2.Timestamp
-    def __init__(self, sequence: _Optional[int] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., user_id: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    xact_id: int
+    def __init__(self, sequence: _Optional[int] = ..., id: _Optional[str] = ..., type: _Optional[str] = ..., user_id: _Optional[str] = ..., payload: _Optional[_Union[_struct_pb2.Struct, _Mapping]] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., xact_id: _Optional[int] = ...) -> None: ...
 
 class ListEventsRequest(_message.Message):
-    __slots__ = ("after_sequence", "page_size")
+    __slots__ = ("after_sequence", "page_size", "after_xact_id", "types")
     AFTER_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    AFTER_XACT_ID_FIELD_NUMBER: _ClassVar[int]
+    TYPES_FIELD_NUMBER: _ClassVar[int]
     after_sequence: int
     page_size: int
-    def __init__(self, after_sequence: _Optional[int] = ..., page_size: _Optional[int] = ...) -> None: ...
+    after_xact_id: int
+    types: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, after_sequence: _Optional[int] = ..., page_size: _Optional[int] = ..., after_xact_id: _Optional[int] = ..., types: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class ListEventsResponse(_message.Message):
-    __slots__ = ("events",)
+    __slots__ = ("events", "next_xact_id", "next_sequence")
     EVENTS_FIELD_NUMBER: _ClassVar[int]
+    NEXT_XACT_ID_FIELD_NUMBER: _ClassVar[int]
+    NEXT_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     events: _containers.RepeatedCompositeFieldContainer[Event]
-    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ...) -> None: ...
+    next_xact_id: int
+    next_sequence: int
+    def __init__(self, events: _Optional[_Iterable[_Union[Event, _Mapping]]] = ..., next_xact_id: _Optional[int] = ..., next_sequence: _Optional[int] = ...) -> None: ...
