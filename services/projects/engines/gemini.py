@@ -17,6 +17,7 @@ import logging
 import random
 from typing import Any
 
+import aiohttp
 import httpx
 from google import genai
 from google.genai import errors, types
@@ -68,7 +69,8 @@ def build_prompt(request: EngineRequest) -> str:
 def _retryable(error: Exception) -> bool:
     if isinstance(error, errors.APIError):
         return error.code == 429 or error.code >= 500
-    return isinstance(error, httpx.TransportError)
+    # google-genai talks through aiohttp when it is installed, else httpx.
+    return isinstance(error, httpx.TransportError | aiohttp.ClientError)
 
 
 class GeminiEngine:
@@ -115,7 +117,7 @@ class GeminiEngine:
                 )
             except TimeoutError as error:
                 raise DeadlineExceeded("the image model did not answer in time") from error
-            except (errors.APIError, httpx.TransportError) as error:
+            except (errors.APIError, httpx.TransportError, aiohttp.ClientError) as error:
                 if not _retryable(error):
                     raise self._refused(error) from error
                 delay = self._backoff * 2 ** (attempt - 1) * (0.75 + random.random() / 2)

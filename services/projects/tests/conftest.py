@@ -13,7 +13,7 @@ import pytest
 from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
 
 from runtime.server import RunningServer
-from services.projects.server import ProjectsComponents, build, start
+from services.projects.server import ProjectsComponents, build, build_engine, start
 from services.projects.settings import ProjectsSettings
 from services.projects.tests.fakes import CountingEngine, FakeAssets, FakePresets, RecordingQuota
 from tests.support.fake_identity import FakeIdentity
@@ -90,12 +90,8 @@ async def stack_factory(
 
     async def make(**overrides: Any) -> Stack:
         chosen = settings if not overrides else _with(settings, **overrides)
-        assets, presets, quota, engine = (
-            FakeAssets(),
-            FakePresets(),
-            RecordingQuota(),
-            CountingEngine(),
-        )
+        assets, presets, quota = FakeAssets(), FakePresets(), RecordingQuota()
+        engine = CountingEngine(build_engine(chosen))
         server = await start(
             chosen, port=0, quota=quota, engine=engine, assets=assets, presets=presets
         )

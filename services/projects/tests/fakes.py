@@ -20,7 +20,7 @@ from runtime.errors import FailedPrecondition, NotFound, QuotaExceeded
 from runtime.peers.assets import AssetInfo
 from runtime.peers.billing import AI_EDITS, Metric
 from runtime.peers.presets import ResolvedPreset
-from services.projects.engines import EngineRequest, EngineResult
+from services.projects.engines import EditEngine, EngineRequest, EngineResult
 from services.projects.engines.local import LocalEngine
 
 ROOT = pathlib.Path(__file__).resolve().parents[3]
@@ -194,16 +194,16 @@ class RecordingQuota:
 
 
 class CountingEngine:
-    """The local engine, counting calls; optionally held at a gate or failing."""
+    """An engine (the local one by default), counting calls; optionally held at a gate or
+    failing."""
 
-    name = "local"
-
-    def __init__(self) -> None:
+    def __init__(self, inner: EditEngine | None = None) -> None:
         self.calls: Counter[str] = Counter()
         self.gate: asyncio.Event | None = None
         self.started = asyncio.Event()
         self.failure: Exception | None = None
-        self._local = LocalEngine()
+        self._local = inner or LocalEngine()
+        self.name = self._local.name
 
     async def run(self, request: EngineRequest) -> EngineResult:
         self.calls[request.prompt] += 1
