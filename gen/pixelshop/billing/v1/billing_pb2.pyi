@@ -36,16 +36,20 @@ RESERVATION_STATE_COMMITTED: ReservationState
 RESERVATION_STATE_RELEASED: ReservationState
 
 class UsageMetricValue(_message.Message):
-    __slots__ = ("metric", "used", "reserved", "limit")
+    __slots__ = ("metric", "used", "reserved", "limit", "period_start", "period_end")
     METRIC_FIELD_NUMBER: _ClassVar[int]
     USED_FIELD_NUMBER: _ClassVar[int]
     RESERVED_FIELD_NUMBER: _ClassVar[int]
     LIMIT_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_START_FIELD_NUMBER: _ClassVar[int]
+    PERIOD_END_FIELD_NUMBER: _ClassVar[int]
     metric: UsageMetric
     used: int
     reserved: int
     limit: int
-    def __init__(self, metric: _Optional[_Union[UsageMetric, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., limit: _Optional[int] = ...) -> None: ...
+    period_start: _timestamp_pb2.Timestamp
+    period_end: _timestamp_pb2.Timestamp
+    def __init__(self, metric: _Optional[_Union[UsageMetric, str]] = ..., used: _Optional[int] = ..., reserved: _Optional[int] = ..., limit: _Optional[int] = ..., period_start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., period_end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class GetUsageRequest(_message.Message):
     __slots__ = ()
@@ -190,5 +194,17 @@ class PurgeUserRequest(_message.Message):
     def __init__(self, user_id: _Optional[str] = ...) -> None: ...
 
 class PurgeUserResponse(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class RecordTierRequest(_message.Message):
+    __slots__ = ("user_id", "tier_code")
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    TIER_CODE_FIELD_NUMBER: _ClassVar[int]
+    user_id: str
+    tier_code: str
+    def __init__(self, user_id: _Optional[str] = ..., tier_code: _Optional[str] = ...) -> None: ...
+
+class RecordTierResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

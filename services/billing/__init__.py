@@ -1,0 +1,1 @@
+"""The billing service: Stripe subscriptions, usage counters and quota reservations."""
