@@ -1,9 +1,10 @@
 """identity's gRPC servicers: the only module that touches `_pb2` types.
 
 Each method validates every field at the edge (INVALID_ARGUMENT naming the field), maps
-protobuf to plain values, runs the service inside one unit of work, and maps the result
-back. The three password-checking RPCs hand the service the unit-of-work factory instead
-(see service.py for why they use two short transactions).
+protobuf to plain values, and either opens the call's one unit of work and hands its
+session to the service (a plain RPC), or runs a workflow (sign-up, log-in, password
+change and reset, account deletion: workflows.py), and maps the result back (ADR 0011).
+A request that asks for mail only records it and wakes this replica's mail worker.
 """
 
 from __future__ import annotations
@@ -12,14 +13,13 @@ import datetime
 import ipaddress
 import urllib.parse
 import uuid
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Any, TypeAlias
+from collections.abc import Callable, Sequence
+from typing import TypeAlias, TypedDict
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime import validation
 from runtime.context import current_client, current_principal, current_service_caller
@@ -42,12 +42,12 @@ from services.identity.service import (
     ProfileChanges,
     Sessions,
     Tiers,
-    Transactions,
     normalize_identifier,
     parse_email,
     parse_password,
     parse_username,
 )
+from services.identity.workflows import AccountWorkflows
 
 IDENTITY_SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityService"].full_name
 INTERNAL_SERVICE = identity_pb2.DESCRIPTOR.services_by_name["IdentityInternalService"].full_name
@@ -82,7 +82,15 @@ UPDATE_MASK_FIELDS = {
     "email": "email",
 }
 
-Context: TypeAlias = "grpc.aio.ServicerContext[Any, Any]"
+Context: TypeAlias = "grpc.aio.ServicerContext[Message, Message]"
+JsonValue: TypeAlias = "str | int | float | bool | list[JsonValue] | dict[str, JsonValue] | None"
+
+
+class TokenFields(TypedDict):
+    user: identity_pb2.User
+    access_token: str
+    refresh_token: str
+    expires_in: int
 
 
 def auth_policy() -> AuthPolicy:
@@ -91,23 +99,6 @@ def auth_policy() -> AuthPolicy:
         internal_services=frozenset({INTERNAL_SERVICE}),
         anonymous_methods=ANONYMOUS_METHODS,
     )
-
-
-def units_of_work(database: Database) -> Transactions:
-    """One transaction per call; honours FailAfterCommit (commit, then fail the call)."""
-
-    @asynccontextmanager
-    async def unit_of_work() -> AsyncIterator[AsyncSession]:
-        failure: DomainError | None = None
-        async with database.transaction() as session:
-            try:
-                yield session
-            except FailAfterCommit as error:
-                failure = error.error
-        if failure is not None:
-            raise failure
-
-    return unit_of_work
 
 
 # Edge validation
@@ -160,7 +151,7 @@ def login_identifier(value: str) -> str:
     return normalize_identifier(validation.text(value, "login", max_length=EMAIL_MAX_LENGTH))
 
 
-def profile_changes(request: Any) -> ProfileChanges:
+def profile_changes(request: identity_pb2.UpdateCurrentUserRequest) -> ProfileChanges:
     """The fields named in update_mask, or else the fields present."""
     paths: Sequence[str] = list(request.update_mask.paths)
     fields: set[str] = set()
@@ -196,7 +187,7 @@ def session_position(
 # Domain → protobuf
 
 
-def struct(value: dict[str, Any]) -> struct_pb2.Struct:
+def struct(value: dict[str, JsonValue]) -> struct_pb2.Struct:
     message = struct_pb2.Struct()
     message.update(value)
     return message
@@ -205,11 +196,11 @@ def struct(value: dict[str, Any]) -> struct_pb2.Struct:
 def user_message(user: User) -> identity_pb2.User:
     return identity_pb2.User(
         id=str(user.id),
-        email=user.email,
+        email=user.shown_email,
         username=user.username,
         display_name=user.display_name,
         tier=user.tier_code,
-        email_verified=user.email_verified_at is not None,
+        email_verified=user.verified,
         create_time=to_timestamp(user.created_at),
         update_time=to_timestamp(user.updated_at),
     )
@@ -262,124 +253,146 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         database: Database,
         accounts: Accounts,
         sessions: Sessions,
+        workflows: AccountWorkflows,
+        mail_requested: Callable[[], None],
         tiers: Tiers,
         keys: SigningKeys,
         page_tokens: PageTokens,
         metrics: Metrics,
     ) -> None:
-        self._unit_of_work = units_of_work(database)
+        self._database = database
         self._accounts = accounts
         self._sessions = sessions
+        self._workflows = workflows
+        self._mail_requested = mail_requested
         self._tiers = tiers
         self._keys = keys
         self._page_tokens = page_tokens
         self._metrics = metrics
 
-    async def SignUp(self, request: Any, context: Context) -> identity_pb2.SignUpResponse:
+    async def SignUp(
+        self,
+        request: identity_pb2.SignUpRequest,
+        context: Context,
+    ) -> identity_pb2.SignUpResponse:
         email = parse_email(request.email, "email")
         username = parse_username(request.username, "username")
         password = parse_password(request.password, "password", new=True)
         name = display_name(request.display_name, required=False)
-        async with self._unit_of_work() as session:
-            issued = await self._accounts.sign_up(
-                session,
-                email=email,
-                username=username,
-                password=password,
-                display_name=name,
-                client=client_info(),
-            )
+        issued = await self._workflows.sign_up(
+            email=email,
+            username=username,
+            password=password,
+            display_name=name,
+            client=client_info(),
+        )
         return identity_pb2.SignUpResponse(**self._tokens(issued))
 
-    async def LogIn(self, request: Any, context: Context) -> identity_pb2.LogInResponse:
+    async def LogIn(
+        self, request: identity_pb2.LogInRequest, context: Context
+    ) -> identity_pb2.LogInResponse:
         login = login_identifier(request.login)
         password = parse_password(request.password, "password", new=False)
         try:
-            issued = await self._sessions.log_in(self._unit_of_work, login, password, client_info())
+            issued = await self._workflows.log_in(login, password, client_info())
         except DomainError as error:
             self._count_login(error.reason.lower())
             raise
         self._count_login("success")
         return identity_pb2.LogInResponse(**self._tokens(issued))
 
-    async def Refresh(self, request: Any, context: Context) -> identity_pb2.RefreshResponse:
+    async def Refresh(
+        self, request: identity_pb2.RefreshRequest, context: Context
+    ) -> identity_pb2.RefreshResponse:
         token = opaque_token(request.refresh_token, "refresh_token")
-        async with self._unit_of_work() as session:
-            issued = await self._sessions.refresh(session, token)
+        # A reused token revokes its session, which must commit, and the call still fails.
+        failure: DomainError | None = None
+        async with self._database.transaction() as session:
+            try:
+                issued = await self._sessions.refresh(session, token)
+            except FailAfterCommit as error:
+                failure = error.error
+        if failure is not None:
+            raise failure
         return identity_pb2.RefreshResponse(**self._tokens(issued))
 
-    async def LogOut(self, request: Any, context: Context) -> identity_pb2.LogOutResponse:
+    async def LogOut(
+        self, request: identity_pb2.LogOutRequest, context: Context
+    ) -> identity_pb2.LogOutResponse:
         token = opaque_token(request.refresh_token, "refresh_token")
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             await self._sessions.log_out(session, token)
         return identity_pb2.LogOutResponse()
 
     async def RequestPasswordReset(
-        self, request: Any, context: Context
+        self, request: identity_pb2.RequestPasswordResetRequest, context: Context
     ) -> identity_pb2.RequestPasswordResetResponse:
         email = parse_email(request.email, "email")
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             await self._accounts.request_password_reset(session, email)
+        self._mail_requested()
         return identity_pb2.RequestPasswordResetResponse()
 
     async def ResetPassword(
-        self, request: Any, context: Context
+        self, request: identity_pb2.ResetPasswordRequest, context: Context
     ) -> identity_pb2.ResetPasswordResponse:
         token = opaque_token(request.token, "token")
         password = parse_password(request.new_password, "new_password", new=True)
-        async with self._unit_of_work() as session:
-            await self._accounts.reset_password(session, token, password)
+        await self._workflows.reset_password(token, password)
         return identity_pb2.ResetPasswordResponse()
 
-    async def VerifyEmail(self, request: Any, context: Context) -> identity_pb2.VerifyEmailResponse:
+    async def VerifyEmail(
+        self, request: identity_pb2.VerifyEmailRequest, context: Context
+    ) -> identity_pb2.VerifyEmailResponse:
         token = opaque_token(request.token, "token")
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             user = await self._accounts.verify_email(session, token)
+        self._mail_requested()  # an address change tells the old address
         return identity_pb2.VerifyEmailResponse(user=user_message(user))
 
     async def SendVerificationEmail(
-        self, request: Any, context: Context
+        self, request: identity_pb2.SendVerificationEmailRequest, context: Context
     ) -> identity_pb2.SendVerificationEmailResponse:
         principal = current_principal()
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             await self._accounts.send_verification_email(session, principal)
+        self._mail_requested()
         return identity_pb2.SendVerificationEmailResponse()
 
     async def GetCurrentUser(
-        self, request: Any, context: Context
+        self, request: identity_pb2.GetCurrentUserRequest, context: Context
     ) -> identity_pb2.GetCurrentUserResponse:
         principal = current_principal()
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             user = await self._accounts.current_user(session, principal)
         return identity_pb2.GetCurrentUserResponse(user=user_message(user))
 
     async def UpdateCurrentUser(
-        self, request: Any, context: Context
+        self, request: identity_pb2.UpdateCurrentUserRequest, context: Context
     ) -> identity_pb2.UpdateCurrentUserResponse:
         principal = current_principal()
         changes = profile_changes(request)
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             user = await self._accounts.update_current_user(session, principal, changes)
+        if changes.email is not None:
+            self._mail_requested()
         return identity_pb2.UpdateCurrentUserResponse(user=user_message(user))
 
     async def DeleteCurrentUser(
-        self, request: Any, context: Context
+        self, request: identity_pb2.DeleteCurrentUserRequest, context: Context
     ) -> identity_pb2.DeleteCurrentUserResponse:
         principal = current_principal()
         password = parse_password(request.password, "password", new=False)
-        await self._accounts.delete_current_user(
-            self._unit_of_work, principal, password=password, client=client_info()
-        )
+        await self._workflows.delete_account(principal, password=password, client=client_info())
         return identity_pb2.DeleteCurrentUserResponse()
 
     async def ChangePassword(
-        self, request: Any, context: Context
+        self, request: identity_pb2.ChangePasswordRequest, context: Context
     ) -> identity_pb2.ChangePasswordResponse:
         principal = current_principal()
         current_password = parse_password(request.current_password, "current_password", new=False)
         new_password = parse_password(request.new_password, "new_password", new=True)
-        await self._accounts.change_password(
-            self._unit_of_work,
+        await self._workflows.change_password(
             principal,
             current_password=current_password,
             new_password=new_password,
@@ -388,7 +401,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         return identity_pb2.ChangePasswordResponse()
 
     async def ListSessions(
-        self, request: Any, context: Context
+        self, request: identity_pb2.ListSessionsRequest, context: Context
     ) -> identity_pb2.ListSessionsResponse:
         principal = current_principal()
         size = validation.page_size(
@@ -396,7 +409,7 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         )
         query = f"sessions:{principal.user_id}"
         after = session_position(self._page_tokens, request.page_token, query)
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             page = await self._sessions.list_sessions(
                 session, principal, page_size=size, after=after
             )
@@ -410,25 +423,29 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         )
 
     async def RevokeSession(
-        self, request: Any, context: Context
+        self, request: identity_pb2.RevokeSessionRequest, context: Context
     ) -> identity_pb2.RevokeSessionResponse:
         principal = current_principal()
         session_id = validation.required_uuid(request.session_id, "session_id")
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             await self._sessions.revoke_session(session, principal, session_id)
         return identity_pb2.RevokeSessionResponse()
 
-    async def ListTiers(self, request: Any, context: Context) -> identity_pb2.ListTiersResponse:
-        async with self._unit_of_work() as session:
+    async def ListTiers(
+        self, request: identity_pb2.ListTiersRequest, context: Context
+    ) -> identity_pb2.ListTiersResponse:
+        async with self._database.read() as session:
             tiers = await self._tiers.list_tiers(session)
         return identity_pb2.ListTiersResponse(tiers=[tier_message(tier) for tier in tiers])
 
-    async def GetJwks(self, request: Any, context: Context) -> identity_pb2.GetJwksResponse:
-        async with self._unit_of_work() as session:
+    async def GetJwks(
+        self, request: identity_pb2.GetJwksRequest, context: Context
+    ) -> identity_pb2.GetJwksResponse:
+        async with self._database.read() as session:
             keys = await self._keys.published(session)
         return identity_pb2.GetJwksResponse(keys=[identity_pb2.Jwk(**jwk(key)) for key in keys])
 
-    def _tokens(self, issued: IssuedTokens) -> dict[str, Any]:
+    def _tokens(self, issued: IssuedTokens) -> TokenFields:
         return {
             "user": user_message(issued.user),
             "access_token": issued.access_token,
@@ -445,24 +462,29 @@ class IdentityInternalApi(identity_pb2_grpc.IdentityInternalServiceServicer):
 
     def __init__(self, *, database: Database, tiers: Tiers, outbox: Outbox) -> None:
         self._database = database
-        self._unit_of_work = units_of_work(database)
         self._tiers = tiers
         self._outbox = outbox
 
-    async def SetUserTier(self, request: Any, context: Context) -> identity_pb2.SetUserTierResponse:
+    async def SetUserTier(
+        self, request: identity_pb2.SetUserTierRequest, context: Context
+    ) -> identity_pb2.SetUserTierResponse:
         user_id = validation.required_uuid(request.user_id, "user_id")
         tier_code = validation.text(request.tier_code, "tier_code", max_length=TIER_CODE_MAX_LENGTH)
-        async with self._unit_of_work() as session:
+        async with self._database.transaction() as session:
             user = await self._tiers.set_user_tier(session, user_id, tier_code)
         return identity_pb2.SetUserTierResponse(user=user_message(user))
 
-    async def GetUserTier(self, request: Any, context: Context) -> identity_pb2.GetUserTierResponse:
+    async def GetUserTier(
+        self, request: identity_pb2.GetUserTierRequest, context: Context
+    ) -> identity_pb2.GetUserTierResponse:
         user_id = validation.required_uuid(request.user_id, "user_id")
-        async with self._unit_of_work() as session:
+        async with self._database.read() as session:
             tier = await self._tiers.user_tier(session, user_id)
         return identity_pb2.GetUserTierResponse(tier=tier_message(tier))
 
-    async def ListEvents(self, request: Any, context: Context) -> identity_pb2.ListEventsResponse:
+    async def ListEvents(
+        self, request: identity_pb2.ListEventsRequest, context: Context
+    ) -> identity_pb2.ListEventsResponse:
         """Events after the caller's position (which is recorded as the calling service's,
         for pruning), only of the types asked for and only of finished transactions."""
         after = position_of(request.after_xact_id, request.after_sequence)

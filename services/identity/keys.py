@@ -1,6 +1,9 @@
 """Ed25519 signing keys: creation, rotation, the published JWKS, and identity's own
 key source.
 
+Identity's own verifier reads the published keys from the table (server.PublishedKeySource),
+not over the network from itself.
+
 Life of a key: created (published at once) → active from `activated_at` → retired at
 `retired_at` (stops signing) → still published until every token it signed has expired
 (`MAX_ACCESS_TOKEN_SECONDS` + leeway after retirement) → private half erased.
@@ -14,7 +17,6 @@ every replica switches at the same moment without coordination.
 from __future__ import annotations
 
 import datetime
-import time
 import uuid
 from collections.abc import Callable
 
@@ -30,7 +32,6 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.auth import ACCESS_TOKEN_ALGORITHM, b64url_encode
-from runtime.db import Database
 from services.identity.models import SigningKey
 from services.identity.repository import IdentityRepository
 from services.identity.settings import MAX_ACCESS_TOKEN_SECONDS
@@ -142,51 +143,3 @@ class SigningKeys:
         if erased:
             self._private_keys.clear()
         return erased
-
-
-class PublishedKeySource:
-    """runtime.auth.KeySource for identity's own verifier: keys come straight from the
-    table, not from a network call to itself. Hits are cached for a minute, misses for a
-    few seconds (a flood of invented kids costs one indexed lookup each, at most)."""
-
-    MAX_ENTRIES = 1024
-
-    def __init__(
-        self,
-        database: Database,
-        keys: SigningKeys,
-        *,
-        hit_seconds: float = 60.0,
-        miss_seconds: float = 5.0,
-        monotonic: Callable[[], float] = time.monotonic,
-    ) -> None:
-        self._database = database
-        self._keys = keys
-        self._hit_seconds = hit_seconds
-        self._miss_seconds = miss_seconds
-        self._monotonic = monotonic
-        self._cache: dict[str, tuple[float, Ed25519PublicKey | None]] = {}
-
-    async def public_key(self, kid: str) -> Ed25519PublicKey | None:
-        now = self._monotonic()
-        cached = self._cache.get(kid)
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        key = await self._load(kid)
-        if len(self._cache) >= self.MAX_ENTRIES:
-            self._cache.clear()
-        lifetime = self._hit_seconds if key is not None else self._miss_seconds
-        self._cache[kid] = (now + lifetime, key)
-        return key
-
-    async def _load(self, kid: str) -> Ed25519PublicKey | None:
-        try:
-            key_id = uuid.UUID(kid)
-        except ValueError:
-            return None
-        async with self._database.transaction() as session:
-            key = await self._keys.published_key(session, key_id)
-        if key is None:
-            return None
-        public = load_pem_public_key(key.public_key_pem.encode())
-        return public if isinstance(public, Ed25519PublicKey) else None

@@ -1,13 +1,15 @@
 """Outgoing mail behind one interface.
 
-`Mailer.send` is called inside the unit of work that decided to send (the token it carries
-is written in the same transaction). The default, `OutboxMailbox`, records each message as
-a `mail.sent` outbox event and, only once that transaction has committed, writes it as an
-.eml file into the local mailbox folder; a rolled-back call sends nothing.
+Mail is never sent inside a request or a transaction: requests write a `mail_requests`
+row, and the mail worker (workflows.MailWorkflow) composes each message in one short
+transaction and hands it to `Mailer.send` with none open (`send` refuses otherwise, like
+every adapter to an outside system, ADR 0011). Mail is not a cross-service event: nothing
+about it goes into the outbox.
 
-The outbox event carries the envelope (recipient, subject, template), never the body: the
-body holds a live one-time token, and outbox events are readable by other services. A
-production mailer (SMTP or a provider) implements the same interface.
+The default, `MailboxFolder`, writes each message as an .eml file into the local mailbox
+folder. A production mailer (SMTP or a provider) implements the same interface, using
+`message.message_id` as its idempotency key: a message retried after a crash carries the
+same id (the folder then replaces the earlier file).
 """
 
 from __future__ import annotations
@@ -15,22 +17,15 @@ from __future__ import annotations
 import datetime
 import email.message
 import email.utils
-import logging
 import os
 import pathlib
 import uuid
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from dataclasses import dataclass
+from typing import Protocol
 
-from sqlalchemy import event
-from sqlalchemy.ext.asyncio import AsyncSession
+from runtime.db import refuse_remote_call
 
-from services.identity.repository import IdentityRepository
-
-MAIL_SENT_EVENT = "mail.sent"
 SENDER = "Pixelshop <no-reply@pixelshop.invalid>"
-
-log = logging.getLogger("pixelshop.identity.mail")
 
 
 @dataclass(frozen=True)
@@ -38,55 +33,22 @@ class MailMessage:
     to: str
     subject: str
     body: str
-    # What kind of mail this is, e.g. "email_verification"; for consumers and logs.
+    # What kind of mail this is, e.g. "email_verification"; for logs and the header.
     template: str
-    user_id: uuid.UUID | None = None
-    message_id: uuid.UUID = field(default_factory=uuid.uuid4)
+    # The request it answers: the same on every retry of that request.
+    message_id: uuid.UUID
 
 
 class Mailer(Protocol):
-    async def send(
-        self, session: AsyncSession, message: MailMessage, now: datetime.datetime
-    ) -> None: ...
+    async def send(self, message: MailMessage, now: datetime.datetime) -> None: ...
 
 
-class OutboxMailbox:
+class MailboxFolder:
     def __init__(self, mailbox_dir: pathlib.Path | str) -> None:
         self.mailbox_dir = pathlib.Path(mailbox_dir)
 
-    async def send(
-        self, session: AsyncSession, message: MailMessage, now: datetime.datetime
-    ) -> None:
-        await IdentityRepository(session).append_event(
-            event_type=MAIL_SENT_EVENT,
-            user_id=message.user_id,
-            payload={
-                "message_id": str(message.message_id),
-                "to": message.to,
-                "subject": message.subject,
-                "template": message.template,
-            },
-            now=now,
-        )
-
-        def deliver(_: Any) -> None:
-            # After the commit: failing here would fail a call whose effects are kept
-            # (and a retried sign-up would meet ALREADY_EXISTS). The outbox has the record.
-            try:
-                self._write(message, now)
-            except OSError as error:
-                log.warning(
-                    "mail not written to the mailbox folder",
-                    extra={
-                        "message_id": str(message.message_id),
-                        "template": message.template,
-                        "error": type(error).__name__,
-                    },
-                )
-
-        event.listen(session.sync_session, "after_commit", deliver, once=True)
-
-    def _write(self, message: MailMessage, now: datetime.datetime) -> None:
+    async def send(self, message: MailMessage, now: datetime.datetime) -> None:
+        refuse_remote_call("mail delivery")
         mail = email.message.EmailMessage()
         mail["From"] = SENDER
         mail["To"] = message.to
@@ -96,7 +58,7 @@ class OutboxMailbox:
         mail["X-Pixelshop-Template"] = message.template
         mail.set_content(message.body)
         self.mailbox_dir.mkdir(parents=True, exist_ok=True)
-        name = f"{now:%Y%m%dT%H%M%S%f}-{message.message_id}.eml"
+        name = f"{message.message_id}.eml"
         # Write then rename, so a reader never sees half a message.
         partial = self.mailbox_dir / f".{name}.partial"
         partial.write_bytes(bytes(mail))

@@ -183,6 +183,18 @@ users = Table(
         comment="when the current email was proven; NULL = not verified",
     ),
     Column(
+        "username_skeleton",
+        Text,
+        nullable=True,
+        comment="UTS #39 confusable skeleton of the username, unique among live users",
+    ),
+    Column(
+        "pending_email",
+        Text,
+        nullable=True,
+        comment="an address asked for and not yet confirmed by its link (ADR 0013)",
+    ),
+    Column(
         "tier_code",
         Text,
         ForeignKey(tiers.c.code, ondelete="RESTRICT"),
@@ -198,12 +210,21 @@ users = Table(
         comment="soft delete: when the account was deleted (its personal data is scrubbed)",
     ),
     CheckConstraint(
-        "deleted_at IS NOT NULL "
-        "OR (email IS NOT NULL AND username IS NOT NULL AND password_hash IS NOT NULL)",
+        "deleted_at IS NOT NULL OR ((email IS NOT NULL OR pending_email IS NOT NULL) "
+        "AND username IS NOT NULL AND password_hash IS NOT NULL)",
         name="live_user_is_complete",
     ),
     Index("uq_users_email_live", "email", unique=True, postgresql_where=text(LIVE_USER)),
     Index("uq_users_username_live", "username", unique=True, postgresql_where=text(LIVE_USER)),
+    # Look-alike usernames ("paypal" with U+0430, a Cyrillic a) are one username.
+    Index(
+        "uq_users_username_skeleton_live",
+        "username_skeleton",
+        unique=True,
+        postgresql_where=text(LIVE_USER),
+    ),
+    # Log-in by an address that is still pending (ADR 0013).
+    Index("ix_users_pending_email", "pending_email", postgresql_where=text(LIVE_USER)),
     # Serves the foreign key (a tier cannot be deleted while users have it).
     Index("ix_users_tier_code", "tier_code"),
     # Every replica's set of recently deleted users, whose tokens are refused (ADR 0012).
@@ -388,7 +409,10 @@ one_time_tokens = Table(
         nullable=True,
         comment="when it was spent; NULL = unused",
     ),
-    CheckConstraint("purpose IN ('email_verification', 'password_reset')", name="purpose_is_known"),
+    CheckConstraint(
+        "purpose IN ('email_verification', 'password_reset', 'email_change')",
+        name="purpose_is_known",
+    ),
     CheckConstraint("octet_length(token_hash) = 32", name="token_hash_is_sha256"),
     # Invalidating a user's outstanding tokens of one purpose; the foreign key.
     Index("ix_one_time_tokens_user_id_purpose", "user_id", "purpose"),
@@ -456,6 +480,77 @@ outbox_followers = Table(
     "follower has not passed.",
 )
 
+mail_requests = Table(
+    "mail_requests",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "purpose",
+        Text,
+        nullable=False,
+        comment="what to mail; the mail worker decides to whom and whether",
+    ),
+    Column(
+        "address",
+        Text,
+        nullable=True,
+        comment="the address to resolve or to write to; the row is deleted once handled",
+    ),
+    Column(
+        "user_id",
+        Uuid,
+        ForeignKey(users.c.id, ondelete="CASCADE"),
+        nullable=True,
+        comment="the account the mail is about, when the request names one",
+    ),
+    _timestamp("requested_at"),
+    _timestamp(
+        "next_attempt_at",
+        comment="a worker's claim lasts until then; a crashed worker's row is retried after it",
+    ),
+    Column(
+        "attempts",
+        Integer,
+        nullable=False,
+        server_default=text("0"),
+        comment="how often a worker has claimed it",
+    ),
+    CheckConstraint(
+        "purpose IN ('password_reset', 'email_verification', 'email_change', 'email_changed')",
+        name="purpose_is_known",
+    ),
+    CheckConstraint("address IS NOT NULL OR user_id IS NOT NULL", name="has_recipient"),
+    Index("ix_mail_requests_next_attempt_at", "next_attempt_at"),
+    Index("ix_mail_requests_user_id", "user_id"),
+    comment=(
+        "Mail asked for and not yet handled: requests only write this row, the mail worker "
+        "resolves the address and sends later (ADR 0013)"
+    ),
+)
+
+mail_sends = Table(
+    "mail_sends",
+    metadata,
+    Column("id", Uuid, primary_key=True),
+    Column(
+        "subject_hash",
+        LargeBinary,
+        nullable=False,
+        comment="SHA-256 of address:<address> or user:<id>; no address is stored",
+    ),
+    Column(
+        "template",
+        Text,
+        nullable=False,
+        comment="the kind of mail; the cooldown counts each kind, the daily cap all kinds",
+    ),
+    _timestamp("sent_at"),
+    CheckConstraint("octet_length(subject_hash) = 32", name="subject_hash_is_sha256"),
+    Index("ix_mail_sends_subject_hash_sent_at", "subject_hash", "sent_at"),
+    Index("ix_mail_sends_sent_at", "sent_at"),
+    comment="Mails sent per address and per user, for the cooldown and the daily cap",
+)
+
 login_failures = Table(
     "login_failures",
     metadata,
@@ -497,6 +592,16 @@ login_failures = Table(
 class TokenPurpose(enum.StrEnum):
     EMAIL_VERIFICATION = "email_verification"
     PASSWORD_RESET = "password_reset"
+    # Confirms a pending address (users.pending_email) and moves the account to it.
+    EMAIL_CHANGE = "email_change"
+
+
+class MailPurpose(enum.StrEnum):
+    PASSWORD_RESET = "password_reset"
+    EMAIL_VERIFICATION = "email_verification"
+    EMAIL_CHANGE = "email_change"
+    # The old address is told that the account moved to another one.
+    EMAIL_CHANGED = "email_changed"
 
 
 class ThrottleScope(enum.StrEnum):
@@ -520,10 +625,14 @@ class Tier:
 
 @dataclass(frozen=True)
 class User:
-    """A live user (deleted users are never handed out of the repository)."""
+    """A live user (deleted users are never handed out of the repository).
+
+    `email` is None only while an account's one address is pending (a sign-up with an
+    address another account has, ADR 0013); `shown_email` is what its owner is shown.
+    """
 
     id: uuid.UUID
-    email: str
+    email: str | None
     username: str
     password_hash: str
     display_name: str
@@ -531,6 +640,25 @@ class User:
     tier_code: str
     created_at: datetime.datetime
     updated_at: datetime.datetime
+    pending_email: str | None = None
+
+    @property
+    def shown_email(self) -> str:
+        return self.pending_email or self.email or ""
+
+    @property
+    def verified(self) -> bool:
+        return self.email_verified_at is not None and self.pending_email is None
+
+
+@dataclass(frozen=True)
+class MailRequest:
+    id: uuid.UUID
+    purpose: MailPurpose
+    address: str | None
+    user_id: uuid.UUID | None
+    requested_at: datetime.datetime
+    attempts: int
 
 
 @dataclass(frozen=True)

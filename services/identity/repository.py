@@ -37,13 +37,15 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.engine import Row
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, NoResultFound
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.errors import AlreadyExists
 from runtime.events import Position, Xid8
 from services.identity.models import (
     LIVE_USER,
+    MailPurpose,
+    MailRequest,
     OneTimeToken,
     OutboxEvent,
     RefreshToken,
@@ -55,6 +57,8 @@ from services.identity.models import (
     TokenPurpose,
     User,
     login_failures,
+    mail_requests,
+    mail_sends,
     one_time_tokens,
     outbox,
     outbox_followers,
@@ -69,6 +73,7 @@ from services.identity.models import (
 UNIQUE_FIELDS = {
     "uq_users_email_live": "email",
     "uq_users_username_live": "username",
+    "uq_users_username_skeleton_live": "username",
 }
 
 # Serializes creating and rotating signing keys across replicas and the CLI.
@@ -192,6 +197,7 @@ def _user(row: Row[Any]) -> User:
         tier_code=row.tier_code,
         created_at=row.created_at,
         updated_at=row.updated_at,
+        pending_email=row.pending_email,
     )
 
 
@@ -315,19 +321,23 @@ class IdentityRepository:
         self,
         *,
         user_id: uuid.UUID,
-        email: str,
+        email: str | None,
         username: str,
+        username_skeleton: str,
         password_hash: str,
         display_name: str,
         tier_code: str,
         now: datetime.datetime,
+        pending_email: str | None = None,
     ) -> User:
         return await self._write_user(
             insert(users)
             .values(
                 id=user_id,
                 email=email,
+                pending_email=pending_email,
                 username=username,
+                username_skeleton=username_skeleton,
                 password_hash=password_hash,
                 display_name=display_name,
                 tier_code=tier_code,
@@ -353,6 +363,22 @@ class IdentityRepository:
     async def live_user_by_email(self, email: str) -> User | None:
         row = (await self._session.execute(live_user_by_email(email))).first()
         return _user(row) if row else None
+
+    async def newest_live_user_by_pending_email(self, email: str) -> User | None:
+        """The most recent account that asked for `email` and has not confirmed it."""
+        row = (
+            await self._session.execute(
+                select(users)
+                .where(users.c.pending_email == email, text(LIVE_USER))
+                .order_by(users.c.created_at.desc(), users.c.id.desc())
+                .limit(1)
+            )
+        ).first()
+        return _user(row) if row else None
+
+    async def email_is_taken(self, email: str) -> bool:
+        row = (await self._session.execute(live_user_by_email(email).limit(1))).first()
+        return row is not None
 
     async def live_user_by_username(self, username: str) -> User | None:
         row = (await self._session.execute(live_user_by_username(username))).first()
@@ -386,6 +412,21 @@ class IdentityRepository:
         ).first()
         return _user(row) if row else None
 
+    async def confirm_pending_email(
+        self, user_id: uuid.UUID, email: str, now: datetime.datetime
+    ) -> User | None:
+        """Moves the account to its pending address, if `email` is still the one pending;
+        ALREADY_EXISTS if another account took the address meanwhile."""
+        try:
+            return await self._write_user(
+                update(users)
+                .where(users.c.id == user_id, users.c.pending_email == email, text(LIVE_USER))
+                .values(email=email, pending_email=None, email_verified_at=now, updated_at=now)
+                .returning(*users.c)
+            )
+        except NoResultFound:
+            return None
+
     async def scrub_user(self, user_id: uuid.UUID, now: datetime.datetime) -> bool:
         """Soft-deletes the user and erases every piece of personal data on the row."""
         result = await self._session.execute(
@@ -395,7 +436,9 @@ class IdentityRepository:
                 deleted_at=now,
                 updated_at=now,
                 email=None,
+                pending_email=None,
                 username=None,
+                username_skeleton=None,
                 password_hash=None,
                 display_name="",
                 email_verified_at=None,
@@ -776,6 +819,103 @@ class IdentityRepository:
         result = await self._session.execute(prune_outbox(cutoff, limit))
         return int(getattr(result, "rowcount", 0) or 0)
 
+    # Deferred mail
+
+    async def insert_mail_request(
+        self,
+        *,
+        purpose: MailPurpose,
+        address: str | None,
+        user_id: uuid.UUID | None,
+        now: datetime.datetime,
+    ) -> uuid.UUID:
+        request_id = uuid.uuid4()
+        await self._session.execute(
+            insert(mail_requests).values(
+                id=request_id,
+                purpose=purpose.value,
+                address=address,
+                user_id=user_id,
+                requested_at=now,
+                next_attempt_at=now,
+            )
+        )
+        return request_id
+
+    async def claim_mail_requests(
+        self, now: datetime.datetime, lease: datetime.timedelta, limit: int
+    ) -> list[MailRequest]:
+        """Due requests, oldest first, each claimed until `now + lease` (SKIP LOCKED: two
+        workers never claim one row; the claim commits before any mail goes out)."""
+        due = (
+            select(mail_requests.c.id)
+            .where(mail_requests.c.next_attempt_at <= now)
+            .order_by(mail_requests.c.next_attempt_at, mail_requests.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = await self._session.execute(
+            update(mail_requests)
+            .where(mail_requests.c.id.in_(due))
+            .values(next_attempt_at=now + lease, attempts=mail_requests.c.attempts + 1)
+            .returning(*mail_requests.c)
+        )
+        found = [
+            MailRequest(
+                id=row.id,
+                purpose=MailPurpose(row.purpose),
+                address=row.address,
+                user_id=row.user_id,
+                requested_at=row.requested_at,
+                attempts=row.attempts,
+            )
+            for row in rows
+        ]
+        return sorted(found, key=lambda request: (request.requested_at, request.id))
+
+    async def delete_mail_request(self, request_id: uuid.UUID) -> None:
+        await self._session.execute(delete(mail_requests).where(mail_requests.c.id == request_id))
+
+    async def delete_user_mail_requests(self, user_id: uuid.UUID) -> None:
+        await self._session.execute(delete(mail_requests).where(mail_requests.c.user_id == user_id))
+
+    async def lock_mail_subject(self, subject_hash: bytes) -> None:
+        """Serializes the rate-limit decision for one address or user (not globally)."""
+        await self._session.execute(
+            select(func.pg_advisory_xact_lock(func.hashtextextended(subject_hash.hex(), 0)))
+        )
+
+    async def mails_sent_since(
+        self, subject_hash: bytes, since: datetime.datetime, *, template: str | None = None
+    ) -> int:
+        """Mails to a subject after `since`; of one kind, or of every kind."""
+        statement = (
+            select(func.count())
+            .select_from(mail_sends)
+            .where(mail_sends.c.subject_hash == subject_hash, mail_sends.c.sent_at > since)
+        )
+        if template is not None:
+            statement = statement.where(mail_sends.c.template == template)
+        return int(await self._session.scalar(statement) or 0)
+
+    async def record_mail_sent(
+        self, subject_hashes: Sequence[bytes], template: str, now: datetime.datetime
+    ) -> None:
+        if subject_hashes:
+            await self._session.execute(
+                insert(mail_sends),
+                [
+                    {"id": uuid.uuid4(), "subject_hash": h, "template": template, "sent_at": now}
+                    for h in subject_hashes
+                ],
+            )
+
+    async def forget_mail_sends(self, subject_hashes: Sequence[bytes]) -> None:
+        await self._session.execute(
+            delete(mail_sends).where(mail_sends.c.subject_hash.in_(list(subject_hashes)))
+        )
+
     # Log-in throttle
 
     async def add_login_failure(
@@ -839,6 +979,7 @@ class IdentityRepository:
         sessions_expired_before: datetime.datetime,
         one_time_tokens_expired_before: datetime.datetime,
         login_failures_before: datetime.datetime,
+        mail_sends_before: datetime.datetime | None = None,
     ) -> dict[str, int]:
         """Deletes rows nothing can use any more; answers how many per table."""
         statements: dict[str, Delete] = {
@@ -850,6 +991,10 @@ class IdentityRepository:
                 login_failures.c.bucket_start < login_failures_before
             ),
         }
+        if mail_sends_before is not None:
+            statements["mail_sends"] = delete(mail_sends).where(
+                mail_sends.c.sent_at < mail_sends_before
+            )
         counts = {}
         for table, statement in statements.items():
             result = await self._session.execute(statement)

@@ -2,40 +2,49 @@
 
 - `Sessions`: log-in, refresh-token rotation, log-out, the caller's sessions.
 - `Accounts`: sign-up, profile, e-mail verification, passwords, account deletion.
+- `MailDesk`: what a deferred mail request becomes (recipient, token, rate limits).
 - `Tiers`: plans, users' tiers (set by billing) and the outbox other services read.
 - `Housekeeping`: key rotation by age and sweeping what has expired.
 
-Methods take the unit of work's `AsyncSession`, except the three that check a password
-(log-in, change password, delete account): they take a `Transactions` factory and run
-two short transactions around the deliberately slow argon2 check, so that no pooled
-connection or throttle row lock is held while it runs.
+Every method takes the unit of work's `AsyncSession` (ADR 0011). Operations that check
+or hash a password (sign-up, log-in, change password, delete account) are workflows in
+workflows.py: they call the `begin_*`/`finish_*`/`record_*` steps here in two short
+transactions, with the deliberately slow argon2 work between them.
 """
 
 from __future__ import annotations
 
 import datetime
+import hashlib
 import logging
 import unicodedata
 import uuid
 from collections.abc import Callable
-from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.context import Principal
-from runtime.errors import Aborted, FailedPrecondition, InvalidArgument, NotFound, Unauthenticated
+from runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+)
 from services.identity.errors import (
     FailAfterCommit,
     invalid_login,
     invalid_one_time_token,
     invalid_refresh_token,
-    wrong_password,
 )
 from services.identity.keys import SigningKeys
-from services.identity.mail import Mailer, MailMessage
+from services.identity.mail import MailMessage
 from services.identity.models import (
     FREE_TIER,
+    MailPurpose,
+    MailRequest,
     RefreshToken,
     Session,
     Tier,
@@ -44,13 +53,13 @@ from services.identity.models import (
 )
 from services.identity.passwords import PasswordHasher
 from services.identity.repository import IdentityRepository
+from services.identity.skeleton import skeleton
 from services.identity.throttle import LoginThrottle, Reservation
 from services.identity.tokens import AccessTokenIssuer, new_opaque_token, token_digest
 
 log = logging.getLogger("pixelshop.identity")
 
 Clock = Callable[[], datetime.datetime]
-Transactions = Callable[[], AbstractAsyncContextManager[AsyncSession]]
 
 EMAIL_MAX_LENGTH = 254
 EMAIL_LOCAL_MAX_LENGTH = 64
@@ -160,8 +169,10 @@ def parse_password(value: str, field: str, *, new: bool) -> str:
     return password
 
 
-def check_password_differs(password: str, field: str, *, email: str, username: str) -> None:
-    if normalize_identifier(password) in (email, username):
+def check_password_differs(
+    password: str, field: str, *, email: str | None, username: str, pending: str | None = None
+) -> None:
+    if normalize_identifier(password) in {email, username, pending} - {None}:
         raise InvalidArgument(field, "must not be the account's email or username")
 
 
@@ -170,6 +181,25 @@ async def find_user_by_login(repository: IdentityRepository, login: str) -> User
     if "@" in login:
         return await repository.live_user_by_email(login)
     return await repository.live_user_by_username(login)
+
+
+async def log_in_candidates(repository: IdentityRepository, login: str) -> list[User | None]:
+    """Whose password a log-in checks. By username: that account. By address: its owner
+    and the newest account that asked for the address and has not confirmed it (a
+    sign-up with an address that was taken logs in like any other, ADR 0013); always
+    two slots, so that both cost the same argon2 work whether they exist or not."""
+    if "@" not in login:
+        return [await repository.live_user_by_username(login)]
+    owner = await repository.live_user_by_email(login)
+    pending = await repository.newest_live_user_by_pending_email(login)
+    if pending is not None and owner is not None and pending.id == owner.id:
+        pending = None
+    return [owner, pending]
+
+
+def mail_subject(kind: str, value: str) -> bytes:
+    """What the mail rate limit counts: an address or a user id, hashed."""
+    return hashlib.sha256(f"{kind}:{value}".encode()).digest()
 
 
 # Values the API maps to and from protobuf
@@ -190,6 +220,14 @@ class IssuedTokens:
     access_token: str
     refresh_token: str
     expires_in: int
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """What the first step of a password-checking workflow found and counted."""
+
+    candidates: list[User | None]
+    reservation: Reservation
 
 
 @dataclass(frozen=True)
@@ -305,42 +343,43 @@ class Sessions:
             IdentityRepository(session), account=account, address=client.address, now=self._clock()
         )
 
-    async def log_in(
-        self, transactions: Transactions, login: str, password: str, client: ClientInfo
-    ) -> IssuedTokens:
-        """`login` is a normalized email or username. Unknown accounts are throttled and
-        verified (against a dummy hash) exactly like known ones: same error, same time."""
-        async with transactions() as session:
-            repository = IdentityRepository(session)
-            user = await find_user_by_login(repository, login)
-            reservation = await self.reserve_attempt(
-                session, account=f"user:{user.id}" if user else f"login:{login}", client=client
-            )
-        # Outside any transaction: argon2 is slow on purpose.
-        if not await self._passwords.verify_or_dummy(
-            user.password_hash if user else None, password
-        ):
-            raise invalid_login()
-        assert user is not None  # verify_or_dummy never matches without an account
-        upgraded_hash = (
-            await self._passwords.hash(password)
-            if self._passwords.needs_rehash(user.password_hash)
-            else None
+    async def begin_log_in(
+        self, session: AsyncSession, login: str, client: ClientInfo
+    ) -> PasswordCheck:
+        """Step 1 of a log-in: whose password to check, and the attempt counted against
+        the account (or the unknown login) and the address. Unknown accounts are counted
+        and later checked against a dummy hash exactly like known ones."""
+        repository = IdentityRepository(session)
+        candidates = await log_in_candidates(repository, login)
+        known = next((user for user in candidates if user is not None), None)
+        reservation = await self.reserve_attempt(
+            session, account=f"user:{known.id}" if known else f"login:{login}", client=client
         )
-        async with transactions() as session:
-            repository = IdentityRepository(session)
-            await self._throttle.refund(repository, reservation)
-            # Locked (after the throttle rows: the order every password check takes),
-            # so a reset or password change in flight finishes first and then refuses
-            # this log-in; read unlocked, its "end every session" would miss this one.
-            current = await repository.live_user(user.id, key_share=True)
-            if current is None or current.password_hash != user.password_hash:
-                raise invalid_login()  # deleted or password changed while we checked
-            if upgraded_hash is not None:
-                current = await repository.update_user(
-                    user.id, {"password_hash": upgraded_hash}, self._clock()
-                )
-            return await self.start(session, current, client)
+        return PasswordCheck(candidates, reservation)
+
+    async def finish_log_in(
+        self,
+        session: AsyncSession,
+        user: User,
+        reservation: Reservation,
+        client: ClientInfo,
+        *,
+        upgraded_hash: str | None,
+    ) -> IssuedTokens:
+        """Step 2, after the password matched `user`'s hash: a new session."""
+        repository = IdentityRepository(session)
+        await self._throttle.refund(repository, reservation)
+        # Locked (after the throttle rows: the order every password check takes), so a
+        # reset or password change in flight finishes first and then refuses this log-in;
+        # read unlocked, its "end every session" would miss this one.
+        current = await repository.live_user(user.id, key_share=True)
+        if current is None or current.password_hash != user.password_hash:
+            raise invalid_login()  # deleted or password changed while we checked
+        if upgraded_hash is not None:
+            current = await repository.update_user(
+                user.id, {"password_hash": upgraded_hash}, self._clock()
+            )
+        return await self.start(session, current, client)
 
     async def refresh(self, session: AsyncSession, refresh_token: str) -> IssuedTokens:
         """Rotates the refresh token in one conditional UPDATE.
@@ -477,49 +516,51 @@ class Accounts:
         self,
         *,
         sessions: Sessions,
-        passwords: PasswordHasher,
         throttle: LoginThrottle,
-        mailer: Mailer,
-        app_url: str,
-        email_verification_ttl: datetime.timedelta,
-        password_reset_ttl: datetime.timedelta,
         clock: Clock,
     ) -> None:
         self._sessions = sessions
-        self._passwords = passwords
         self._throttle = throttle
-        self._mailer = mailer
-        self._app_url = app_url.rstrip("/")
-        self._token_ttl = {
-            TokenPurpose.EMAIL_VERIFICATION: email_verification_ttl,
-            TokenPurpose.PASSWORD_RESET: password_reset_ttl,
-        }
         self._clock = clock
 
-    async def sign_up(
+    async def record_sign_up(
         self,
         session: AsyncSession,
         *,
         email: str,
         username: str,
-        password: str,
+        password_hash: str,
         display_name: str,
         client: ClientInfo,
     ) -> IssuedTokens:
-        check_password_differs(password, "password", email=email, username=username)
-        # Hashed before the first statement: no connection is held while argon2 runs.
-        password_hash = await self._passwords.hash(password)
+        """The sign-up's one transaction (the password was hashed before it). An address
+        another account has is not refused, which would tell anyone it is registered: the
+        account is created with the address pending, and the worker mails its owner
+        instead of a verification link (ADR 0013)."""
+        repository = IdentityRepository(session)
         now = self._clock()
-        user = await IdentityRepository(session).insert_user(
-            user_id=uuid.uuid4(),
-            email=email,
-            username=username,
-            password_hash=password_hash,
-            display_name=display_name or username,
-            tier_code=FREE_TIER,
-            now=now,
+        values = {
+            "user_id": uuid.uuid4(),
+            "username": username,
+            "username_skeleton": skeleton(username),
+            "password_hash": password_hash,
+            "display_name": display_name or username,
+            "tier_code": FREE_TIER,
+            "now": now,
+        }
+        user: User | None = None
+        if not await repository.email_is_taken(email):
+            try:
+                async with session.begin_nested():  # a savepoint: a lost race rolls back alone
+                    user = await repository.insert_user(email=email, **values)  # type: ignore[arg-type]
+            except AlreadyExists as error:
+                if error.metadata.get("field") != "email":
+                    raise
+        if user is None:
+            user = await repository.insert_user(email=None, pending_email=email, **values)  # type: ignore[arg-type]
+        await repository.insert_mail_request(
+            purpose=MailPurpose.EMAIL_VERIFICATION, address=None, user_id=user.id, now=now
         )
-        await self._mail_verification(session, user, now)
         return await self._sessions.start(session, user, client)
 
     async def current_user(self, session: AsyncSession, principal: Principal) -> User:
@@ -528,98 +569,96 @@ class Accounts:
     async def update_current_user(
         self, session: AsyncSession, principal: Principal, changes: ProfileChanges
     ) -> User:
-        """A new email address is unverified until its own verification mail is used; the
-        old address is told about the change."""
+        """A new address is pending until its link is used (it may belong to someone
+        else, which the answer must not reveal, ADR 0013); asking for the current
+        address again cancels a pending change."""
         user = await self._sessions.caller(session, principal)
         values: dict[str, object] = {}
         if changes.display_name is not None and changes.display_name != user.display_name:
             values["display_name"] = changes.display_name
         if changes.username is not None and changes.username != user.username:
             values["username"] = changes.username
-        email_changed = changes.email is not None and changes.email != user.email
-        if email_changed:
-            values["email"] = changes.email
-            values["email_verified_at"] = None
+            values["username_skeleton"] = skeleton(changes.username)
+        new_address = changes.email is not None and changes.email != user.shown_email
+        if changes.email is not None and changes.email != user.pending_email:
+            values["pending_email"] = None if changes.email == user.email else changes.email
         if not values:
             return user
         now = self._clock()
         repository = IdentityRepository(session)
         updated = await repository.update_user(user.id, values, now)
-        if email_changed:
-            # Links mailed to the old address (verification, reset) stop working.
-            await repository.invalidate_one_time_tokens(
-                user.id, [TokenPurpose.EMAIL_VERIFICATION, TokenPurpose.PASSWORD_RESET], now
-            )
-            await self._mail_verification(session, updated, now)
-            await self._mailer.send(
-                session,
-                MailMessage(
-                    to=user.email,
-                    subject="Your Pixelshop email address was changed",
-                    body=(
-                        f"The email address of your Pixelshop account {user.username} was "
-                        f"changed to {updated.email}. If you did not do this, reset your "
-                        f"password at {self._app_url} right away."
-                    ),
-                    template="email_changed",
-                    user_id=user.id,
-                ),
-                now,
+        if "pending_email" in values:
+            # A link for an address no longer asked for stops working.
+            await repository.invalidate_one_time_tokens(user.id, [TokenPurpose.EMAIL_CHANGE], now)
+        if new_address and updated.pending_email is not None:
+            await repository.insert_mail_request(
+                purpose=MailPurpose.EMAIL_CHANGE,
+                address=updated.pending_email,
+                user_id=user.id,
+                now=now,
             )
         return updated
 
     async def send_verification_email(self, session: AsyncSession, principal: Principal) -> None:
         user = await self._sessions.caller(session, principal)
-        if user.email_verified_at is not None:
+        if user.verified:
             raise FailedPrecondition(
                 "the email address is already verified", reason="EMAIL_ALREADY_VERIFIED"
             )
-        await self._mail_verification(session, user, self._clock())
+        await IdentityRepository(session).insert_mail_request(
+            purpose=MailPurpose.EMAIL_VERIFICATION,
+            address=None,
+            user_id=user.id,
+            now=self._clock(),
+        )
 
     async def verify_email(self, session: AsyncSession, token: str) -> User:
+        """A verification link proves the account's address; an e-mail change link moves
+        the account to the address it was mailed to (and the old address is told)."""
         repository = IdentityRepository(session)
         now = self._clock()
-        used = await repository.use_one_time_token(
-            token_digest(token), TokenPurpose.EMAIL_VERIFICATION, now
-        )
+        digest = token_digest(token)
+        used = await repository.use_one_time_token(digest, TokenPurpose.EMAIL_VERIFICATION, now)
+        if used is not None:
+            # Proves the address it was mailed to, so it is void once the address changed.
+            user = await repository.verify_email(used.user_id, used.email, now)
+            if user is None:
+                raise invalid_one_time_token()
+            return user
+        used = await repository.use_one_time_token(digest, TokenPurpose.EMAIL_CHANGE, now)
         if used is None:
             raise invalid_one_time_token()
-        # Proves the address it was mailed to, so it is void once the address changed.
-        user = await repository.verify_email(used.user_id, used.email, now)
-        if user is None:
+        before = await repository.live_user(used.user_id, for_update=True)
+        if before is None:
             raise invalid_one_time_token()
-        return user
+        try:
+            moved = await repository.confirm_pending_email(used.user_id, used.email, now)
+        except AlreadyExists:
+            raise invalid_one_time_token() from None  # taken since the link was mailed
+        if moved is None:
+            raise invalid_one_time_token()  # another address was asked for since
+        # Links mailed to the old address (verification, reset) stop working.
+        await repository.invalidate_one_time_tokens(
+            moved.id, [TokenPurpose.EMAIL_VERIFICATION, TokenPurpose.PASSWORD_RESET], now
+        )
+        if before.email is not None:
+            await repository.insert_mail_request(
+                purpose=MailPurpose.EMAIL_CHANGED, address=before.email, user_id=moved.id, now=now
+            )
+        return moved
 
     async def request_password_reset(self, session: AsyncSession, email: str) -> None:
-        """Mails a reset link when the account exists; the caller cannot tell either way."""
-        repository = IdentityRepository(session)
-        user = await repository.live_user_by_email(email)
-        if user is None:
-            return
-        now = self._clock()
-        token = await self._issue_one_time_token(repository, user, TokenPurpose.PASSWORD_RESET, now)
-        await self._mailer.send(
-            session,
-            MailMessage(
-                to=user.email,
-                subject="Reset your Pixelshop password",
-                body=(
-                    f"Someone asked to reset the password of your Pixelshop account "
-                    f"{user.username}. To choose a new one, open\n\n"
-                    f"{self._app_url}/reset-password?token={token}\n\n"
-                    f"The link works once and expires in "
-                    f"{_describe(self._token_ttl[TokenPurpose.PASSWORD_RESET])}. "
-                    f"If it was not you, ignore this mail."
-                ),
-                template=TokenPurpose.PASSWORD_RESET.value,
-                user_id=user.id,
-            ),
-            now,
+        """Only records the request: the same statement whether or not the address is
+        registered, so neither the answer nor its time tells (the worker resolves it)."""
+        await IdentityRepository(session).insert_mail_request(
+            purpose=MailPurpose.PASSWORD_RESET, address=email, user_id=None, now=self._clock()
         )
 
-    async def reset_password(self, session: AsyncSession, token: str, new_password: str) -> None:
-        """Sets the password and ends every session (whoever knew the old one is out)."""
-        password_hash = await self._passwords.hash(new_password)  # before any statement
+    async def reset_password(
+        self, session: AsyncSession, token: str, new_password: str, password_hash: str
+    ) -> None:
+        """Sets the password and ends every session (whoever knew the old one is out).
+        `password_hash` is `new_password` hashed before the transaction began."""
         repository = IdentityRepository(session)
         now = self._clock()
         used = await repository.use_one_time_token(
@@ -643,120 +682,298 @@ class Accounts:
         # The link reached this mailbox: that proves the address as well.
         await repository.verify_email(user.id, used.email, now)
 
-    async def change_password(
+    async def begin_password_check(
         self,
-        transactions: Transactions,
+        session: AsyncSession,
         principal: Principal,
-        *,
-        current_password: str,
-        new_password: str,
         client: ClientInfo,
-    ) -> None:
-        """Needs the current password (throttled like a log-in); ends every other session."""
-        async with transactions() as session:
-            user = await self._sessions.caller(session, principal)
+        *,
+        new_password: str | None = None,
+    ) -> tuple[User, Reservation]:
+        """Step 1 of change password and delete account: the caller, and the attempt
+        counted like a log-in (so re-authentication cannot be used to guess)."""
+        user = await self._sessions.caller(session, principal)
+        if new_password is not None:
             check_password_differs(
-                new_password, "new_password", email=user.email, username=user.username
+                new_password,
+                "new_password",
+                email=user.email,
+                username=user.username,
+                pending=user.pending_email,
             )
-            reservation = await self._sessions.reserve_attempt(
-                session, account=f"user:{user.id}", client=client
-            )
-        if not await self._passwords.verify(user.password_hash, current_password):
-            raise wrong_password("current_password")
-        password_hash = await self._passwords.hash(new_password)
-        async with transactions() as session:
-            repository = IdentityRepository(session)
-            await self._sessions.caller(session, principal)
-            now = self._clock()
-            await self._throttle.refund(repository, reservation)
-            # Locked, so a reset or another change in flight cannot be silently undone.
-            current = await repository.live_user(user.id, for_update=True)
-            if current is None or current.password_hash != user.password_hash:
-                raise Aborted("the password was changed meanwhile; try again")
-            await repository.update_user(user.id, {"password_hash": password_hash}, now)
-            await repository.invalidate_one_time_tokens(user.id, [TokenPurpose.PASSWORD_RESET], now)
-            await repository.revoke_sessions(
-                user.id, now, "password_changed", keep=principal.session_id
-            )
+        reservation = await self._sessions.reserve_attempt(
+            session, account=f"user:{user.id}", client=client
+        )
+        return user, reservation
 
-    async def delete_current_user(
+    async def finish_change_password(
         self,
-        transactions: Transactions,
+        session: AsyncSession,
         principal: Principal,
-        *,
-        password: str,
-        client: ClientInfo,
+        user: User,
+        reservation: Reservation,
+        password_hash: str,
     ) -> None:
-        """Soft-deletes and scrubs the account, removes its sessions and tokens, and
-        tells the other services (`user.deleted` in the outbox) to purge its data."""
-        async with transactions() as session:
-            user = await self._sessions.caller(session, principal)
-            reservation = await self._sessions.reserve_attempt(
-                session, account=f"user:{user.id}", client=client
-            )
-        if not await self._passwords.verify(user.password_hash, password):
-            raise wrong_password("password")
-        async with transactions() as session:
-            repository = IdentityRepository(session)
-            await self._sessions.caller(session, principal)
-            now = self._clock()
-            await self._throttle.refund(repository, reservation)
-            await repository.delete_user_sessions(user.id)
-            await repository.delete_user_one_time_tokens(user.id)
-            if not await repository.scrub_user(user.id, now):
-                raise NotFound("user", str(user.id))
-            await repository.append_event(
-                event_type=USER_DELETED_EVENT,
-                user_id=user.id,
-                payload={"user_id": str(user.id), "deleted_at": now.isoformat()},
-                now=now,
-            )
+        """Step 2, after the current password matched: ends every other session."""
+        repository = IdentityRepository(session)
+        await self._sessions.caller(session, principal)
+        now = self._clock()
+        await self._throttle.refund(repository, reservation)
+        # Locked, so a reset or another change in flight cannot be silently undone.
+        current = await repository.live_user(user.id, for_update=True)
+        if current is None or current.password_hash != user.password_hash:
+            raise Aborted("the password was changed meanwhile; try again")
+        await repository.update_user(user.id, {"password_hash": password_hash}, now)
+        await repository.invalidate_one_time_tokens(user.id, [TokenPurpose.PASSWORD_RESET], now)
+        await repository.revoke_sessions(
+            user.id, now, "password_changed", keep=principal.session_id
+        )
+
+    async def finish_delete(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        user: User,
+        reservation: Reservation,
+    ) -> None:
+        """Step 2 of account deletion, after the password matched: soft-deletes and
+        scrubs the account, removes its sessions, tokens, pending mail and mail counters,
+        and tells the other services (`user.deleted` in the outbox) to purge its data."""
+        repository = IdentityRepository(session)
+        await self._sessions.caller(session, principal)
+        now = self._clock()
+        await self._throttle.refund(repository, reservation)
+        await repository.delete_user_sessions(user.id)
+        await repository.delete_user_one_time_tokens(user.id)
+        await repository.delete_user_mail_requests(user.id)
+        await repository.forget_mail_sends(
+            [mail_subject("user", str(user.id))]
+            + [
+                mail_subject("address", address)
+                for address in (user.email, user.pending_email)
+                if address
+            ]
+        )
+        if not await repository.scrub_user(user.id, now):
+            raise NotFound("user", str(user.id))
+        await repository.append_event(
+            event_type=USER_DELETED_EVENT,
+            user_id=user.id,
+            payload={"user_id": str(user.id), "deleted_at": now.isoformat()},
+            now=now,
+        )
         log.info("account deleted", extra={"user_id": str(user.id)})
 
-    async def _issue_one_time_token(
+
+@dataclass(frozen=True)
+class MailLimits:
+    """Per address and per user: at most `per_cooldown` mails of one kind within
+    `cooldown`, and `daily_cap` mails of every kind within a day."""
+
+    cooldown: datetime.timedelta
+    per_cooldown: int
+    daily_cap: int
+
+    DAY = datetime.timedelta(days=1)
+
+
+class MailDesk:
+    """Turns one deferred mail request into a message, or into nothing: an unknown
+    address, a request that no longer applies, or one over the rate limit.
+
+    `compose` runs in the mail worker's transaction; the message it answers carries a
+    new one-time token (earlier ones of its kind stop working) and is sent after the
+    commit. Retried after a crash, it composes again with a fresh token."""
+
+    def __init__(
+        self,
+        *,
+        app_url: str,
+        email_verification_ttl: datetime.timedelta,
+        email_change_ttl: datetime.timedelta,
+        password_reset_ttl: datetime.timedelta,
+        limits: MailLimits,
+        clock: Clock,
+    ) -> None:
+        self._app_url = app_url.rstrip("/")
+        self._token_ttl = {
+            TokenPurpose.EMAIL_VERIFICATION: email_verification_ttl,
+            TokenPurpose.EMAIL_CHANGE: email_change_ttl,
+            TokenPurpose.PASSWORD_RESET: password_reset_ttl,
+        }
+        self._limits = limits
+        self._clock = clock
+
+    async def compose(self, session: AsyncSession, request: MailRequest) -> MailMessage | None:
+        repository = IdentityRepository(session)
+        now = self._clock()
+        user = await repository.live_user(request.user_id) if request.user_id else None
+        if request.purpose is MailPurpose.PASSWORD_RESET:
+            assert request.address is not None
+            owner = await repository.live_user_by_email(request.address)
+            if owner is None:
+                return None  # unknown address: nothing to send, nobody told
+            return await self._with_token(
+                repository, request, owner, owner.email or "", TokenPurpose.PASSWORD_RESET, now
+            )
+        if user is None:
+            return None  # deleted since
+        if request.purpose is MailPurpose.EMAIL_CHANGED:
+            assert request.address is not None
+            return await self._limited(
+                repository,
+                request,
+                MailMessage(
+                    to=request.address,
+                    subject="Your Pixelshop email address was changed",
+                    body=(
+                        f"The email address of your Pixelshop account {user.username} was "
+                        f"changed to another one. If you did not do this, reset your "
+                        f"password at {self._app_url} right away."
+                    ),
+                    template="email_changed",
+                    message_id=request.id,
+                ),
+                user,
+                now,
+            )
+        address = (
+            request.address
+            if request.purpose is MailPurpose.EMAIL_CHANGE
+            else user.pending_email or user.email
+        )
+        if address is None:
+            return None
+        if address == user.email:
+            if user.email_verified_at is not None:
+                return None  # verified meanwhile
+            return await self._with_token(
+                repository, request, user, address, TokenPurpose.EMAIL_VERIFICATION, now
+            )
+        if address != user.pending_email:
+            return None  # another address was asked for since
+        owner = await repository.live_user_by_email(address)
+        if owner is not None and owner.id != user.id:
+            # The address is registered: its owner hears about it, the asker learns nothing.
+            return await self._limited(
+                repository,
+                request,
+                MailMessage(
+                    to=address,
+                    subject="Someone tried to use your email address at Pixelshop",
+                    body=(
+                        f"Someone asked to use {address} for another Pixelshop account. "
+                        f"This address already belongs to your account; nothing was "
+                        f"changed. If it was you, log in or reset your password at "
+                        f"{self._app_url}. If not, you can ignore this mail."
+                    ),
+                    template="address_in_use",
+                    message_id=request.id,
+                ),
+                owner,
+                now,
+            )
+        return await self._with_token(
+            repository, request, user, address, TokenPurpose.EMAIL_CHANGE, now
+        )
+
+    async def _with_token(
         self,
         repository: IdentityRepository,
+        request: MailRequest,
         user: User,
+        address: str,
         purpose: TokenPurpose,
         now: datetime.datetime,
-    ) -> str:
-        """A new single-use token; earlier unused ones of the same purpose stop working."""
+    ) -> MailMessage | None:
+        texts = {
+            TokenPurpose.PASSWORD_RESET: (
+                "Reset your Pixelshop password",
+                f"Someone asked to reset the password of your Pixelshop account "
+                f"{user.username}. To choose a new one, open\n\n{{link}}\n\n"
+                f"The link works once and expires in {{ttl}}. If it was not you, ignore "
+                f"this mail.",
+                "reset-password",
+            ),
+            TokenPurpose.EMAIL_VERIFICATION: (
+                "Verify your Pixelshop email address",
+                f"Welcome to Pixelshop, {user.display_name}. To confirm that {address} is "
+                f"yours, open\n\n{{link}}\n\nThe link works once and expires in {{ttl}}.",
+                "verify-email",
+            ),
+            TokenPurpose.EMAIL_CHANGE: (
+                "Confirm your new Pixelshop email address",
+                f"To use {address} for your Pixelshop account {user.username}, open\n\n"
+                f"{{link}}\n\nThe link works once and expires in {{ttl}}. Until then the "
+                f"account keeps its current address.",
+                "verify-email",
+            ),
+        }
+        subject, body, path = texts[purpose]
+        # Counted before the token exists: a mail over the limit issues no token.
+        if not await self._within_limits(repository, request, address, user, purpose.value, now):
+            return None
         await repository.invalidate_one_time_tokens(user.id, [purpose], now)
         token = new_opaque_token()
         await repository.insert_one_time_token(
             token_hash=token_digest(token),
             user_id=user.id,
             purpose=purpose,
-            email=user.email,
+            email=address,
             now=now,
             expires_at=now + self._token_ttl[purpose],
         )
-        return token
+        link = f"{self._app_url}/{path}?token={token}"
+        return MailMessage(
+            to=address,
+            subject=subject,
+            body=body.format(link=link, ttl=_describe(self._token_ttl[purpose])),
+            template=purpose.value,
+            message_id=request.id,
+        )
 
-    async def _mail_verification(
-        self, session: AsyncSession, user: User, now: datetime.datetime
-    ) -> None:
-        repository = IdentityRepository(session)
-        token = await self._issue_one_time_token(
-            repository, user, TokenPurpose.EMAIL_VERIFICATION, now
-        )
-        await self._mailer.send(
-            session,
-            MailMessage(
-                to=user.email,
-                subject="Verify your Pixelshop email address",
-                body=(
-                    f"Welcome to Pixelshop, {user.display_name}. To confirm that "
-                    f"{user.email} is yours, open\n\n"
-                    f"{self._app_url}/verify-email?token={token}\n\n"
-                    f"The link works once and expires in "
-                    f"{_describe(self._token_ttl[TokenPurpose.EMAIL_VERIFICATION])}."
-                ),
-                template=TokenPurpose.EMAIL_VERIFICATION.value,
-                user_id=user.id,
-            ),
-            now,
-        )
+    async def _limited(
+        self,
+        repository: IdentityRepository,
+        request: MailRequest,
+        message: MailMessage,
+        user: User,
+        now: datetime.datetime,
+    ) -> MailMessage | None:
+        if not await self._within_limits(
+            repository, request, message.to, user, message.template, now
+        ):
+            return None
+        return message
+
+    async def _within_limits(
+        self,
+        repository: IdentityRepository,
+        request: MailRequest,
+        address: str,
+        user: User,
+        template: str,
+        now: datetime.datetime,
+    ) -> bool:
+        """Counts this mail for its address and its user, unless either is over the
+        cooldown (mails of this kind) or the daily cap (mails of every kind). Each subject
+        is locked for the decision, so two workers never both send the last allowed mail."""
+        subjects = sorted({mail_subject("address", address), mail_subject("user", str(user.id))})
+        for subject in subjects:
+            await repository.lock_mail_subject(subject)
+        for subject in subjects:
+            recent = await repository.mails_sent_since(
+                subject, now - self._limits.cooldown, template=template
+            )
+            today = await repository.mails_sent_since(subject, now - MailLimits.DAY)
+            if recent >= self._limits.per_cooldown or today >= self._limits.daily_cap:
+                log.info(
+                    "mail not sent: rate limited",
+                    extra={"purpose": request.purpose.value, "request_id": str(request.id)},
+                )
+                return False
+        await repository.record_mail_sent(subjects, template, now)
+        return True
 
 
 class Tiers:
@@ -841,4 +1058,5 @@ class Housekeeping:
             sessions_expired_before=now - self.RETENTION,
             one_time_tokens_expired_before=now - self.RETENTION,
             login_failures_before=now - self._throttle.longest_window,
+            mail_sends_before=now - MailLimits.DAY,
         )

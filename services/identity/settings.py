@@ -73,6 +73,16 @@ class IdentitySettings(ServiceSettings):
     # The local mailbox: every mail is also written here as an .eml file.
     mailbox_dir: str = str(DEFAULT_MAILBOX_DIR)
 
+    # Mail per address and per user: at most MAIL_PER_COOLDOWN within MAIL_COOLDOWN_SECONDS,
+    # and at most MAIL_DAILY_CAP within a day; requests beyond are dropped (still answered OK).
+    mail_cooldown_seconds: int = 15 * 60
+    mail_per_cooldown: int = 3
+    mail_daily_cap: int = 10
+    # The mail worker looks for requests this often (and at once when this replica wrote
+    # one); a claimed request whose worker died is taken up again after MAIL_CLAIM_SECONDS.
+    mail_poll_seconds: float = 2.0
+    mail_claim_seconds: int = 60
+
     # How often expired sessions, tokens and throttle buckets are swept, and key age checked.
     maintenance_interval_seconds: float = 600.0
     # Outbox events are pruned once every follower has passed them and they are this old
@@ -120,6 +130,20 @@ class IdentitySettings(ServiceSettings):
                 ),
                 (not self.app_url.startswith(("http://", "https://")), "APP_URL must be http(s)"),
                 (not self.mailbox_dir, "MAILBOX_DIR must not be empty"),
+                (self.mail_per_cooldown < 1, "MAIL_PER_COOLDOWN must be at least 1"),
+                (
+                    self.mail_daily_cap < self.mail_per_cooldown,
+                    "MAIL_DAILY_CAP must be at least MAIL_PER_COOLDOWN",
+                ),
+                (
+                    not 1 <= self.mail_cooldown_seconds <= 86400,
+                    "MAIL_COOLDOWN_SECONDS must be 1-86400",
+                ),
+                (
+                    not 0 < self.mail_poll_seconds <= 3600,
+                    "MAIL_POLL_SECONDS must be positive and at most 3600",
+                ),
+                (not 1 <= self.mail_claim_seconds <= 86400, "MAIL_CLAIM_SECONDS must be 1-86400"),
                 (
                     not 0 < self.maintenance_interval_seconds <= MAX_DURATION_SECONDS,
                     "MAINTENANCE_INTERVAL_SECONDS must be positive and at most ten years",

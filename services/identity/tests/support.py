@@ -1,7 +1,11 @@
-"""What identity's tests share: signing up users, reading errors and mails."""
+"""What identity's tests share: signing up users, reading errors and mails.
+
+Mail is sent by the server's mail worker after the request has answered, so the helpers
+that read the mailbox wait for the mail to arrive (or for its request to be handled)."""
 
 from __future__ import annotations
 
+import asyncio
 import email
 import email.policy
 import pathlib
@@ -9,6 +13,7 @@ import re
 import uuid
 from dataclasses import dataclass
 
+import asyncpg
 import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
@@ -115,13 +120,46 @@ def mails_to(mailbox: pathlib.Path, address: str) -> list[email.message.EmailMes
     return found
 
 
-def mailed_token(mailbox: pathlib.Path, address: str, template: str) -> str:
-    """The token in the newest mail of a kind to an address."""
-    for message in reversed(mails_to(mailbox, address)):
-        if message["X-Pixelshop-Template"] == template:
-            body = message.get_body(preferencelist=("plain",))
-            assert body is not None
-            match = re.search(r"token=([A-Za-z0-9_-]+)", body.get_content())
-            assert match, "the mail carries no token link"
-            return match.group(1)
-    raise AssertionError(f"no {template} mail to {address}")
+# Long enough for a loaded machine; only reached when the mail never comes.
+MAIL_WAIT_SECONDS = 30.0
+
+
+async def wait_for_mails(
+    mailbox: pathlib.Path, address: str, template: str, count: int = 1
+) -> list[email.message.EmailMessage]:
+    """The mails of a kind to an address, once there are at least `count` of them."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAIL_WAIT_SECONDS
+    while True:
+        found = [m for m in mails_to(mailbox, address) if m["X-Pixelshop-Template"] == template]
+        if len(found) >= count or loop.time() > deadline:
+            return found
+        await asyncio.sleep(0.02)
+
+
+async def mail_requests_handled(admin_db: asyncpg.Connection, user_or_address: str) -> None:
+    """Waits until the mail worker has handled every request for an address or user id."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + MAIL_WAIT_SECONDS
+    while loop.time() < deadline:
+        waiting = await admin_db.fetchval(
+            "SELECT count(*) FROM identity.mail_requests WHERE address = $1 OR user_id::text = $1",
+            user_or_address,
+        )
+        if not waiting:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"mail requests for {user_or_address} were not handled")
+
+
+async def mailed_token(
+    mailbox: pathlib.Path, address: str, template: str, *, count: int = 1
+) -> str:
+    """The token in the newest mail of a kind to an address, once `count` have come."""
+    found = await wait_for_mails(mailbox, address, template, count)
+    assert len(found) >= count, f"no {template} mail to {address}"
+    body = found[-1].get_body(preferencelist=("plain",))
+    assert body is not None
+    match = re.search(r"token=([A-Za-z0-9_-]+)", body.get_content())
+    assert match, "the mail carries no token link"
+    return match.group(1)

@@ -8,9 +8,7 @@ import asyncpg
 import pytest
 from pixelshop.identity.v1 import identity_pb2_grpc
 
-from runtime.db import Database
-from services.identity.models import SCHEMA
-from services.identity.server import compose
+from services.identity.server import build
 from services.identity.settings import IdentitySettings
 from services.identity.tests.conftest import AdjustableClock
 from services.identity.tests.support import log_in, sign_up
@@ -27,8 +25,8 @@ async def test_expired_sessions_tokens_and_throttle_buckets_are_swept(
         await log_in(identity, account.username, "wrong password")
     user_id = uuid.UUID(account.user_id)
 
-    database = Database.connect(identity_settings.database_url.reveal(), SCHEMA, 1)
-    housekeeping = compose(identity_settings, clock=clock).housekeeping
+    components = build(identity_settings, clock=clock)
+    housekeeping, database = components.housekeeping, components.database
     try:
         async with database.transaction() as session:
             await housekeeping.sweep(session)
@@ -41,7 +39,7 @@ async def test_expired_sessions_tokens_and_throttle_buckets_are_swept(
         async with database.transaction() as session:
             swept = await housekeeping.sweep(session)
     finally:
-        await database.close()
+        await components.close()
     assert await admin_db.fetchval(sessions, user_id) == 0
     assert await admin_db.fetchval(tokens, user_id) == 0
     assert swept["login_failures"] >= 1

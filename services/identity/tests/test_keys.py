@@ -10,10 +10,8 @@ import jwt
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from runtime.auth import public_key_from_jwk
-from runtime.db import Database
 from services.identity.keys import PUBLISHED_AFTER_RETIREMENT
-from services.identity.models import SCHEMA
-from services.identity.server import compose
+from services.identity.server import build
 from services.identity.settings import IdentitySettings
 from services.identity.tests.cli import run_cli
 from services.identity.tests.conftest import AdjustableClock
@@ -98,8 +96,8 @@ async def test_keys_rotate_by_age_and_retired_private_keys_are_erased(
     clock: AdjustableClock,
     admin_db: asyncpg.Connection,
 ) -> None:
-    housekeeping = compose(identity_settings, clock=clock).housekeeping
-    database = Database.connect(identity_settings.database_url.reveal(), SCHEMA, 1)
+    components = build(identity_settings, clock=clock)
+    housekeeping, database = components.housekeeping, components.database
     count = "SELECT count(*) FROM identity.signing_keys"
     try:
         before = await admin_db.fetchval(count)
@@ -136,7 +134,7 @@ async def test_keys_rotate_by_age_and_retired_private_keys_are_erased(
             uuid.UUID(str(newest["kid"])),
         )
     finally:
-        await database.close()
+        await components.close()
 
 
 def test_retired_keys_stay_published_for_the_longest_token_life() -> None:

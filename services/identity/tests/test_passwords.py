@@ -90,7 +90,7 @@ async def test_password_reset_is_single_use_and_revokes_every_session(
     await identity.RequestPasswordReset(
         identity_pb2.RequestPasswordResetRequest(email=account.email.upper())
     )
-    token = mailed_token(mailbox, account.email, "password_reset")
+    token = await mailed_token(mailbox, account.email, "password_reset")
 
     await identity.ResetPassword(
         identity_pb2.ResetPasswordRequest(token=token, new_password=NEW_PASSWORD)
@@ -115,9 +115,9 @@ async def test_password_reset_tokens_expire_and_a_newer_one_replaces_an_older_on
     account = await sign_up(identity)
     request = identity_pb2.RequestPasswordResetRequest(email=account.email)
     await identity.RequestPasswordReset(request)
-    older = mailed_token(mailbox, account.email, "password_reset")
+    older = await mailed_token(mailbox, account.email, "password_reset")
     await identity.RequestPasswordReset(request)
-    newer = mailed_token(mailbox, account.email, "password_reset")
+    newer = await mailed_token(mailbox, account.email, "password_reset", count=2)
     assert older != newer
 
     with pytest.raises(grpc.aio.AioRpcError) as replaced:
@@ -149,7 +149,7 @@ async def test_a_policy_violation_leaves_the_reset_token_usable(
     await identity.RequestPasswordReset(
         identity_pb2.RequestPasswordResetRequest(email=account.email)
     )
-    token = mailed_token(mailbox, account.email, "password_reset")
+    token = await mailed_token(mailbox, account.email, "password_reset")
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await identity.ResetPassword(
             identity_pb2.ResetPasswordRequest(token=token, new_password=account.email)
@@ -164,7 +164,7 @@ async def test_email_verification_is_single_use(
     identity: identity_pb2_grpc.IdentityServiceStub, mailbox: pathlib.Path
 ) -> None:
     account = await sign_up(identity)
-    token = mailed_token(mailbox, account.email, "email_verification")
+    token = await mailed_token(mailbox, account.email, "email_verification")
     verified = await identity.VerifyEmail(identity_pb2.VerifyEmailRequest(token=token))
     assert verified.user.email_verified
     with pytest.raises(grpc.aio.AioRpcError) as reused:
@@ -187,25 +187,30 @@ async def test_email_verification_tokens_expire(
     await identity.SendVerificationEmail(
         identity_pb2.SendVerificationEmailRequest(), metadata=bearer(account.access_token)
     )
-    token = mailed_token(mailbox, account.email, "email_verification")
+    token = await mailed_token(mailbox, account.email, "email_verification")
     clock.advance(hours=48, seconds=1)
     with pytest.raises(grpc.aio.AioRpcError) as expired:
         await identity.VerifyEmail(identity_pb2.VerifyEmailRequest(token=token))
     assert violated_field(expired.value) == "token"
 
 
-async def test_verification_of_a_replaced_address_does_not_verify_the_new_one(
+async def test_verification_of_the_current_address_does_not_verify_a_pending_one(
     identity: identity_pb2_grpc.IdentityServiceStub, mailbox: pathlib.Path
 ) -> None:
     account = await sign_up(identity)
-    old_token = mailed_token(mailbox, account.email, "email_verification")
+    old_token = await mailed_token(mailbox, account.email, "email_verification")
+    new_address = f"{unique_name('moved')}@example.com"
     await identity.UpdateCurrentUser(
-        identity_pb2.UpdateCurrentUserRequest(email=f"{unique_name('moved')}@example.com"),
+        identity_pb2.UpdateCurrentUserRequest(email=new_address),
         metadata=bearer(account.access_token),
     )
-    with pytest.raises(grpc.aio.AioRpcError) as stale:
+    # The link proves the address it was mailed to, which is still the account's...
+    verified = await identity.VerifyEmail(identity_pb2.VerifyEmailRequest(token=old_token))
+    # ...and not the pending one, which only its own link confirms.
+    assert (verified.user.email, verified.user.email_verified) == (new_address, False)
+    with pytest.raises(grpc.aio.AioRpcError) as reused:
         await identity.VerifyEmail(identity_pb2.VerifyEmailRequest(token=old_token))
-    assert violated_field(stale.value) == "token"
+    assert violated_field(reused.value) == "token"
 
 
 async def test_tokens_are_stored_only_as_digests(
@@ -214,7 +219,7 @@ async def test_tokens_are_stored_only_as_digests(
     admin_db: asyncpg.Connection,
 ) -> None:
     account = await sign_up(identity)
-    token = mailed_token(mailbox, account.email, "email_verification")
+    token = await mailed_token(mailbox, account.email, "email_verification")
     stored = await admin_db.fetch("SELECT token_hash FROM identity.one_time_tokens")
     stored += await admin_db.fetch("SELECT token_hash FROM identity.refresh_tokens")
     assert all(len(row["token_hash"]) == 32 for row in stored)

@@ -17,10 +17,9 @@ from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from runtime.context import Principal
 from runtime.db import Database
-from services.identity.api import units_of_work
 from services.identity.models import SCHEMA
 from services.identity.repository import IdentityRepository
-from services.identity.server import IdentityComponents, compose
+from services.identity.server import IdentityComponents, build
 from services.identity.service import ClientInfo
 from services.identity.settings import IdentitySettings
 from services.identity.tests.conftest import AdjustableClock
@@ -29,6 +28,7 @@ from services.identity.tests.support import (
     bearer,
     error_reason,
     log_in,
+    mail_requests_handled,
     mailed_token,
     sign_up,
     unique_name,
@@ -47,8 +47,12 @@ async def database(identity_settings: IdentitySettings) -> AsyncIterator[Databas
 
 
 @pytest.fixture
-def components(identity_settings: IdentitySettings, clock: AdjustableClock) -> IdentityComponents:
-    return compose(identity_settings, clock=clock)
+async def components(
+    identity_settings: IdentitySettings, clock: AdjustableClock
+) -> AsyncIterator[IdentityComponents]:
+    built = build(identity_settings, clock=clock)
+    yield built
+    await built.close()
 
 
 async def wait_until_blocked(admin_db: asyncpg.Connection, task: asyncio.Task[Any]) -> None:
@@ -114,8 +118,7 @@ async def test_a_refresh_racing_a_password_change_neither_deadlocks_nor_survives
     await reached.wait()
     # ...while the phone changes the password, which ends every other session.
     changing = asyncio.create_task(
-        components.accounts.change_password(
-            units_of_work(database),
+        components.workflows.change_password(
             principal_of(account),
             current_password=account.password,
             new_password=NEW_PASSWORD,
@@ -146,10 +149,11 @@ async def test_a_log_in_with_the_old_password_racing_a_reset_gets_no_lasting_ses
     await identity.RequestPasswordReset(
         identity_pb2.RequestPasswordResetRequest(email=account.email)
     )
-    token = mailed_token(mailbox, account.email, "password_reset")
+    token = await mailed_token(mailbox, account.email, "password_reset")
 
+    password_hash = await components.passwords.hash(NEW_PASSWORD)
     async with database.transaction() as session:
-        await components.accounts.reset_password(session, token, NEW_PASSWORD)
+        await components.accounts.reset_password(session, token, NEW_PASSWORD, password_hash)
         # The reset has not committed yet when a log-in with the old password arrives.
         logging_in = asyncio.create_task(log_in(identity, account.username, account.password))
         await wait_until_blocked(admin_db, logging_in)
@@ -173,7 +177,7 @@ async def test_a_password_change_racing_a_reset_does_not_undo_it(
     await identity.RequestPasswordReset(
         identity_pb2.RequestPasswordResetRequest(email=account.email)
     )
-    token = mailed_token(mailbox, account.email, "password_reset")
+    token = await mailed_token(mailbox, account.email, "password_reset")
 
     async def change() -> identity_pb2.ChangePasswordResponse:
         return await identity.ChangePassword(
@@ -183,8 +187,9 @@ async def test_a_password_change_racing_a_reset_does_not_undo_it(
             metadata=bearer(account.access_token),
         )
 
+    password_hash = await components.passwords.hash(NEW_PASSWORD)
     async with database.transaction() as session:
-        await components.accounts.reset_password(session, token, NEW_PASSWORD)
+        await components.accounts.reset_password(session, token, NEW_PASSWORD, password_hash)
         changing = asyncio.create_task(change())
         await wait_until_blocked(admin_db, changing)
 
@@ -194,29 +199,23 @@ async def test_a_password_change_racing_a_reset_does_not_undo_it(
     await log_in(identity, account.username, NEW_PASSWORD)
 
 
-async def test_a_reset_link_mailed_while_the_address_changes_does_not_work(
+async def test_a_reset_link_mailed_before_the_address_moved_does_not_work(
     identity: identity_pb2_grpc.IdentityServiceStub,
-    components: IdentityComponents,
-    database: Database,
-    admin_db: asyncpg.Connection,
     mailbox: pathlib.Path,
 ) -> None:
     account = await sign_up(identity)
+    await identity.RequestPasswordReset(
+        identity_pb2.RequestPasswordResetRequest(email=account.email)
+    )
+    token = await mailed_token(mailbox, account.email, "password_reset")
     new_address = f"{unique_name('moved')}@example.com"
-
-    async def move() -> identity_pb2.UpdateCurrentUserResponse:
-        return await identity.UpdateCurrentUser(
-            identity_pb2.UpdateCurrentUserRequest(email=new_address),
-            metadata=bearer(account.access_token),
-        )
-
-    async with database.transaction() as session:
-        # A reset is requested for the old address; before it commits, the owner moves.
-        await components.accounts.request_password_reset(session, account.email)
-        changing = asyncio.create_task(move())
-        await wait_until_blocked(admin_db, changing)
-    assert (await changing).user.email == new_address
-    token = mailed_token(mailbox, account.email, "password_reset")
+    await identity.UpdateCurrentUser(
+        identity_pb2.UpdateCurrentUserRequest(email=new_address),
+        metadata=bearer(account.access_token),
+    )
+    confirmation = await mailed_token(mailbox, new_address, "email_change")
+    moved = await identity.VerifyEmail(identity_pb2.VerifyEmailRequest(token=confirmation))
+    assert moved.user.email == new_address
 
     with pytest.raises(grpc.aio.AioRpcError) as stale:
         await identity.ResetPassword(
@@ -226,16 +225,27 @@ async def test_a_reset_link_mailed_while_the_address_changes_does_not_work(
     assert error_reason(stale.value) == "TOKEN_INVALID"
 
 
-async def test_concurrent_sign_ups_with_one_address_create_one_account(
+async def test_concurrent_sign_ups_with_one_address_give_it_to_one_account(
     identity: identity_pb2_grpc.IdentityServiceStub,
+    admin_db: asyncpg.Connection,
+    mailbox: pathlib.Path,
 ) -> None:
     address = f"{unique_name('twin')}@example.com"
     attempts: list[Callable[[], Awaitable[Account]]] = [
         lambda n=n: sign_up(identity, username=unique_name(f"twin{n}"), email_address=address)
         for n in range(5)
     ]
-    results = await asyncio.gather(*(attempt() for attempt in attempts), return_exceptions=True)
-    created = [r for r in results if isinstance(r, Account)]
-    refused = [r for r in results if isinstance(r, grpc.aio.AioRpcError)]
-    assert len(created) == 1
-    assert [r.code() for r in refused] == [grpc.StatusCode.ALREADY_EXISTS] * 4
+    results = await asyncio.gather(*(attempt() for attempt in attempts))
+    # Every one answers like a sign-up (nobody learns the address was taken) ...
+    assert [r.email for r in results] == [address] * 5
+    # ... and exactly one account has it; the others hold it pending, never confirmed.
+    rows = await admin_db.fetch(
+        "SELECT email, pending_email FROM identity.users WHERE id = ANY($1::uuid[])",
+        [uuid.UUID(r.user_id) for r in results],
+    )
+    assert sorted((row["email"] is None, row["pending_email"]) for row in rows) == [
+        (False, None),
+        *[(True, address)] * 4,
+    ]
+    for result in results:
+        await mail_requests_handled(admin_db, result.user_id)
