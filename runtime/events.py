@@ -256,9 +256,18 @@ class Leadership:
         return True
 
     async def release(self) -> None:
+        """Unlocks and discards the connection: returned to the pool, it would keep the
+        session-level lock for as long as it lives."""
         connection, self._connection = self._connection, None
-        if connection is not None:
+        if connection is None:
+            return
+        try:
+            await connection.scalar(select(func.pg_advisory_unlock(self._key)))
+        except Exception:
+            log.debug("unlocking the follower lock failed", exc_info=True)
+        finally:
             try:
+                await connection.invalidate()
                 await connection.close()
             except Exception:
                 log.debug("closing the lock connection failed", exc_info=True)

@@ -1,0 +1,183 @@
+"""runtime.tombstones on a real Postgres: a write either commits before the tombstone
+(and the purge sees it) or is refused; replicas learn of a deletion on their next refresh;
+purges are retried until they succeed."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import UUID
+
+from runtime.db import Database, schema_metadata
+from runtime.errors import Unauthenticated
+from runtime.tombstones import Tombstones, tombstone_table
+
+
+class Schema:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.metadata = schema_metadata(name)
+        self.tombstones = tombstone_table(self.metadata)
+        self.things = sa.Table(
+            "things",
+            self.metadata,
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+            sa.Column("user_id", UUID(as_uuid=True), nullable=False),
+        )
+
+
+@pytest.fixture
+async def schema(migrated_db: str) -> AsyncIterator[tuple[Database, Schema]]:
+    made = Schema(f"tombstones_{uuid.uuid4().hex[:10]}")
+    database = Database.connect(migrated_db, made.name, pool_size=5)
+    async with database.engine.begin() as connection:
+        await connection.execute(sa.text(f'CREATE SCHEMA "{made.name}"'))
+        await connection.run_sync(made.metadata.create_all)
+    try:
+        yield database, made
+    finally:
+        async with database.engine.begin() as connection:
+            await connection.execute(sa.text(f'DROP SCHEMA "{made.name}" CASCADE'))
+        await database.close()
+
+
+async def guarded_write(
+    database: Database, tombstones: Tombstones, schema: Schema, user_id: uuid.UUID
+) -> None:
+    async with database.transaction() as session:
+        await tombstones.guard_write(session, user_id)
+        await session.execute(sa.insert(schema.things).values(user_id=user_id))
+
+
+async def waiting_for_advisory_lock(database: Database) -> bool:
+    async with database.read() as session:
+        return bool(
+            await session.scalar(
+                sa.text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted")
+            )
+        )
+
+
+async def test_a_write_in_flight_commits_before_the_tombstone_and_a_later_one_is_refused(
+    schema: tuple[Database, Schema],
+) -> None:
+    database, tables = schema
+    tombstones = Tombstones(database, tables.tombstones)
+    user = uuid.uuid4()
+    release_writer = asyncio.Event()
+
+    async def slow_writer() -> None:
+        async with database.transaction() as session:
+            await tombstones.guard_write(session, user)
+            await session.execute(sa.insert(tables.things).values(user_id=user))
+            await release_writer.wait()
+
+    async def record() -> None:
+        async with database.transaction() as session:
+            await tombstones.record(session, user)
+
+    writer = asyncio.create_task(slow_writer())
+    await until(lambda: database_has_shared_lock(database))
+    recorder = asyncio.create_task(record())
+    await until(lambda: waiting_for_advisory_lock(database))  # the recorder waits for the writer
+    assert not recorder.done()
+    release_writer.set()
+    await writer
+    await recorder
+
+    # The purge runs after the tombstone committed: it sees the in-flight write.
+    async with database.read() as session:
+        rows = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(tables.things)
+            .where(tables.things.c.user_id == user)
+        )
+    assert rows == 1
+    with pytest.raises(Unauthenticated, match="this account has been deleted"):
+        await guarded_write(database, tombstones, tables, user)
+    async with database.read() as session:
+        rows = await session.scalar(
+            sa.select(sa.func.count())
+            .select_from(tables.things)
+            .where(tables.things.c.user_id == user)
+        )
+    assert rows == 1  # the refused write left nothing
+
+    # Another user's writes never wait on this one's lock.
+    await guarded_write(database, tombstones, tables, uuid.uuid4())
+
+
+async def until(condition: Callable[[], Awaitable[bool]]) -> None:
+    for _ in range(1000):
+        if await condition():
+            return
+        await asyncio.sleep(0.01)
+    pytest.fail("condition not reached")
+
+
+async def database_has_shared_lock(database: Database) -> bool:
+    async with database.read() as session:
+        return bool(
+            await session.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND mode = 'ShareLock' AND granted"
+                )
+            )
+        )
+
+
+async def test_every_replica_refuses_the_user_after_its_refresh(
+    schema: tuple[Database, Schema],
+) -> None:
+    database, tables = schema
+    recording, other_replica = (
+        Tombstones(database, tables.tombstones),
+        Tombstones(database, tables.tombstones),
+    )
+    user, someone_else = uuid.uuid4(), uuid.uuid4()
+    async with database.transaction() as session:
+        await recording.record(session, user)
+    assert recording.is_deleted(user)
+    assert not other_replica.is_deleted(user)
+    await other_replica.load()
+    assert other_replica.is_deleted(user)
+    assert not other_replica.is_deleted(someone_else)
+
+
+async def test_purges_run_after_the_tombstone_and_are_retried_until_done(
+    schema: tuple[Database, Schema],
+) -> None:
+    database, tables = schema
+    tombstones = Tombstones(database, tables.tombstones)
+    user = uuid.uuid4()
+    await guarded_write(database, tombstones, tables, user)
+    async with database.transaction() as session:
+        await tombstones.record(session, user)
+    calls: list[uuid.UUID] = []
+
+    async def failing(user_id: uuid.UUID) -> None:
+        calls.append(user_id)
+        raise OSError("object store down")
+
+    async def purge(user_id: uuid.UUID) -> None:
+        calls.append(user_id)
+        async with database.transaction() as session:
+            await session.execute(
+                sa.delete(tables.things).where(tables.things.c.user_id == user_id)
+            )
+
+    assert await tombstones.purge_pending(failing) == 0
+    assert await tombstones.pending_purges() == [user]  # still owed
+    assert await tombstones.purge_pending(purge) == 1
+    assert await tombstones.pending_purges() == []
+    assert await tombstones.purge_pending(purge) == 0  # done once, not again
+    assert calls == [user, user]
+    async with database.read() as session:
+        assert await session.scalar(sa.select(sa.func.count()).select_from(tables.things)) == 0
+        purged_at = await session.scalar(sa.select(tables.tombstones.c.purged_at))
+    assert purged_at is not None
