@@ -1,0 +1,172 @@
+"""Checkout and portal through the real stripe client against the local fake Stripe."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import grpc
+import pytest
+from pixelshop.billing.v1 import billing_pb2
+
+from services.billing.settings import BillingSettings
+from services.billing.tests.conftest import Billing, Metadata, StartBilling
+from tests.support.fake_stripe import PRICE_PRO, FakeStripe
+
+
+@pytest.fixture
+async def paid(
+    stripe_settings: BillingSettings,
+    start_billing: StartBilling,
+    connect: Callable[..., Billing],
+) -> Billing:
+    return connect(await start_billing(stripe_settings))
+
+
+def customer_of(stripe_api: FakeStripe, user: uuid.UUID) -> str:
+    (found,) = [
+        c["id"] for c in stripe_api.customers.values() if c["metadata"] == {"user_id": str(user)}
+    ]
+    return str(found)
+
+
+def checkout(tier: str = "pro", **urls: str) -> billing_pb2.CreateCheckoutSessionRequest:
+    return billing_pb2.CreateCheckoutSessionRequest(tier=tier, **urls)
+
+
+async def test_without_a_stripe_key_billing_is_not_configured(
+    billing: Billing, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    _, token = new_user()
+    for call in (
+        billing.public.CreateCheckoutSession(checkout(), metadata=token),
+        billing.public.CreatePortalSession(
+            billing_pb2.CreatePortalSessionRequest(), metadata=token
+        ),
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await call
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert refused.value.details() == "billing is not configured"
+
+
+async def test_checkout_creates_the_customer_once_and_reuses_it(
+    paid: Billing, stripe_api: FakeStripe, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    user, token = new_user()
+    first = await paid.public.CreateCheckoutSession(
+        checkout(success_url="https://app.example/ok", cancel_url="https://app.example/no"),
+        metadata=token,
+    )
+    second = await paid.public.CreateCheckoutSession(checkout(), metadata=token)
+    assert first.url.startswith("https://checkout.stripe.test/")
+    assert second.url != first.url
+
+    customers = stripe_api.calls("POST", "/v1/customers")
+    assert len(customers) == 1
+    assert customers[0].params["metadata[user_id]"] == str(user)
+    assert customers[0].idempotency_key
+    sessions = stripe_api.calls("POST", "/v1/checkout/sessions")
+    assert len(sessions) == 2
+    params = sessions[0].params
+    customer_id = customer_of(stripe_api, user)
+    assert params["mode"] == "subscription"
+    assert params["customer"] == customer_id
+    assert sessions[1].params["customer"] == customer_id
+    assert params["line_items[0][price]"] == PRICE_PRO
+    assert params["line_items[0][quantity]"] == "1"
+    assert params["client_reference_id"] == str(user)
+    assert params["metadata[user_id]"] == str(user)
+    assert params["subscription_data[metadata][user_id]"] == str(user)
+    assert params["success_url"] == "https://app.example/ok"
+    assert params["cancel_url"] == "https://app.example/no"
+    assert all(call.idempotency_key for call in sessions)
+    assert sessions[0].idempotency_key != sessions[1].idempotency_key
+
+
+async def test_the_same_idempotency_key_makes_one_session(
+    paid: Billing, stripe_api: FakeStripe, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    _, token = new_user()
+    keyed = (*token, ("idempotency-key", "checkout-click-1"))
+    first = await paid.public.CreateCheckoutSession(checkout(), metadata=keyed)
+    again = await paid.public.CreateCheckoutSession(checkout(), metadata=keyed)
+    assert again.url == first.url
+    keys = {call.idempotency_key for call in stripe_api.calls("POST", "/v1/checkout/sessions")}
+    assert len(keys) == 1
+
+
+@pytest.mark.parametrize(
+    ("tier", "user_tier", "needle"),
+    [
+        ("gold", "free", "unknown tier"),
+        ("free", "free", "cannot be bought"),
+        ("pro", "pro", "already on the pro tier"),
+        ("", "free", "is required"),
+    ],
+)
+async def test_tiers_that_cannot_be_bought_name_the_field(
+    paid: Billing,
+    stripe_api: FakeStripe,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+    tier: str,
+    user_tier: str,
+    needle: str,
+) -> None:
+    _, token = new_user(user_tier)
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await paid.public.CreateCheckoutSession(checkout(tier), metadata=token)
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (refused.value.details() or "").startswith("tier: ")
+    assert needle in (refused.value.details() or "")
+    assert stripe_api.requests == []
+
+
+async def test_bad_urls_name_the_field(
+    paid: Billing, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    _, token = new_user()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await paid.public.CreateCheckoutSession(
+            checkout(success_url="javascript:alert(1)"), metadata=token
+        )
+    assert (refused.value.details() or "").startswith("success_url: ")
+
+
+async def test_portal_needs_a_customer_then_opens(
+    paid: Billing, stripe_api: FakeStripe, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    user, token = new_user()
+    portal = billing_pb2.CreatePortalSessionRequest(return_url="https://app.example/billing")
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await paid.public.CreatePortalSession(portal, metadata=token)
+    assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    await paid.public.CreateCheckoutSession(checkout(), metadata=token)
+    opened = await paid.public.CreatePortalSession(portal, metadata=token)
+    assert opened.url.startswith("https://billing.stripe.test/")
+    call = stripe_api.calls("POST", "/v1/billing_portal/sessions")[0]
+    assert call.params["customer"] == customer_of(stripe_api, user)
+    assert call.params["return_url"] == "https://app.example/billing"
+    assert call.idempotency_key
+
+
+@pytest.mark.parametrize("failure", ["error", "timeout"])
+async def test_stripe_failures_are_unavailable_with_a_readable_message(
+    paid: Billing,
+    stripe_api: FakeStripe,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+    failure: str,
+) -> None:
+    _, token = new_user()
+    if failure == "error":
+        stripe_api.failing = 500
+    else:
+        stripe_api.delay = 1.5  # the client's timeout is 1 s
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await paid.public.CreateCheckoutSession(checkout(), metadata=token)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "payment provider" in (refused.value.details() or "")
+    assert "try again" in (refused.value.details() or "")
+    stripe_api.reset()
+    # Nothing was half-recorded: the next attempt creates the customer and the session.
+    await paid.public.CreateCheckoutSession(checkout(), metadata=token)
