@@ -37,8 +37,9 @@ IN_FLIGHT = 20
 async def _record_tombstone(admin_engine: AsyncEngine, user_id: uuid.UUID) -> None:
     """What the `user.deleted` handler does: waits for the user's guarded writes, then
     records the deletion."""
-    tombstones = Tombstones(Database(admin_engine), deleted_users)
-    async with Database(admin_engine).transaction() as session:
+    database = Database(admin_engine)
+    tombstones = Tombstones(database, deleted_users)
+    async with database.transaction() as session:
         await tombstones.record(session, user_id)
 
 
@@ -93,6 +94,15 @@ async def test_user_deleted_event_purges_presets_and_likes(presets: PresetsClien
     with pytest.raises(grpc.aio.AioRpcError) as error:
         await presets.get(fan, theirs.id)
     assert error.value.code() == grpc.StatusCode.NOT_FOUND
+    # The still-valid token is refused on every RPC, reads included.
+    for call in (
+        presets.get(leaving, liked.id),
+        presets.list(leaving),
+        presets.unlike(leaving, liked.id),
+        presets.create(leaving, "After the event"),
+    ):
+        refused = await failure(call)
+        assert refused.code == grpc.StatusCode.UNAUTHENTICATED
 
 
 async def test_every_write_after_the_tombstone_is_refused(
