@@ -6,6 +6,8 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.installed
+CHROMIUM := /usr/bin/chromium
+SUDO := $(if $(filter 0,$(shell id -u)),,sudo)
 
 .PHONY: help run test lint format proto lock bench bench-db db docs clean
 
@@ -15,7 +17,7 @@ help: ## List the verbs
 run: $(INSTALLED) ## Start Postgres, migrate, and run every service and the gateway (Ctrl-C stops)
 	$(PY) -m tools.run
 
-test: $(INSTALLED) lint ## Lint, type-check and run the whole test suite (starts a throwaway Postgres)
+test: $(INSTALLED) $(CHROMIUM) lint ## Lint, type-check and run the whole test suite (starts a throwaway Postgres)
 	$(PY) -m pytest
 
 lint: $(INSTALLED) ## ruff and mypy (generated code excluded)
@@ -49,6 +51,11 @@ lock: ## Re-resolve pyproject.toml's dependencies into requirements.lock
 clean: ## Remove the venv and caches (keeps .pixelshop/ data)
 	rm -rf $(VENV) .mypy_cache .ruff_cache
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# tests/browser drives Debian's Chromium through Playwright; installed once when missing.
+$(CHROMIUM):
+	$(SUDO) apt-get update -qq
+	DEBIAN_FRONTEND=noninteractive $(SUDO) apt-get install -y -qq chromium
 
 # The venv is rebuilt when the lock file changes; a .pth file puts the repository
 # and the generated code on sys.path, so `python -m services.identity` works anywhere.

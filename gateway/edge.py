@@ -34,11 +34,12 @@ class BodyLimits:
 
 @dataclasses.dataclass(frozen=True, slots=True)
 class Overload:
-    """Per process: request bytes held at once (read, parsed or waiting on the upstream).
-    A request that would exceed it is answered 503 with Retry-After before its body is read.
-    Envoy bounds the same thing through its overload manager (heap size), not a byte count."""
+    """Per process: memory held by request bodies at once (read, parsed, serialized for the
+    upstream; each copy counts). A request that would exceed it is answered 503 with
+    Retry-After before its body is read. Envoy bounds the same thing through its overload
+    manager (heap size), not a byte count."""
 
-    inflight_request_bytes: int = 256 * MIB
+    inflight_request_bytes: int = 512 * MIB
     retry_after_seconds: int = 1
     # Envoy: shed load before the kernel kills the pod (deploy/k8s gives it 1 GiB).
     envoy_max_heap_bytes: int = 768 * MIB

@@ -35,6 +35,9 @@ access_logger = logging.getLogger("gateway.access")
 SHUTDOWN_GRACE_SECONDS = 25.0
 # aiohttp reads bodies in chunks of this size, pausing the socket beyond twice it.
 READ_BUFFER_BYTES = 64 * 1024
+# A body is held about three times over at its peak: as read, in the request message, and
+# serialized for gRPC. The in-flight budget counts every copy, so it bounds memory itself.
+HELD_COPIES = 3
 _IDENTITY = "identity"
 
 
@@ -246,7 +249,8 @@ class Gateway:
         self, request: web.Request, limit: int, reservation: Reservation, *, gzip: bool
     ) -> bytes:
         """The body, within the size limit, the bytes-in-flight budget and the timeouts."""
-        if request.content_length is not None and not reservation.grow_to(request.content_length):
+        announced = request.content_length
+        if announced is not None and not reservation.grow_to(announced * HELD_COPIES):
             raise self._overloaded()
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._settings.request_timeout_seconds
@@ -285,7 +289,7 @@ class Gateway:
             size += len(chunk)
             if size > limit:
                 raise self._too_large(limit)
-            if not reservation.grow_to(size):
+            if not reservation.grow_to(size * HELD_COPIES):
                 raise self._overloaded()
             chunks.append(chunk)
         if inflate is not None and not inflate.eof:

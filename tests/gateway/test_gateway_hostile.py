@@ -217,10 +217,11 @@ async def test_large_json_is_parsed_off_the_event_loop(
 async def test_bytes_in_flight_are_bounded_with_503_and_retry_after(
     base_settings: GatewaySettings, recorder: Recorder
 ) -> None:
-    settings = dataclasses.replace(base_settings, inflight_max_bytes=100_000)
+    settings = dataclasses.replace(base_settings, inflight_max_bytes=300_000)
     async with run_gateway(settings) as client:
         port = port_of(client)
-        # A first upload announces 80 KB and sends half: its bytes are held meanwhile.
+        # A first upload announces 80 KB and sends half: its bytes (three copies, 240 KB of
+        # the 300 KB) are held meanwhile.
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
         writer.write(
             b"POST /v1/assets:upload HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"

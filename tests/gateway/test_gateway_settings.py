@@ -42,7 +42,7 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.cors_origins == ()
     assert settings.json_body_max_bytes == 1024 * 1024
     assert settings.upload_body_max_bytes == 64 * 1024 * 1024
-    assert settings.inflight_max_bytes == 256 * 1024 * 1024
+    assert settings.inflight_max_bytes == 512 * 1024 * 1024
     assert settings.request_decompression == ""
     assert settings.auth_rate_limit_per_minute == 600
     # Upstream deadlines come from the edge table Envoy's route timeouts are made from.
