@@ -496,7 +496,7 @@ def _openapi_path(route: Route) -> tuple[str, list[str]]:
     segments = list(route.template.segments)
     for variable in reversed(route.template.variables):
         segments[variable.start : variable.end] = ["{" + ".".join(variable.field_path) + "}"]
-    wildcards = []
+    wildcards: list[str] = []
     for index, segment in enumerate(segments):
         if segment in ("*", "**"):
             wildcards.append(f"_{len(wildcards) + 1}")
