@@ -1,42 +1,75 @@
 """Quota reservations with billing: reserve before the side effect, then commit or release.
 
 `Quota` is what assets and projects depend on. `BillingQuota` talks to the billing
-service; `UnlimitedQuota` grants everything and is used only where billing is not
-deployed (PIXELSHOP_<SVC>_QUOTA=unlimited), so that the calls are already in place.
+service (the default everywhere); `UnlimitedQuota` grants everything and is only an
+explicit opt-out (PIXELSHOP_<SVC>_QUOTA=unlimited). Metrics are the domain enum `Metric`;
+the protobuf numbers appear only inside this module. The former constants (`AI_EDITS`,
+`STORAGE_BYTES`, `PROJECTS`, protobuf numbers) still work until every caller uses `Metric`.
 """
 
 from __future__ import annotations
 
 import uuid
+from enum import StrEnum
 from typing import Any, Protocol, TypeAlias
 
 import grpc
 from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from runtime.clients import PeerChannel
-from runtime.errors import QuotaExceeded, Unavailable
+from runtime.errors import FailedPrecondition, QuotaExceeded, Unauthenticated, Unavailable
 
+
+class Metric(StrEnum):
+    """What billing counts: AI edits per period, and two gauges that never reset."""
+
+    AI_EDITS = "ai_edits"
+    STORAGE_BYTES = "storage_bytes"
+    PROJECTS = "projects"
+
+
+_METRIC_NUMBERS = {
+    Metric.AI_EDITS: billing_pb2.USAGE_METRIC_AI_EDITS,
+    Metric.STORAGE_BYTES: billing_pb2.USAGE_METRIC_STORAGE_BYTES,
+    Metric.PROJECTS: billing_pb2.USAGE_METRIC_PROJECTS,
+}
+
+# The former constants (protobuf numbers); callers move to `Metric`.
 AI_EDITS = billing_pb2.USAGE_METRIC_AI_EDITS
 STORAGE_BYTES = billing_pb2.USAGE_METRIC_STORAGE_BYTES
 PROJECTS = billing_pb2.USAGE_METRIC_PROJECTS
 
-Metric: TypeAlias = billing_pb2.UsageMetric
+# A metric as callers may still pass it while they move to `Metric`.
+AnyMetric: TypeAlias = Metric | int
+
+
+def metric_number(metric: AnyMetric) -> int:
+    """The protobuf number of a metric (the only place that knows it)."""
+    if isinstance(metric, Metric):
+        return int(_METRIC_NUMBERS[metric])
+    if metric not in _METRIC_NUMBERS.values():
+        raise ValueError(f"unknown usage metric {metric!r}")
+    return int(metric)
 
 
 class Quota(Protocol):
-    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str: ...
+    async def reserve(
+        self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str
+    ) -> str: ...
 
     async def commit(self, reservation_id: str) -> None: ...
 
     async def release(self, reservation_id: str) -> None: ...
 
-    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None: ...
+    async def credit(
+        self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str
+    ) -> None: ...
 
 
 class UnlimitedQuota:
     """Grants every reservation; for deployments without billing."""
 
-    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+    async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"unlimited:{user_id}:{metric}:{key}"))
 
     async def commit(self, reservation_id: str) -> None:
@@ -45,13 +78,25 @@ class UnlimitedQuota:
     async def release(self, reservation_id: str) -> None:
         return None
 
-    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
+    async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
         return None
 
 
 def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
     """Billing down or slow is something to retry, not an internal error of the caller."""
     return Unavailable(f"usage accounting is unavailable ({error.code().name}); try again")
+
+
+def _domain_error(error: grpc.aio.AioRpcError) -> Exception:
+    """Billing's answer as the caller's domain error (its message names the limit)."""
+    code, details = error.code(), error.details() or ""
+    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        return QuotaExceeded(details or "usage limit reached")
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(details, reason="RESERVATION_EXPIRED")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return Unauthenticated(details or "this account has been deleted", reason="ACCOUNT_DELETED")
+    return _unavailable(error)
 
 
 class BillingQuota:
@@ -63,13 +108,14 @@ class BillingQuota:
         try:
             return await method(request, metadata=self._peer.metadata(), timeout=10)
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                raise QuotaExceeded(error.details() or "usage limit reached") from error
-            raise _unavailable(error) from error
+            raise _domain_error(error) from error
 
-    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+    async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
         request = billing_pb2.ReserveUsageRequest(
-            user_id=str(user_id), metric=metric, amount=amount, idempotency_key=key
+            user_id=str(user_id),
+            metric=metric_number(metric),  # type: ignore[arg-type]
+            amount=amount,
+            idempotency_key=key,
         )
         response = await self._call(self._stub.ReserveUsage, request)
         return str(response.reservation_id)
@@ -82,8 +128,11 @@ class BillingQuota:
         request = billing_pb2.ReleaseUsageRequest(reservation_id=reservation_id)
         await self._call(self._stub.ReleaseUsage, request)
 
-    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
+    async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
         request = billing_pb2.CreditUsageRequest(
-            user_id=str(user_id), metric=metric, amount=amount, idempotency_key=key
+            user_id=str(user_id),
+            metric=metric_number(metric),  # type: ignore[arg-type]
+            amount=amount,
+            idempotency_key=key,
         )
         await self._call(self._stub.CreditUsage, request)

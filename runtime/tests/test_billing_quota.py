@@ -12,8 +12,8 @@ from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
 from runtime.clients import PeerChannel
-from runtime.errors import QuotaExceeded, Unavailable
-from runtime.peers.billing import STORAGE_BYTES, BillingQuota
+from runtime.errors import FailedPrecondition, QuotaExceeded, Unavailable
+from runtime.peers.billing import STORAGE_BYTES, BillingQuota, Metric, metric_number
 from tests.support.settings import INTERNAL_SECRET
 
 LIMIT = 100
@@ -23,12 +23,16 @@ class Billing(billing_pb2_grpc.BillingInternalServiceServicer):
     def __init__(self) -> None:
         self.reserved: dict[str, int] = {}
         self.calls: list[tuple[str, str]] = []
+        self.metrics: list[int] = []
 
     async def ReserveUsage(self, request: Any, context: Any) -> Any:
         caller = dict(context.invocation_metadata())[SERVICE_TOKEN_METADATA]
         self.calls.append(
             ("reserve", ServiceTokens(INTERNAL_SECRET, "billing").verify(caller).name)
         )
+        self.metrics.append(request.metric)
+        if request.idempotency_key == "expired":
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the reservation expired")
         if request.amount + sum(self.reserved.values()) > LIMIT:
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "storage limit reached")
         self.reserved[request.idempotency_key] = request.amount
@@ -83,3 +87,29 @@ async def test_billing_down_is_unavailable() -> None:
             await BillingQuota(peer).reserve(uuid.uuid4(), STORAGE_BYTES, 1, "k")
     finally:
         await peer.close()
+
+
+async def test_metrics_are_the_domain_enum_and_old_constants_still_work(
+    billing: tuple[Billing, str],
+) -> None:
+    servicer, address = billing
+    peer = PeerChannel(address, ServiceTokens(INTERNAL_SECRET, "projects"))
+    quota = BillingQuota(peer)
+    user = uuid.uuid4()
+    try:
+        await quota.reserve(user, Metric.AI_EDITS, 1, "edit-1")
+        await quota.reserve(user, Metric.PROJECTS, 1, "project-1")
+        await quota.reserve(user, STORAGE_BYTES, 1, "upload-1")
+        # Billing's own refusals keep their meaning; only failures become Unavailable.
+        with pytest.raises(FailedPrecondition, match="expired"):
+            await quota.reserve(user, Metric.AI_EDITS, 1, "expired")
+    finally:
+        await peer.close()
+    assert servicer.metrics[:3] == [
+        billing_pb2.USAGE_METRIC_AI_EDITS,
+        billing_pb2.USAGE_METRIC_PROJECTS,
+        billing_pb2.USAGE_METRIC_STORAGE_BYTES,
+    ]
+    assert [metric_number(m) for m in Metric] == [1, 2, 3]
+    with pytest.raises(ValueError, match="unknown usage metric"):
+        metric_number(99)
