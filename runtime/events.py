@@ -5,7 +5,7 @@ personal data) to its outbox in the same transaction as the change, taking no lo
 row's position is (xact_id, sequence): the writing transaction's id, then the row's order
 within it. Identity's `ListEvents` hands out only rows of transactions older than every
 transaction still running (`pg_snapshot_xmin`), so a writer that commits late can never
-appear behind a position a follower has passed (ADR 0012).
+appear behind a position a follower has passed (ADR 0015).
 
 Each consuming service runs one `OutboxFollower` per replica, but only the replica holding
 a session-level advisory lock (`pg_try_advisory_lock`, one key per service and source)

@@ -1,4 +1,4 @@
-"""The event pipeline end to end on a real Postgres (ADR 0012): identity's outbox as
+"""The event pipeline end to end on a real Postgres (ADR 0015): identity's outbox as
 ListEvents reads it, followed by runtime.events.OutboxFollower into a consumer schema.
 
 The source here is identity's own read path (`Outbox.page`, and `record_follower` as the

@@ -119,7 +119,7 @@ async def start(
     policy = AuthPolicy(
         user_services=frozenset({ASSET_SERVICE}),
         internal_services=frozenset({ASSET_INTERNAL_SERVICE}),
-        # A deleted account's still-valid token is refused on every call (ADR 0012).
+        # A deleted account's still-valid token is refused on every call (ADR 0015).
         refused_user=tombstones.is_deleted,
     )
     try:
@@ -136,7 +136,7 @@ async def start(
         raise
     running.on_close.append(components.close)
     # One leader among the replicas follows identity's outbox: `user.deleted` records the
-    # tombstone, then the purge runs outside any transaction (ADR 0012).
+    # tombstone, then the purge runs outside any transaction (ADR 0015).
     follower = OutboxFollower(
         components.identity,
         components.database,

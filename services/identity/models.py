@@ -11,7 +11,7 @@ Design notes (docs/database.md shows the resulting DDL):
   `uq_refresh_tokens_live_per_session` makes the database enforce it.
 - `outbox` rows are ordered by (xact_id, sequence): the writing transaction's id, then the
   row's sequence within it; ListEvents hands out only transactions older than every
-  running one, so writers take no lock and no follower skips a late commit (ADR 0012).
+  running one, so writers take no lock and no follower skips a late commit (ADR 0015).
   Events outlive users, so `outbox.user_id` is deliberately not a foreign key.
 - `login_failures` counts failed log-ins in time buckets keyed by a hash of the subject
   (account or address), so the throttle works across replicas and stores no address.
@@ -227,7 +227,7 @@ users = Table(
     Index("ix_users_pending_email", "pending_email", postgresql_where=text(LIVE_USER)),
     # Serves the foreign key (a tier cannot be deleted while users have it).
     Index("ix_users_tier_code", "tier_code"),
-    # Every replica's set of recently deleted users, whose tokens are refused (ADR 0012).
+    # Every replica's set of recently deleted users, whose tokens are refused (ADR 0015).
     Index("ix_users_deleted_at", "deleted_at", postgresql_where=text("deleted_at IS NOT NULL")),
     comment=(
         "Accounts: normalized email and username (unique among live "
@@ -436,7 +436,7 @@ outbox = Table(
     Column("user_id", Uuid, nullable=True),
     Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
     _timestamp("created_at", default_now=True),
-    # Written by the column default, never by the application (ADR 0012).
+    # Written by the column default, never by the application (ADR 0015).
     Column(
         "xact_id",
         Xid8(),
@@ -446,7 +446,7 @@ outbox = Table(
     ),
     Index("uq_outbox_xact_id_sequence", "xact_id", "sequence", unique=True),
     comment="Events for other services, in (xact_id, sequence) order; handed out only once "
-    "their transaction is older than every running one (ADR 0012).",
+    "their transaction is older than every running one (ADR 0015).",
 )
 
 outbox_followers = Table(

@@ -1,7 +1,7 @@
 """Identity's outbox as other services read it, its pruning, and refusing deleted users.
 
 Writers append with `IdentityRepository.append_event` in their own transaction and take
-no lock; `ListEvents` reads through `Outbox.page` (ADR 0012). Only the cross-service types
+no lock; `ListEvents` reads through `Outbox.page` (ADR 0015). Only the cross-service types
 (`user.deleted`, `user.tier_changed`) are ever handed out, and each follower asks only for
 the types it handles. Every read reports the caller's position, remembered per service in
 `outbox_followers`; `prune` deletes events every follower has passed once they are older

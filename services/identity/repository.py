@@ -142,7 +142,7 @@ def events_page(after: Position, limit: int, types: Sequence[str]) -> CompoundSe
     (a row with `tail` true) the last position of any type, both only of transactions
     older than every transaction still running (`pg_snapshot_xmin`). Those have all
     committed or aborted, so nothing can appear later at or before the returned position
-    however late a writer commits (ADR 0012)."""
+    however late a writer commits (ADR 0015)."""
     position = tuple_(outbox.c.xact_id, outbox.c.sequence)
     start = tuple_(literal(after.xact_id, Xid8()), literal(after.sequence, BigInteger()))
     horizon = select(
@@ -758,7 +758,7 @@ class IdentityRepository:
         payload: Mapping[str, Any],
         now: datetime.datetime,
     ) -> OutboxEvent:
-        """No lock: the row's position is this transaction's id (ADR 0012)."""
+        """No lock: the row's position is this transaction's id (ADR 0015)."""
         row = (
             await self._session.execute(
                 insert(outbox)

@@ -207,7 +207,7 @@ async def start(
         outbox = Outbox(
             retention=datetime.timedelta(days=settings.outbox_retention_days), clock=clock
         )
-        # Deleted accounts' still-valid tokens are refused on every RPC (ADR 0012).
+        # Deleted accounts' still-valid tokens are refused on every RPC (ADR 0015).
         refused = deleted_users(database)
         await refused.load()
         internal = IdentityInternalApi(database=database, tiers=components.tiers, outbox=outbox)

@@ -86,7 +86,7 @@ class IdentitySettings(ServiceSettings):
     # How often expired sessions, tokens and throttle buckets are swept, and key age checked.
     maintenance_interval_seconds: float = 600.0
     # Outbox events are pruned once every follower has passed them and they are this old
-    # (ADR 0012); housekeeping prunes at each maintenance interval.
+    # (ADR 0015); housekeeping prunes at each maintenance interval.
     outbox_retention_days: float = 7.0
 
     def __post_init__(self) -> None:

@@ -115,7 +115,7 @@ async def start(
         raise
     running.on_close.append(components.close)
     # One leader among the replicas follows identity's outbox: `user.deleted` records the
-    # tombstone, then the purge runs outside the transaction (runtime.events, ADR 0012).
+    # tombstone, then the purge runs outside the transaction (runtime.events, ADR 0015).
     tombstones = components.tombstones
     follower = OutboxFollower(
         components.identity,

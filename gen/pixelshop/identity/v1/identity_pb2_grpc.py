@@ -807,7 +807,7 @@ class IdentityInternalServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListEvents(self, request, context):
-        """Reads the outbox after a position; consumers keep their own cursor (ADR 0012).
+        """Reads the outbox after a position; consumers keep their own cursor (ADR 0015).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

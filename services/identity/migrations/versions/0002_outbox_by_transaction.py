@@ -1,4 +1,4 @@
-"""The outbox ordered by writing transaction, without a global lock (ADR 0012); the
+"""The outbox ordered by writing transaction, without a global lock (ADR 0015); the
 positions followers have reached, so pruning waits for the slowest; no `mail.sent`
 envelopes (recipients' addresses) left in the outbox; an index for the recently deleted
 users every replica refuses.
@@ -41,7 +41,7 @@ def upgrade() -> None:
     op.create_table_comment(
         "outbox",
         "Events for other services, in (xact_id, sequence) order; handed out only once "
-        "their transaction is older than every running one (ADR 0012).",
+        "their transaction is older than every running one (ADR 0015).",
         schema=SCHEMA,
     )
     op.execute(

@@ -1,5 +1,5 @@
 """Following identity's outbox by (transaction id, sequence), parked events, and the
-deleted-user tombstones that refuse a deleted account and drive its purge (ADR 0012).
+deleted-user tombstones that refuse a deleted account and drive its purge (ADR 0015).
 
 Revision ID: 0004
 Revises: 0003
