@@ -83,6 +83,8 @@ def child_environment(
     # What the services keep on disk lives with the rest of make run's state.
     env.setdefault("PIXELSHOP_IDENTITY_MAILBOX_DIR", str(STATE_DIR / "mailbox"))
     env.setdefault("PIXELSHOP_ASSETS_STORAGE_DIR", str(STATE_DIR / "objects"))
+    # Uploads reserve storage with billing; PIXELSHOP_ASSETS_QUOTA=unlimited opts out.
+    env.setdefault("PIXELSHOP_ASSETS_QUOTA", "billing")
     for service in services:
         env.setdefault(
             f"PIXELSHOP_{service.upper()}_DATABASE_URL", service_database_url(admin_url, service)
