@@ -1,0 +1,135 @@
+"""Re-apply: edits of one project onto another's head, scaled by their stored fractions,
+idempotent on the request id, stopping at the first failure and keeping what succeeded."""
+
+from __future__ import annotations
+
+import uuid
+
+import grpc
+import pytest
+from pixelshop.projects.v1 import projects_pb2 as pb
+
+from runtime.peers.billing import AI_EDITS
+from services.projects.tests.conftest import Stack
+from services.projects.tests.fakes import photo
+
+
+async def _source(stack: Stack, auth, user_id) -> tuple[pb.Project, list[pb.Edit]]:  # type: ignore[no-untyped-def]
+    source = await stack.project(auth, user_id, photo("JPEG", (320, 240)), name="Source")
+    crop = await stack.apply(auth, source.id, crop=pb.CropParams(x=80, y=60, width=160, height=120))
+    sepia = await stack.apply(auth, source.id, filter=pb.FilterParams(prompt="sepia"))
+    retouch = await stack.apply(
+        auth,
+        source.id,
+        retouch=pb.RetouchParams(prompt="make it blue", hotspots=[pb.Hotspot(x=40, y=30)]),
+    )
+    return source, [crop.edit, sepia.edit, retouch.edit]
+
+
+async def test_reapply_scales_crops_and_hotspots_onto_another_size(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    source, edits = await _source(stack, auth, user_id)
+    target = await stack.project(auth, user_id, photo("PNG", (640, 480)), name="Target")
+    request = pb.ReapplyRequest(
+        project_id=target.id,
+        request_id=str(uuid.uuid4()),
+        source_project_id=source.id,
+        edit_ids=[e.id for e in edits],
+    )
+    done = await stack.stub.Reapply(request, metadata=auth)
+    assert done.completed
+    assert done.failed_step == -1
+    assert [e.reapplied_from_id for e in done.edits] == [e.id for e in edits]
+    assert all(e.reapplied_from_project_id == source.id for e in done.edits)
+    crop = done.edits[0].crop
+    assert (crop.x, crop.y, crop.width, crop.height) == (160, 120, 320, 240)
+    assert [(h.x, h.y) for h in done.edits[2].retouch.hotspots] == [(80, 60)]
+    assert (done.project.width, done.project.height) == (320, 240)
+    assert done.project.head_edit_id == done.edits[-1].id
+    assert stack.assets.image(uuid.UUID(done.project.current_asset_id)).format == "PNG"
+
+    # The same request id again: the same edits, no new engine calls or charges.
+    calls, charged = stack.engine.total, stack.quota.charged(user_id)
+    again = await stack.stub.Reapply(request, metadata=auth)
+    assert [e.id for e in again.edits] == [e.id for e in done.edits]
+    assert (stack.engine.total, stack.quota.charged(user_id)) == (calls, charged)
+
+
+async def test_an_aspect_ratio_crop_keeps_its_ratio_on_another_shape(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    source = await stack.project(auth, user_id, photo("JPEG", (320, 240)))
+    crop = await stack.apply(
+        auth, source.id, crop=pb.CropParams(x=0, y=0, width=320, height=180, aspect_ratio="16:9")
+    )
+    target = await stack.project(auth, user_id, photo("JPEG", (200, 400)))
+    done = await stack.stub.Reapply(
+        pb.ReapplyRequest(
+            project_id=target.id,
+            request_id=str(uuid.uuid4()),
+            source_project_id=source.id,
+            edit_ids=[crop.edit.id],
+        ),
+        metadata=auth,
+    )
+    width, height = done.project.width, done.project.height
+    assert abs(width * 9 - height * 16) <= 16
+    assert width <= 200
+
+
+async def test_a_failure_part_way_stops_and_keeps_what_succeeded(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    source, edits = await _source(stack, auth, user_id)
+    target = await stack.project(auth, user_id, photo("JPEG", (320, 240)))
+    stack.quota.limits[int(AI_EDITS)] = stack.quota.charged(user_id)  # no AI edit left
+    done = await stack.stub.Reapply(
+        pb.ReapplyRequest(
+            project_id=target.id,
+            request_id=str(uuid.uuid4()),
+            source_project_id=source.id,
+            edit_ids=[e.id for e in edits],
+        ),
+        metadata=auth,
+    )
+    assert not done.completed
+    assert done.failed_step == 1
+    assert "limit" in done.error
+    assert len(done.edits) == 1
+    assert done.project.head_edit_id == done.edits[0].id
+
+
+async def test_reapply_a_preset(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    target = await stack.project(auth, user_id, photo())
+    lomo = stack.presets.by_name("Lomo")
+    done = await stack.stub.Reapply(
+        pb.ReapplyRequest(
+            project_id=target.id, request_id=str(uuid.uuid4()), preset_id=str(lomo.id)
+        ),
+        metadata=auth,
+    )
+    assert done.completed
+    assert done.edits[0].preset_prompt == lomo.prompt
+
+
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({}, "source_project_id"),
+        ({"source_project_id": "SOURCE"}, "edit_ids"),
+        ({"source_project_id": "SOURCE", "edit_ids": ["x"]}, "edit_ids[0]"),
+        ({"source_project_id": "SOURCE", "edit_ids": [str(uuid.uuid4())]}, "edit_ids[0]"),
+    ],
+)
+async def test_reapply_input_is_checked(stack: Stack, fields: dict, field: str) -> None:
+    user_id, auth = stack.user()
+    source, _edits = await _source(stack, auth, user_id)
+    target = await stack.project(auth, user_id, photo())
+    if fields.get("source_project_id") == "SOURCE":
+        fields = {**fields, "source_project_id": source.id}
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.stub.Reapply(
+            pb.ReapplyRequest(project_id=target.id, request_id=str(uuid.uuid4()), **fields),
+            metadata=auth,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert (caught.value.details() or "").startswith(f"{field}:")
