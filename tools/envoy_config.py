@@ -3,6 +3,11 @@
     python -m tools.envoy_config            # writes deploy/k8s/base/gateway/envoy.yaml
     python -m tools.envoy_config --check    # exits 1 when the committed file is stale
     python -m tools.envoy_config --cors-origin https://app.example.com --output FILE
+    # A local Envoy in front of one gRPC server, e.g. the conformance suite's fake upstream
+    # (GATEWAY_URL=http://127.0.0.1:8080 pytest tests/gateway, see gateway/README.md):
+    python -m tools.envoy_config --local-upstream 127.0.0.1:50099 \
+        --proto-descriptor gen/pixelshop.binpb --cors-origin https://app.pixelshop.test \
+        --output /tmp/envoy.yaml
 
 The public services (those whose methods carry `google.api.http` rules) are read from the
 descriptor set, so a new RPC or service needs no edit here; a new *upstream* (a service
@@ -106,6 +111,8 @@ class Upstream:
 
     name: str
     port: int
+    # Where to reach it instead of its headless Service (a local run): an IP or host name.
+    host: str | None = None
 
     @property
     def timeout_seconds(self) -> float:
@@ -113,7 +120,7 @@ class Upstream:
         return EDGE.upstream_timeout(self.name)
 
     def address(self, name: str) -> str:
-        return f"{name}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"
+        return self.host or f"{name}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"
 
 
 UPSTREAMS: Mapping[str, Upstream] = MappingProxyType(
@@ -488,6 +495,7 @@ def _http_connection_manager(
     upstreams: Mapping[str, Upstream],
     origins: Sequence[str],
     table: RouteTable,
+    proto_descriptor: str,
 ) -> dict[str, Any]:
     virtual_host: dict[str, Any] = {
         "name": "pixelshop",
@@ -582,7 +590,7 @@ def _http_connection_manager(
                     max_request_bytes=EDGE.bodies.json_bytes,
                 ),
             },
-            {"name": TRANSCODER, "typed_config": _transcoder(services)},
+            {"name": TRANSCODER, "typed_config": _transcoder(services, proto_descriptor)},
             {
                 "name": "envoy.filters.http.local_ratelimit",
                 # Disabled here; the auth route enables it with its own config.
@@ -604,10 +612,10 @@ def _runtime(value: int) -> dict[str, Any]:
     return {"default_value": value, "runtime_key": f"local_reply_status_{value}"}
 
 
-def _transcoder(services: Sequence[PublicService]) -> dict[str, Any]:
+def _transcoder(services: Sequence[PublicService], proto_descriptor: str) -> dict[str, Any]:
     return _typed(
         "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
-        proto_descriptor=MOUNTED_DESCRIPTOR,
+        proto_descriptor=proto_descriptor,
         services=[service.full_name for service in services],
         # proto3 JSON exactly as the Python gateway prints it: lowerCamelCase names,
         # defaults omitted, enums as names (SPEC section 5).
@@ -794,6 +802,7 @@ def render(
     services: Mapping[str, Upstream] = UPSTREAMS,
     *,
     cors_origins: Sequence[str] = (),
+    proto_descriptor: str = MOUNTED_DESCRIPTOR,
 ) -> dict[str, Any]:
     """The Envoy bootstrap (a plain dict, as YAML would load it) for `services`."""
     public = public_services(descriptor_path)
@@ -817,7 +826,9 @@ def render(
                 _listener(
                     "http",
                     LISTENER_PORT,
-                    _http_connection_manager(public, services, cors_origins, table),
+                    _http_connection_manager(
+                        public, services, cors_origins, table, proto_descriptor
+                    ),
                 ),
                 _ops_listener(),
             ],
@@ -865,11 +876,35 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="a browser origin allowed by CORS (scheme://host[:port]); repeat for more",
     )
     parser.add_argument(
+        "--local-upstream",
+        metavar="HOST:PORT",
+        help="send every service's calls to this one gRPC server (a local conformance run)",
+    )
+    parser.add_argument(
+        "--proto-descriptor",
+        default=MOUNTED_DESCRIPTOR,
+        help=f"where Envoy reads the descriptor set (default {MOUNTED_DESCRIPTOR})",
+    )
+    parser.add_argument(
         "--check", action="store_true", help="exit 1 when OUTPUT differs instead of writing it"
     )
     options = parser.parse_args(argv)
+    services = UPSTREAMS
+    if options.local_upstream:
+        host, _, port = options.local_upstream.rpartition(":")
+        if not host or not port.isdigit():
+            print("envoy_config: --local-upstream must be HOST:PORT", file=sys.stderr)
+            return 2
+        services = {name: Upstream(name, int(port), host=host) for name in UPSTREAMS}
     try:
-        text = dump(render(options.descriptor_set, cors_origins=options.cors_origin))
+        text = dump(
+            render(
+                options.descriptor_set,
+                services,
+                cors_origins=options.cors_origin,
+                proto_descriptor=str(options.proto_descriptor),
+            )
+        )
     except (EnvoyConfigError, OSError) as error:
         print(f"envoy_config: {error}", file=sys.stderr)
         return 2

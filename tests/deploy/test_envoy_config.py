@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import json
+import pathlib
 import re
 import warnings
 from collections.abc import Iterator
@@ -512,3 +513,30 @@ def test_rate_limit_and_no_store_agree_with_the_python_gateway(
             route.method.full_name
         )
     assert "pixelshop.identity.v1.IdentityService.LogIn" in gateway.no_store
+
+
+def test_a_local_envoy_can_front_one_grpc_server(tmp_path: pathlib.Path) -> None:
+    """What a GATEWAY_URL conformance run against a real Envoy starts from."""
+    output = tmp_path / "envoy.yaml"
+    code = envoy_config.main(
+        [
+            "--local-upstream",
+            "127.0.0.1:50099",
+            "--proto-descriptor",
+            str(envoy_config.DESCRIPTOR_SET),
+            "--output",
+            str(output),
+        ]
+    )
+    local = yaml.safe_load(output.read_text())
+
+    assert code == 0
+    for cluster in local["static_resources"]["clusters"]:
+        if cluster["name"] in envoy_config.UPSTREAMS:
+            (locality,) = cluster["load_assignment"]["endpoints"]
+            (endpoint,) = locality["lb_endpoints"]
+            address = endpoint["endpoint"]["address"]["socket_address"]
+            assert address == {"address": "127.0.0.1", "port_value": 50099}
+    transcoder = http_filter(local, "envoy.filters.http.grpc_json_transcoder")
+    assert transcoder["proto_descriptor"] == str(envoy_config.DESCRIPTOR_SET)
+    assert envoy_config.main(["--local-upstream", "nope", "--output", str(output)]) == 2

@@ -1,4 +1,6 @@
-"""Fixtures: fake upstreams on a real grpc.aio server, and the gateway on a real HTTP port."""
+"""Fixtures: fake upstreams on a real grpc.aio server, and the gateway on a real HTTP port
+(or the gateway at GATEWAY_URL, e.g. a real Envoy sending every call to the fake upstream
+on GATEWAY_UPSTREAM_PORT; gateway/README.md says how to run one)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from gateway_fakes import Recorder, start_fake_upstream
-from gateway_harness import ALLOWED_ORIGIN, run_gateway
+from gateway_harness import ALLOWED_ORIGIN, GATEWAY_UPSTREAM_PORT, GATEWAY_URL, run_gateway
 
 from gateway.settings import DEFAULT_UPSTREAMS, GatewaySettings
 
@@ -26,7 +28,9 @@ def recorder(session_recorder: Recorder) -> Recorder:
 
 @pytest.fixture(scope="session")
 async def upstream_address(session_recorder: Recorder) -> AsyncIterator[str]:
-    server, port = await start_fake_upstream(session_recorder)
+    server, port = await start_fake_upstream(
+        session_recorder, GATEWAY_UPSTREAM_PORT if GATEWAY_URL else 0
+    )
     yield f"127.0.0.1:{port}"
     await server.stop(None)
 
@@ -43,5 +47,9 @@ def base_settings(upstream_address: str) -> GatewaySettings:
 @pytest.fixture(scope="session")
 async def client(base_settings: GatewaySettings) -> AsyncIterator[httpx.AsyncClient]:
     """The gateway with default settings (plus one CORS origin), shared by the session."""
+    if GATEWAY_URL:
+        async with httpx.AsyncClient(base_url=GATEWAY_URL, timeout=30) as http:
+            yield http
+        return
     async with run_gateway(base_settings) as http:
         yield http

@@ -163,8 +163,9 @@ def _handler(recorder: Recorder, path: str, method: Any) -> grpc.RpcMethodHandle
     )
 
 
-async def start_fake_upstream(recorder: Recorder) -> tuple[grpc.aio.Server, int]:
-    """Every unary method of every Pixelshop service, on one port (all upstreams point here)."""
+async def start_fake_upstream(recorder: Recorder, port: int = 0) -> tuple[grpc.aio.Server, int]:
+    """Every unary method of every Pixelshop service, on one port (all upstreams point here);
+    a fixed `port` lets a gateway started outside the tests (GATEWAY_URL) reach it."""
     server = grpc.aio.server()
     for module in PROTO_MODULES:
         for service in module.DESCRIPTOR.services_by_name.values():
@@ -176,6 +177,6 @@ async def start_fake_upstream(recorder: Recorder) -> tuple[grpc.aio.Server, int]
             server.add_generic_rpc_handlers(
                 (grpc.method_handlers_generic_handler(service.full_name, handlers),)
             )
-    port = server.add_insecure_port("127.0.0.1:0")
+    port = server.add_insecure_port(f"127.0.0.1:{port}")
     await server.start()
     return server, port

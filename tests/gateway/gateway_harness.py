@@ -3,16 +3,27 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
+import pytest
 
 from gateway.server import create_app, start
 from gateway.settings import GatewaySettings
 
 ALLOWED_ORIGIN = "https://app.pixelshop.test"
+# Another gateway to check (a real Envoy, run with `tools.envoy_config --local-upstream
+# 127.0.0.1:$GATEWAY_UPSTREAM_PORT --cors-origin https://app.pixelshop.test`): the
+# conformance tables then run against it; tests of the Python gateway's own settings skip.
+GATEWAY_URL = os.environ.get("GATEWAY_URL", "").rstrip("/")
+GATEWAY_UPSTREAM_PORT = int(os.environ.get("GATEWAY_UPSTREAM_PORT", "50099"))
+# For tests that look inside the Python gateway (its log lines, its threads, its pages).
+in_process_only = pytest.mark.skipif(
+    bool(GATEWAY_URL), reason=f"looks inside the Python gateway; GATEWAY_URL={GATEWAY_URL}"
+)
 
 RunGateway = Callable[..., contextlib.AbstractAsyncContextManager[httpx.AsyncClient]]
 
@@ -35,6 +46,8 @@ async def run_gateway(
     settings: GatewaySettings, clock: Callable[[], float] = time.monotonic, **client: Any
 ) -> AsyncIterator[httpx.AsyncClient]:
     """The same start-up path as `serve`, on port 0; stopped (channels closed) on exit."""
+    if GATEWAY_URL:
+        pytest.skip(f"configures the in-process Python gateway; GATEWAY_URL={GATEWAY_URL} is set")
     app = create_app(settings, clock=clock)
     runner, port = await start(app, "127.0.0.1", 0)
     try:

@@ -12,7 +12,7 @@ import grpc
 import httpx
 import pytest
 from gateway_fakes import Recorder
-from gateway_harness import ALLOWED_ORIGIN, FakeClock, run_gateway
+from gateway_harness import ALLOWED_ORIGIN, FakeClock, in_process_only, run_gateway
 
 from gateway.settings import GatewaySettings
 from runtime.logs import JsonFormatter
@@ -171,6 +171,7 @@ async def test_healthz(client: httpx.AsyncClient, recorder: Recorder) -> None:
     assert recorder.calls == []
 
 
+@in_process_only
 async def test_one_json_access_log_line_per_request(
     client: httpx.AsyncClient, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -20,7 +20,7 @@ import grpc
 import httpx
 import pytest
 from gateway_fakes import Recorder
-from gateway_harness import FakeClock, run_gateway
+from gateway_harness import GATEWAY_URL, FakeClock, in_process_only, run_gateway
 
 from gateway.settings import GatewaySettings
 from gateway.transcoder import RequestTranscoder
@@ -193,6 +193,7 @@ async def test_json_bodies_are_limited_separately_from_uploads(
     assert recorder.last().request.content.data == image
 
 
+@in_process_only
 async def test_large_json_is_parsed_off_the_event_loop(
     client: httpx.AsyncClient, recorder: Recorder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -478,12 +479,15 @@ async def test_malformed_requests_get_status_json_and_one_quiet_log_line(
     status, headers, body = split_response(raw)
     assert_status_json(status, headers, body, http_status, reason)
     assert recorder.calls == []
+    if GATEWAY_URL:
+        return  # its log is not ours to read
     assert_nothing_secret_logged(caplog)
     lines = [r for r in caplog.records if r.name.startswith(("gateway", "aiohttp"))]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert lines[0].levelno in (logging.INFO, logging.WARNING)
 
 
+@in_process_only
 async def test_a_client_going_away_mid_upload_is_not_an_error(
     client: httpx.AsyncClient, recorder: Recorder, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -16,6 +16,7 @@ import httpx
 import pytest
 from gateway_descriptors import shelf_descriptors
 from gateway_fakes import Recorder
+from gateway_harness import in_process_only
 from google.protobuf import json_format
 from openapi_spec_validator import validate
 
@@ -115,6 +116,7 @@ def test_every_route_is_documented_and_every_operation_routed() -> None:
     assert {r.method.full_name.rsplit(".", 1)[1] for r in TABLE.routes} == set(ids)
 
 
+@in_process_only
 async def test_served_document_is_the_generated_one(client: httpx.AsyncClient) -> None:
     response = await client.get("/openapi.json")
 
@@ -254,6 +256,7 @@ def test_anonymous_rpcs_are_the_ones_identity_lets_in() -> None:
     assert routed >= edge.ANONYMOUS_RPCS
 
 
+@in_process_only
 async def test_docs_page_is_served_from_local_files(client: httpx.AsyncClient) -> None:
     page = await client.get("/docs")
 
