@@ -1,6 +1,6 @@
 """Tables of the `projects` schema, and the values read from them.
 
-The history is a tree kept with O(1) pointers (ADR 0016):
+The history is a tree kept with O(1) pointers (ADR 0012):
 - `projects.head_edit_id` is where the project is now (NULL: the original);
 - `edits.parent_id` is the head the edit was applied on (NULL: the original), so undo is
   one pointer read;

@@ -1,7 +1,7 @@
 """Business rules of projects on the caller's session: no gRPC, no protobuf, no commits.
 
 `ProjectService` answers reads and moves head (undo, redo, jump, reset: each a constant
-number of single-row statements, ADR 0016); `HistoryTree` places a new edit in the tree.
+number of single-row statements, ADR 0012); `HistoryTree` places a new edit in the tree.
 The ApplyEdit workflow (workflows.py) calls the `record_*` methods inside its own short
 transactions, between which it makes its remote calls.
 """
@@ -344,7 +344,7 @@ class Placement:
 
 class HistoryTree:
     """Where a new edit goes: on its parent's branch if the parent has no child yet,
-    else on a new branch that stores the path to its parent (ADR 0016)."""
+    else on a new branch that stores the path to its parent (ADR 0012)."""
 
     def __init__(self, repository: ProjectRepository) -> None:
         self._repository = repository

@@ -1,6 +1,6 @@
 """Operations of projects with side effects outside the database, as committed steps.
 
-ApplyEdit (ADR 0011, 0016):
+ApplyEdit (ADR 0011, 0012):
 
     validate against the current image -> tier features -> resolve the preset
     -> reserve ai_edits (AI actions) and room for the result (storage)

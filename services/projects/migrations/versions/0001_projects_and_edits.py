@@ -1,4 +1,4 @@
-"""Projects and the edit history tree (ADR 0016).
+"""Projects and the edit history tree (ADR 0012).
 
 Revision ID: 0001
 Revises:
