@@ -743,6 +743,11 @@ class Accounts:
         await self._sessions.caller(session, principal)
         now = self._clock()
         await self._throttle.refund(repository, reservation)
+        # The user's row before its tokens and mail requests: the mail worker takes them in
+        # this order too, so a mail composed meanwhile either sees the account gone or has
+        # its token deleted here.
+        if await repository.live_user(user.id, for_update=True) is None:
+            raise NotFound("user", str(user.id))
         await repository.delete_user_sessions(user.id)
         await repository.delete_user_one_time_tokens(user.id)
         await repository.delete_user_mail_requests(user.id)
@@ -807,11 +812,18 @@ class MailDesk:
     async def compose(self, session: AsyncSession, request: MailRequest) -> MailMessage | None:
         repository = IdentityRepository(session)
         now = self._clock()
-        user = await repository.live_user(request.user_id) if request.user_id else None
+        # Locked: an account deletion in flight finishes first (and then nothing is sent),
+        # or waits until this mail's token exists, and deletes it.
+        user = (
+            await repository.live_user(request.user_id, for_update=True)
+            if request.user_id
+            else None
+        )
         if request.purpose is MailPurpose.PASSWORD_RESET:
             assert request.address is not None
-            owner = await repository.live_user_by_email(request.address)
-            if owner is None:
+            found = await repository.live_user_by_email(request.address)
+            owner = await repository.live_user(found.id, for_update=True) if found else None
+            if owner is None or owner.email != request.address:
                 return None  # unknown address: nothing to send, nobody told
             return await self._with_token(
                 repository, request, owner, owner.email or "", TokenPurpose.PASSWORD_RESET, now
