@@ -217,3 +217,22 @@ async def test_python_m_gateway_refuses_bad_settings() -> None:
     assert returncode == 2
     assert entry["level"] == "error"
     assert "PIXELSHOP_GATEWAY_JSON_BODY_MAX_BYTES" in str(entry["msg"])
+
+
+def test_make_run_allows_the_local_dev_server_origins(monkeypatch: pytest.MonkeyPatch) -> None:
+    from tools.run import DEV_CORS_ORIGINS, child_environment
+
+    monkeypatch.setenv("PIXELSHOP_INTERNAL_SECRET", "x" * 40)  # nothing written to .pixelshop/
+
+    env = child_environment("postgresql://x@127.0.0.1/db", [], {})
+    settings = GatewaySettings.from_env(env)
+
+    assert settings.cors_origins == ("http://localhost:5173", "http://127.0.0.1:5173")
+    assert env["PIXELSHOP_GATEWAY_CORS_ORIGINS"] == DEV_CORS_ORIGINS
+    # Set explicitly (even empty), the variable wins.
+    assert (
+        child_environment(
+            "postgresql://x@127.0.0.1/db", [], {"PIXELSHOP_GATEWAY_CORS_ORIGINS": ""}
+        )["PIXELSHOP_GATEWAY_CORS_ORIGINS"]
+        == ""
+    )
