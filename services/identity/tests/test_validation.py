@@ -50,6 +50,14 @@ CASES: list[tuple[str, str, Callable[[], Any], str]] = [
     ("anyone", "SignUp", lambda: sign_up_request(display_name="x" * 65), "display_name"),
     ("anyone", "SignUp", lambda: sign_up_request(display_name=NUL), "display_name"),
     ("anyone", "SignUp", lambda: sign_up_request(display_name="line\nbreak"), "display_name"),
+    # The probe: a right-to-left override and a zero-width space in display text.
+    (
+        "anyone",
+        "SignUp",
+        lambda: sign_up_request(display_name="admin\u202egnp.exe"),
+        "display_name",
+    ),
+    ("anyone", "SignUp", lambda: sign_up_request(display_name="ad\u200bmin"), "display_name"),
     ("anyone", "LogIn", lambda: identity_pb2.LogInRequest(password=PASSWORD), "login"),
     (
         "anyone",
@@ -160,6 +168,12 @@ CASES: list[tuple[str, str, Callable[[], Any], str]] = [
         "user",
         "UpdateCurrentUser",
         lambda: identity_pb2.UpdateCurrentUserRequest(display_name=NUL),
+        "display_name",
+    ),
+    (
+        "user",
+        "UpdateCurrentUser",
+        lambda: identity_pb2.UpdateCurrentUserRequest(display_name="\u2067Support\u2069"),
         "display_name",
     ),
     (
