@@ -95,7 +95,9 @@ SCALE: dict[str, int] = {
 # each (a 10,000-step history, SPEC section 7), the rest share the remaining edits.
 DEEP_PROJECTS = 50
 DEEP_EDITS = 10_000
-BRANCH_EVERY = 7  # every 7th edit starts a branch from three steps back
+# In a deep history every 50th edit is applied after undoing three (a new branch); in
+# the others the last edit is, so every project has a branched history.
+DEEP_BRANCH_EVERY = 50
 
 NOW = "timestamptz '2026-12-01 00:00:00+00'"
 
@@ -204,11 +206,12 @@ SEED_RULES: dict[str, dict[str, str | None]] = {
         "idempotency_key": None,
         "request_sha256": None,
     },
-    # Popularity is skewed: a few presets collect most likes.
+    # The k-th like of user u (i = k * users + u) goes to a different preset for each k.
     "presets.preset_likes": {
-        "preset_id": "bench.uid('presets.presets', "
-        "1 + floor({rows:presets.presets} * power(random(), 3))::bigint)",
-        "user_id": "{ref:identity.users}",
+        "preset_id": "bench.uid('presets.presets', 1 + (bench.spread(({i} - 1) "
+        "% {rows:identity.users} + 1, {rows:presets.presets}) + (({i} - 1) "
+        "/ {rows:identity.users}) * 7919) % {rows:presets.presets})",
+        "user_id": "bench.uid('identity.users', ({i} - 1) % {rows:identity.users} + 1)",
         "created_at": _ts(),
     },
     "presets.preset_uses": {
@@ -269,32 +272,52 @@ SEED_RULES: dict[str, dict[str, str | None]] = {
 }
 
 
-def edit_history_rules(projects: int, edits: int) -> dict[str, str | None]:
+# One sample of each action's parameters as the service stores them (pixels and fractions).
+EDIT_PARAMS = ", ".join(
+    "'" + json.dumps(params).replace("'", "''") + "'::jsonb"
+    for params in (
+        {
+            "prompt": "change the shirt colour to blue",
+            "hotspots": [{"x": 1210, "y": 1830, "fx": 0.3001, "fy": 0.6052}],
+        },
+        {"prompt": "apply a synthwave aesthetic with neon magenta and cyan"},
+        {"prompt": "blur the background softly, keep the subject sharp"},
+        {
+            "x": 16,
+            "y": 252,
+            "width": 4000,
+            "height": 2250,
+            "aspectRatio": "16:9",
+            "fractions": {"x": 0.004, "y": 0.0833, "width": 0.9921, "height": 0.744},
+        },
+    )
+)
+
+
+def edit_history_rules() -> dict[str, str | None]:
     """projects.edits as deep and branched histories (see DEEP_PROJECTS).
 
-    Edit {i} belongs to project p with sequence number s (computed by bench.edit_pos);
-    its parent is the previous edit of that project, except every BRANCH_EVERY-th,
-    which branches off three steps back (an undo followed by a new edit)."""
+    Edit {i} is edit `seq` of project `project` (Layout.sources). Its parent is the
+    previous edit of that project, except at a branch point (every `bench.branch_every`
+    edits), which is applied after undoing three: its parent is three steps back, it
+    starts a new branch and stores the branch path, as the service writes them
+    (services/projects/service.py)."""
+    seq, project, every, first = "g.seq", "g.project", "g.every", "g.first"
     return {
-        "project_id": "bench.uid('projects.projects', (bench.edit_pos({i})).project)",
-        "owner_id": "bench.uid('identity.users', "
-        "bench.spread((bench.edit_pos({i})).project, {rows:identity.users}))",
-        "seq": "(bench.edit_pos({i})).seq",
-        "parent_id": "CASE WHEN (bench.edit_pos({i})).seq = 1 THEN NULL "
-        f"WHEN (bench.edit_pos({{i}})).seq % {BRANCH_EVERY} = 0 "
-        "AND (bench.edit_pos({i})).seq > 3 THEN bench.uid('projects.edits', {i} - 3) "
-        "ELSE bench.uid('projects.edits', {i} - 1) END",
-        "depth": "(bench.edit_pos({i})).seq",
-        "branch_id": "bench.uid('projects.edits', {i} - ((bench.edit_pos({i})).seq - 1))",
-        "branch_path": None,
+        "project_id": f"bench.uid('projects.projects', {project})",
+        "owner_id": f"bench.uid('identity.users', bench.spread({project}, "
+        "{rows:identity.users}))",
+        "seq": seq,
+        "parent_id": f"CASE WHEN {seq} = 1 THEN NULL WHEN {seq} % {every} = 0 "
+        "THEN bench.uid('projects.edits', {i} - 3) ELSE bench.uid('projects.edits', {i} - 1) END",
+        "depth": f"{seq} - 2 * ({seq} / {every})",
+        "branch_id": f"bench.uid('projects.edits', {first} + "
+        f"greatest(({seq} / {every}) * {every}, 1) - 1)",
+        "branch_path": f"CASE WHEN {seq} = 1 THEN '[]'::jsonb WHEN {seq} % {every} = 0 "
+        f"THEN bench.branch_path({first}, {seq}, {every}) ELSE NULL END",
         "latest_child_id": None,
         "action": "(ARRAY['retouch', 'filter', 'adjust', 'crop'])[{i} % 4 + 1]",
-        "params": "CASE {i} % 4 WHEN 3 THEN jsonb_build_object('crop', jsonb_build_object("
-        "'x', 10, 'y', 20, 'width', 1600, 'height', 900, 'aspectRatio', '16:9', "
-        "'fraction', jsonb_build_object('x', 0.0025, 'y', 0.0066, 'width', 0.4, "
-        "'height', 0.3))) ELSE jsonb_build_object('prompt', 'make the sky more dramatic "
-        "and warm ' || {i}, 'hotspot', jsonb_build_object('x', 1200, 'y', 800, "
-        "'fx', 0.3, 'fy', 0.26)) END",
+        "params": f"(ARRAY[{EDIT_PARAMS}])[{{i}} % 4 + 1]",
         "preset_id": None,
         "preset_prompt": None,
         "preset_version": None,
@@ -308,7 +331,7 @@ def edit_history_rules(projects: int, edits: int) -> dict[str, str | None]:
         "result_width": "4032",
         "result_height": "3024",
         "result_bytes": "9000000",
-        "status": "CASE WHEN {i} % 100 = 0 THEN 'failed' ELSE 'succeeded' END",
+        "status": "'succeeded'",
         "error": None,
         "error_code": None,
         "engine": "'gemini'",
@@ -322,8 +345,9 @@ def edit_history_rules(projects: int, edits: int) -> dict[str, str | None]:
         "reapplied_from_project_id": None,
         "ai_reservation_id": None,
         "storage_reservation_id": None,
-        "settled_at": None,
-        "created_at": _ts("(bench.edit_pos({i})).project"),
+        "settled_at": f"{NOW}",
+        "created_at": _ts(project),
+        "finished_at": _ts(project),
     }
 
 
@@ -336,12 +360,13 @@ def project_rules() -> dict[str, str | None]:
         "original_width": "4032",
         "original_height": "3024",
         "original_bytes": "3500000",
-        "head_edit_id": "bench.head_edit({i})",
+        "head_edit_id": "CASE WHEN g.edits = 0 THEN NULL "
+        "ELSE bench.uid('projects.edits', g.first + g.edits - 1) END",
         "thumbnail_asset_id": "{ref:assets.assets}",
         "root_latest_child_id": None,
         "running_edit_id": None,
-        "edit_count": "(bench.project_span({i})).edits",
-        "version": "1 + (bench.project_span({i})).edits",
+        "edit_count": "g.edits",
+        "version": "1 + g.edits",
         "quota_reservation_id": None,
         "created_at": _ts(),
         "updated_at": _ts(),
@@ -350,39 +375,84 @@ def project_rules() -> dict[str, str | None]:
     }
 
 
+@dataclass(frozen=True)
+class Layout:
+    """Where the edits go: DEEP_PROJECTS deep histories, then `per` edits per project."""
+
+    deep: int
+    deep_edits: int
+    per: int
+    edits: int
+
+    @classmethod
+    def of(cls, counts: dict[str, int]) -> Layout:
+        edits = counts.get("projects.edits", 0)
+        projects = max(counts.get("projects.projects", 0), 1)
+        deep = min(DEEP_PROJECTS, projects)
+        deep_edits = min(DEEP_EDITS, max(edits // (4 * max(deep, 1)), 1))
+        per = max(math.ceil((edits - deep * deep_edits) / max(projects - deep, 1)), 1)
+        return cls(deep, deep_edits, per, edits)
+
+    @property
+    def deep_total(self) -> int:
+        return self.deep * self.deep_edits
+
+    def every(self, project: str) -> str:
+        normal = self.per if self.per > 3 else 1_000_000_000
+        return f"CASE WHEN {project} <= {self.deep} THEN {DEEP_BRANCH_EVERY} ELSE {normal} END"
+
+    def first(self, project: str) -> str:
+        return (
+            f"CASE WHEN {project} <= {self.deep} THEN ({project} - 1) * {self.deep_edits} + 1 "
+            f"ELSE {self.deep_total} + ({project} - {self.deep} - 1) * {self.per} + 1 END"
+        )
+
+    def count(self, project: str) -> str:
+        d, dt, per = self.deep, self.deep_total, self.per
+        return (
+            f"CASE WHEN {project} <= {d} THEN {self.deep_edits} "
+            f"WHEN {dt} + ({project} - {d}) * {per} <= {self.edits} THEN {per} "
+            f"ELSE greatest(0, {self.edits} - {dt} - ({project} - {d} - 1) * {per}) END"
+        )
+
+    def sources(self, counts: dict[str, int]) -> dict[str, str]:
+        """The FROM of the edits and projects seeds: each row's position computed once."""
+        dt, de, d, per = self.deep_total, self.deep_edits, self.deep, self.per
+        edits = (
+            f"(SELECT e.i, e.project, e.seq, {self.every('e.project')} AS every, "  # noqa: S608
+            f"{self.first('e.project')} AS first FROM (SELECT i, "
+            f"CASE WHEN i <= {dt} THEN (i - 1) / {de} + 1 "
+            f"ELSE {d} + (i - {dt} - 1) / {per} + 1 END AS project, "
+            f"CASE WHEN i <= {dt} THEN (i - 1) % {de} + 1 ELSE (i - {dt} - 1) % {per} + 1 END "
+            f"AS seq FROM generate_series(1::bigint, {counts.get('projects.edits', 0)}) AS i) e"
+            ") AS g"
+        )
+        projects = (
+            f"(SELECT i, {self.first('i')} AS first, {self.count('i')} AS edits "  # noqa: S608
+            f"FROM generate_series(1::bigint, {counts.get('projects.projects', 0)}) AS i) AS g"
+        )
+        return {"projects.edits": edits, "projects.projects": projects}
+
+
 HELPERS = """
 CREATE SCHEMA IF NOT EXISTS bench;
 CREATE OR REPLACE FUNCTION bench.uid(tag text, k bigint) RETURNS uuid
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT md5(tag || ':' || k)::uuid $$;
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT encode(int8send(hashint8extended(k, hashtext(tag)))
+                  || int8send(hashint8extended(k, hashtext(tag) + 1)), 'hex')::uuid $$;
 CREATE OR REPLACE FUNCTION bench.spread(i bigint, n bigint) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
     $$ SELECT 1 + ((i * 2654435761) % greatest(n, 1)) $$;
+-- The (branch, deepest depth) pairs from the original to the parent of the branch point
+-- at `seq`: every earlier branch of the project, each left three edits before its end.
+CREATE OR REPLACE FUNCTION bench.branch_path(first bigint, seq bigint, every bigint)
+    RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
+    SELECT coalesce(jsonb_agg(jsonb_build_array(
+               bench.uid('projects.edits', first + greatest(k * every, 1) - 1)::text,
+               (k + 1) * every - 3 - 2 * k) ORDER BY k), '[]'::jsonb)
+    FROM generate_series(0, seq / every - 1) AS k $$;
 CREATE OR REPLACE FUNCTION bench.sha(tag text, k bigint) RETURNS bytea
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT sha256((tag || k)::bytea) $$;
-"""
-
-# Edit positions: the deep projects first, then the rest evenly; (project, seq) of edit i
-# and each project's first edit and count.
-EDIT_LAYOUT = """
-CREATE OR REPLACE FUNCTION bench.edit_pos(i bigint, OUT project bigint, OUT seq bigint)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN i <= {deep_total} THEN (i - 1) / {deep_edits} + 1
-                ELSE {deep} + (i - {deep_total} - 1) / {per} + 1 END,
-           CASE WHEN i <= {deep_total} THEN (i - 1) % {deep_edits} + 1
-                ELSE (i - {deep_total} - 1) % {per} + 1 END $$;
-CREATE OR REPLACE FUNCTION bench.project_span(p bigint, OUT first bigint, OUT edits bigint)
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN p <= {deep} THEN (p - 1) * {deep_edits} + 1
-                ELSE {deep_total} + (p - {deep} - 1) * {per} + 1 END,
-           CASE WHEN p <= {deep} THEN {deep_edits}
-                WHEN {deep_total} + (p - {deep}) * {per} <= {edits} THEN {per}
-                ELSE greatest(0, {edits} - {deep_total} - (p - {deep} - 1) * {per}) END $$;
-CREATE OR REPLACE FUNCTION bench.head_edit(p bigint) RETURNS uuid
-    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT CASE WHEN (bench.project_span(p)).edits = 0 THEN NULL
-           ELSE bench.uid('projects.edits',
-                          (bench.project_span(p)).first + (bench.project_span(p)).edits - 1)
-           END $$;
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$ SELECT sha256((tag || k::text)::bytea) $$;
 """
 
 
@@ -478,7 +548,10 @@ def render_expression(expression: str, table: dbdoc.Table, rows: dict[str, int])
 
 
 def seed_statement(
-    table: dbdoc.Table, rules: dict[str, str | None], rows: dict[str, int]
+    table: dbdoc.Table,
+    rules: dict[str, str | None],
+    rows: dict[str, int],
+    source: str | None = None,
 ) -> tuple[str, list[str]]:
     columns, expressions = [], []
     for column in table.columns:
@@ -490,8 +563,8 @@ def seed_statement(
     count = rows[table.qualified]
     sql = (
         f"INSERT INTO {table.qualified} ({', '.join(columns)}) "  # noqa: S608
-        f"SELECT {', '.join(expressions)} FROM generate_series(1, {count}) AS g(i) "
-        "ON CONFLICT DO NOTHING"
+        f"SELECT {', '.join(expressions)} "
+        f"FROM {source or f'generate_series(1::bigint, {count}) AS g(i)'}"
     )
     return sql, [c.strip('"') for c in columns]
 
@@ -531,46 +604,42 @@ async def seed(
     results = []
     try:
         await connection.execute(HELPERS)
-        edits = counts.get("projects.edits", 0)
-        projects = max(counts.get("projects.projects", 0), 1)
-        deep = min(DEEP_PROJECTS, projects)
-        deep_edits = min(DEEP_EDITS, max(edits // (4 * max(deep, 1)), 1))
-        deep_total = deep * deep_edits
-        per = max((edits - deep_total) // max(projects - deep, 1), 1)
-        await connection.execute(
-            EDIT_LAYOUT.format(
-                deep=deep, deep_edits=deep_edits, deep_total=deep_total, per=per, edits=edits
-            )
-        )
+        sources = Layout.of(counts).sources(counts)
         await connection.execute("SET session_replication_role = replica")
         await connection.execute("SET maintenance_work_mem = '512MB'")
         await connection.execute("SET work_mem = '64MB'")
         rank = {name: n for n, name in enumerate(ORDER)}
         ordered = sorted(tables, key=lambda t: (rank.get(t.qualified, -1), t.qualified))
-        for table in ordered:
-            count = counts.get(table.qualified, 0)
-            if count <= 0:
-                continue
+        seeded = [t for t in ordered if counts.get(t.qualified, 0) > 0]
+        started = time.monotonic()
+        keys = await _drop_keys_and_indexes(connection, seeded, tables)
+        log(f"dropped {len(keys.indexes)} indexes and {len(keys.foreign_keys)} foreign keys")
+        for table in seeded:
+            count = counts[table.qualified]
             rules = dict(SEED_RULES.get(table.qualified, {}))
             if table.qualified == "projects.edits":
-                rules = edit_history_rules(projects, edits)
+                rules = edit_history_rules()
             elif table.qualified == "projects.projects":
                 rules = project_rules()
-            sql, _ = seed_statement(table, rules, counts)
-            started = time.monotonic()
-            dropped = await _drop_plain_indexes(connection, table)
+            sql, _ = seed_statement(table, rules, counts, sources.get(table.qualified))
+            table_started = time.monotonic()
             try:
                 await connection.execute(sql)
                 error = ""
             except asyncpg.PostgresError as failure:
                 error = f"{type(failure).__name__}: {failure}"
-            await _recreate(connection, dropped)
-            seconds = time.monotonic() - started
+            seconds = time.monotonic() - table_started
             results.append(SeedResult(table.qualified, count, seconds, error))
             log(
                 f"seeded {table.qualified}: {count:,} rows in {seconds:.1f} s"
                 + (f"  FAILED {error}" if error else "")
             )
+        log(f"loaded in {time.monotonic() - started:.1f} s; building keys and indexes")
+        started = time.monotonic()
+        for table_name, problem in await _restore_keys_and_indexes(connection, keys, counts):
+            results.append(SeedResult(table_name, 0, 0.0, problem))
+            log(f"FAILED {table_name}: {problem}")
+        log(f"keys and indexes built in {time.monotonic() - started:.1f} s")
         if counts.get("presets.preset_likes"):
             await connection.execute(
                 "UPDATE presets.presets p SET like_count = l.n FROM (SELECT preset_id, "
@@ -593,27 +662,108 @@ async def seed(
     return results
 
 
-async def _drop_plain_indexes(connection: asyncpg.Connection, table: dbdoc.Table) -> list[str]:
-    """Non-unique indexes are built after the load (faster than row by row)."""
-    rows = await connection.fetch(
+@dataclass
+class DroppedKeys:
+    # (table, constraint name, definition)
+    constraints: list[tuple[str, str, str]]
+    indexes: list[str]
+    foreign_keys: list[tuple[str, str, str]]
+
+
+async def _drop_keys_and_indexes(
+    connection: asyncpg.Connection, seeded: list[dbdoc.Table], every: list[dbdoc.Table]
+) -> DroppedKeys:
+    """Bulk loading is fastest into bare heaps: every foreign key of the seeded schemas,
+    and the primary keys, unique constraints and indexes of the seeded tables, are
+    dropped here and built again (by sorting, not row by row) after the load."""
+    schemas = sorted({t.schema for t in every})
+    names = [t.qualified for t in seeded]
+    foreign_keys = [
+        (row["tbl"], row["name"], row["def"])
+        for row in await connection.fetch(
+            """
+            SELECT c.conrelid::regclass::text AS tbl, c.conname AS name,
+                   pg_get_constraintdef(c.oid) AS def
+            FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace
+            WHERE c.contype = 'f' AND n.nspname = ANY($1::text[])
+            """,
+            schemas,
+        )
+    ]
+    for table, name, _ in foreign_keys:
+        await connection.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    constraints = [
+        (row["tbl"], row["name"], row["def"])
+        for row in await connection.fetch(
+            """
+            SELECT c.conrelid::regclass::text AS tbl, c.conname AS name,
+                   pg_get_constraintdef(c.oid) AS def
+            FROM pg_constraint c
+            WHERE c.contype IN ('p', 'u') AND c.conrelid::regclass::text = ANY($1::text[])
+            """,
+            names,
+        )
+    ]
+    indexes = [
+        row["def"]
+        for row in await connection.fetch(
+            """
+            SELECT pg_get_indexdef(x.indexrelid) AS def, x.indexrelid::regclass::text AS name
+            FROM pg_index x
+            WHERE x.indrelid::regclass::text = ANY($1::text[])
+              AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+            """,
+            names,
+        )
+    ]
+    for table, name, _ in constraints:
+        await connection.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{name}"')
+    for row in await connection.fetch(
         """
-        SELECT i.relname AS name, pg_get_indexdef(i.oid) AS definition
-        FROM pg_index x JOIN pg_class i ON i.oid = x.indexrelid
-        JOIN pg_class t ON t.oid = x.indrelid JOIN pg_namespace n ON n.oid = t.relnamespace
-        WHERE n.nspname = $1 AND t.relname = $2 AND NOT x.indisunique
-          AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = x.indexrelid)
+        SELECT x.indexrelid::regclass::text AS name FROM pg_index x
+        WHERE x.indrelid::regclass::text = ANY($1::text[])
         """,
-        table.schema,
-        table.name,
-    )
-    for row in rows:
-        await connection.execute(f'DROP INDEX {table.schema}."{row["name"]}"')
-    return [row["definition"] for row in rows]
+        names,
+    ):
+        await connection.execute(f"DROP INDEX {row['name']}")
+    return DroppedKeys(constraints, indexes, foreign_keys)
 
 
-async def _recreate(connection: asyncpg.Connection, definitions: list[str]) -> None:
-    for definition in definitions:
-        await connection.execute(definition)
+async def _restore_keys_and_indexes(
+    connection: asyncpg.Connection, keys: DroppedKeys, counts: dict[str, int]
+) -> list[tuple[str, str]]:
+    """Builds the keys and indexes again. A foreign key over a large table is added
+    NOT VALID and then marked valid in the catalog: the seeded references are right by
+    construction, and checking 10M rows would double the seeding time (on small tables
+    it is validated for real)."""
+    failures = []
+    for table, name, definition in keys.constraints:
+        try:
+            await connection.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition}')
+        except asyncpg.PostgresError as failure:
+            failures.append((table, f"{name}: {type(failure).__name__}: {failure}"))
+    for definition in keys.indexes:
+        try:
+            await connection.execute(definition)
+        except asyncpg.PostgresError as failure:
+            failures.append((definition.split(" ON ")[-1].split()[0], f"{failure}"))
+    for table, name, definition in keys.foreign_keys:
+        try:
+            await connection.execute(
+                f'ALTER TABLE {table} ADD CONSTRAINT "{name}" {definition} NOT VALID'
+            )
+            if counts.get(table, 0) <= 200_000:
+                await connection.execute(f'ALTER TABLE {table} VALIDATE CONSTRAINT "{name}"')
+            else:
+                await connection.execute(
+                    "UPDATE pg_constraint SET convalidated = true "
+                    "WHERE conname = $1 AND conrelid = $2::regclass",
+                    name,
+                    table,
+                )
+        except asyncpg.PostgresError as failure:
+            failures.append((table, f"{name}: {type(failure).__name__}: {failure}"))
+    return failures
 
 
 async def measure_tables(admin_url: str, tables: list[dbdoc.Table]) -> list[dict[str, Any]]:
