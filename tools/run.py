@@ -38,6 +38,8 @@ SERVICE_PORTS = {
 }
 GATEWAY_PORT = 8080
 START_TIMEOUT = 60.0
+# The usual local dev-server origins (Vite) may call the API from a browser under make run.
+DEV_CORS_ORIGINS = "http://localhost:5173,http://127.0.0.1:5173"
 
 
 @dataclass
@@ -83,6 +85,7 @@ def child_environment(
     # What the services keep on disk lives with the rest of make run's state.
     env.setdefault("PIXELSHOP_IDENTITY_MAILBOX_DIR", str(STATE_DIR / "mailbox"))
     env.setdefault("PIXELSHOP_ASSETS_STORAGE_DIR", str(STATE_DIR / "objects"))
+    env.setdefault("PIXELSHOP_GATEWAY_CORS_ORIGINS", DEV_CORS_ORIGINS)
     # Uploads reserve storage with billing; PIXELSHOP_ASSETS_QUOTA=unlimited opts out.
     env.setdefault("PIXELSHOP_ASSETS_QUOTA", "billing")
     # Projects reserves ai_edits, storage and projects units the same way.
@@ -193,8 +196,12 @@ def main() -> int:
     try:
         children, port = start_suite(admin_url)
         names = ", ".join(c.name for c in children)
+        origins = os.environ.get("PIXELSHOP_GATEWAY_CORS_ORIGINS", DEV_CORS_ORIGINS)
         print(
-            f"\nPixelshop is running: http://127.0.0.1:{port}  ({names})\nPress Ctrl-C to stop.\n",
+            f"\nPixelshop is running: http://127.0.0.1:{port}  ({names})\n"
+            f"API reference: http://127.0.0.1:{port}/docs  (OpenAPI: /openapi.json)\n"
+            f"Browsers may call it from: {origins or 'no origin (CORS off)'}\n"
+            "Press Ctrl-C to stop.\n",
             file=sys.stderr,
             flush=True,
         )
