@@ -17,6 +17,7 @@ import asyncio
 import io
 import os
 import pathlib
+import statistics
 import sys
 import tempfile
 import time
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 import aiohttp
 import grpc
 import httpx
+from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 
 from tools.pgcluster import free_port, throwaway_cluster
@@ -211,6 +213,7 @@ async def main_async(seconds: float) -> list[str]:
             children, port = await asyncio.to_thread(start_suite, admin_url, env)
             try:
                 report += await rpc_benchmarks(f"http://127.0.0.1:{port}", env, seconds)
+                report += await reset_request_benchmark(env)
             finally:
                 stop_children(children)
     return report + pending()
