@@ -1,7 +1,8 @@
 """gRPC servicers of assets: validate every field, map protobuf to the domain and back.
 
-Reads open one unit of work per RPC; ingest and deletion RPCs hand over to service methods
-that own their commit points (see service.py). Errors are runtime DomainErrors; the
+A plain RPC (the reads) is one unit of work opened here; an RPC that writes objects or
+calls billing (uploads, direct uploads, deletion, the user purge) calls its workflow
+(workflows.py), which commits step by step. Errors are runtime DomainErrors; the
 interceptor turns them into google.rpc.Status.
 """
 
@@ -30,9 +31,11 @@ from services.assets.models import (
     Asset,
     AssetKind,
     AssetState,
+    IdempotencyScope,
 )
 from services.assets.repository import ListPosition
-from services.assets.service import AssetService
+from services.assets.service import AssetService, RetryKey
+from services.assets.workflows import AssetWorkflows
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -96,6 +99,34 @@ def _idempotency_key(value: str, field: str) -> str | None:
     return validation.text(value, field, max_length=IDEMPOTENCY_KEY_MAX, required=False) or None
 
 
+# The HTTP header the gateway (and Envoy) forward as this metadata key.
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+
+
+def idempotency_key_header(context: Context) -> str | None:
+    """The `Idempotency-Key` of an HTTP upload: absent, or 1-255 printable ASCII
+    characters (what RFC 9110 allows in a header value, minus controls)."""
+    values = [
+        value
+        for key, value in (context.invocation_metadata() or ())
+        if key == IDEMPOTENCY_KEY_METADATA
+    ]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidArgument(IDEMPOTENCY_KEY_HEADER, "must be sent once")
+    value = values[0]
+    if isinstance(value, bytes) or not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidArgument(
+            IDEMPOTENCY_KEY_HEADER,
+            f"must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters",
+        )
+    if not all(" " <= c <= "~" for c in value):
+        raise InvalidArgument(IDEMPOTENCY_KEY_HEADER, "must hold printable ASCII characters only")
+    return value
+
+
 class AssetApi(assets_pb2_grpc.AssetServiceServicer):
     """The public service: the caller is the owner, from the access token."""
 
@@ -104,11 +135,13 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
         *,
         database: Database,
         service: AssetService,
+        workflows: AssetWorkflows,
         page_tokens: PageTokens,
         content_cache_seconds: int,
     ) -> None:
         self._database = database
         self._service = service
+        self._workflows = workflows
         self._page_tokens = page_tokens
         self._cache_control = f"private, max-age={content_cache_seconds}"
 
@@ -126,8 +159,13 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
             max_length=CONTENT_TYPE_MAX,
             required=False,
         )
-        asset = await self._service.upload(
-            owner_id, request.content.data, filename=filename, kind=AssetKind.UPLOAD
+        key = idempotency_key_header(context)
+        asset = await self._workflows.upload(
+            owner_id,
+            request.content.data,
+            filename=filename,
+            kind=AssetKind.UPLOAD,
+            retry=RetryKey(IdempotencyScope.UPLOAD, key) if key else None,
         )
         return assets_pb2.UploadAssetResponse(asset=asset_to_proto(asset))
 
@@ -166,7 +204,7 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
     ) -> assets_pb2.DeleteAssetResponse:
         owner_id = current_principal().user_id
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
-        if not await self._service.delete(owner_id, [asset_id]):
+        if not await self._workflows.delete(owner_id, [asset_id]):
             raise AssetNotFound(asset_id)
         return assets_pb2.DeleteAssetResponse()
 
@@ -199,7 +237,7 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
         )
         if request.size_bytes <= 0:
             raise InvalidArgument("size_bytes", "must be positive")
-        upload = await self._service.create_upload_url(
+        upload = await self._workflows.create_upload_url(
             owner_id,
             filename=filename,
             content_type=content_type.lower(),
@@ -217,7 +255,7 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
     ) -> assets_pb2.ConfirmUploadResponse:
         owner_id = current_principal().user_id
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
-        asset = await self._service.confirm_upload(owner_id, asset_id)
+        asset = await self._workflows.confirm_upload(owner_id, asset_id)
         return assets_pb2.ConfirmUploadResponse(asset=asset_to_proto(asset))
 
     async def GetDownloadUrl(
@@ -247,9 +285,12 @@ def _list_position(position: list[Any] | None) -> ListPosition | None:
 class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
     """For other services (service credential): they name the owner they act for."""
 
-    def __init__(self, *, database: Database, service: AssetService) -> None:
+    def __init__(
+        self, *, database: Database, service: AssetService, workflows: AssetWorkflows
+    ) -> None:
         self._database = database
         self._service = service
+        self._workflows = workflows
 
     async def StoreAsset(
         self, request_iterator: AsyncIterator[assets_pb2.StoreAssetRequest], context: Context
@@ -272,8 +313,12 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
                     raise InvalidArgument("header", "only the first message may be a header")
                 yield message.chunk
 
-        asset = await self._service.upload_stream(
-            owner_id, chunks(), filename=filename, kind=kind, idempotency_key=idempotency_key
+        asset = await self._workflows.upload_stream(
+            owner_id,
+            chunks(),
+            filename=filename,
+            kind=kind,
+            retry=RetryKey(IdempotencyScope.STORE, idempotency_key) if idempotency_key else None,
         )
         return assets_pb2.StoreAssetResponse(asset=asset_to_proto(asset))
 
@@ -317,7 +362,7 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
             validation.required_uuid(value, f"asset_ids[{index}]")
             for index, value in enumerate(request.asset_ids)
         ]
-        deleted = await self._service.delete(owner_id, asset_ids) if asset_ids else 0
+        deleted = await self._workflows.delete(owner_id, asset_ids) if asset_ids else 0
         return assets_pb2.DeleteAssetsResponse(deleted_count=deleted)
 
     async def PurgeUser(
@@ -325,4 +370,5 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
     ) -> assets_pb2.PurgeUserResponse:
         current_service_caller()
         user_id = validation.required_uuid(request.user_id, "user_id")
-        return assets_pb2.PurgeUserResponse(deleted_count=await self._service.purge_user(user_id))
+        deleted = await self._workflows.purge_user(user_id)
+        return assets_pb2.PurgeUserResponse(deleted_count=deleted)

@@ -11,11 +11,17 @@ import re
 import unicodedata
 import urllib.parse
 
+from runtime.validation import BIDI_CONTROLS, ZERO_WIDTH
+
 NAME_MAX = 255
 
-# Control, format (bidi overrides such as U+202E, zero-width joiners), surrogate, private
-# use and unassigned code points: invisible or able to make "gpj.exe" look like "exe.jpg".
+# Control, format, surrogate, private use and unassigned code points, and the display-text
+# rule's bidirectional controls and zero-width characters (runtime.validation; some, such
+# as the Hangul fillers, are letters to Unicode): invisible, or able to make "gpj.exe"
+# look like "exe.jpg". A file name is the client's opinion, only ever shown back, so
+# these are stripped rather than refused.
 _DROPPED_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn"})
+_INVISIBLE = BIDI_CONTROLS | ZERO_WIDTH
 _WHITESPACE = re.compile(r"\s+")
 # RFC 5987 attr-char, minus the characters percent-encoding already covers.
 _ATTR_CHARS = "!#$&+-.^_`|~"
@@ -30,7 +36,11 @@ def sanitize_filename(raw: str, extensions: tuple[str, ...]) -> str:
     """
     name = raw.replace("\\", "/").rsplit("/", 1)[-1]
     name = _WHITESPACE.sub(" ", unicodedata.normalize("NFC", name))  # tabs, newlines too
-    name = "".join(c for c in name if unicodedata.category(c) not in _DROPPED_CATEGORIES)
+    name = "".join(
+        c
+        for c in name
+        if c not in _INVISIBLE and unicodedata.category(c) not in _DROPPED_CATEGORIES
+    )
     name = name.strip(" ")
     preferred = extensions[0]
     stem, dot, extension = name.rpartition(".")

@@ -40,7 +40,7 @@ SCHEMA = "assets"
 metadata = schema_metadata(SCHEMA)
 
 FILENAME_MAX = 255
-IDEMPOTENCY_KEY_MAX = 128
+IDEMPOTENCY_KEY_MAX = 255
 STORAGE_KEY_MAX = 255
 
 # Postgres proves a partial index usable only when the query repeats its predicate with
@@ -66,6 +66,14 @@ class AssetKind(enum.StrEnum):
 class AssetState(enum.StrEnum):
     PENDING = "pending"
     READY = "ready"
+
+
+class IdempotencyScope(enum.StrEnum):
+    """Whose retry key an asset was stored under: the same string from a browser's
+    `Idempotency-Key` header and from a service's StoreAsset header are different keys."""
+
+    UPLOAD = "upload"  # UploadAsset, the public upload (HTTP Idempotency-Key header)
+    STORE = "store"  # StoreAsset, another service's streamed store
 
 
 ORIGINAL = "original"
@@ -121,8 +129,14 @@ assets = Table(
     Column("height", Integer, nullable=True),
     Column("sha256", String(64), nullable=True),
     Column("filename", String(FILENAME_MAX), nullable=False),
-    # StoreAsset's retry key; unique per owner (NULLs never collide).
+    # The client's retry key, unique per owner and scope (NULLs never collide).
     Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX), nullable=True),
+    Column(
+        "idempotency_scope",
+        Text,
+        nullable=True,
+        comment="whose retry key: 'upload' (the Idempotency-Key header) or 'store' (StoreAsset)",
+    ),
     # The storage-quota reservation taken before the object was written; cleared once
     # committed, so a commit that failed is retried by the sweeper.
     Column("reservation_id", Text, nullable=True),
@@ -132,8 +146,18 @@ assets = Table(
     Column("deleted_at", DateTime(timezone=True), nullable=True),
     # When the objects of a deleted asset were removed and its storage credited back.
     Column("purged_at", DateTime(timezone=True), nullable=True),
+    # A workflow step's lease (ADR 0011): the sweeper (or the request itself) claimed the
+    # row until then to abandon, purge or settle it. A pending row that was ever claimed
+    # is being abandoned and can never become ready.
+    Column(
+        "next_attempt_at",
+        DateTime(timezone=True),
+        nullable=True,
+        comment="lease of a claimed row (abandon, purge, settle) until then; "
+        "a pending row ever claimed never becomes ready",
+    ),
     UniqueConstraint("storage_key"),
-    UniqueConstraint("owner_id", "idempotency_key"),
+    UniqueConstraint("owner_id", "idempotency_scope", "idempotency_key"),
     CheckConstraint("kind IN ('upload', 'edit_result')", name="kind_known"),
     CheckConstraint("state IN ('pending', 'ready')", name="state_known"),
     CheckConstraint("size_bytes >= 0", name="size_not_negative"),
@@ -145,6 +169,10 @@ assets = Table(
         name="ready_has_metadata",
     ),
     CheckConstraint("purged_at IS NULL OR deleted_at IS NOT NULL", name="purged_after_deleted"),
+    CheckConstraint("idempotency_scope IN ('upload', 'store')", name="idempotency_scope_known"),
+    CheckConstraint(
+        "(idempotency_key IS NULL) = (idempotency_scope IS NULL)", name="idempotency_key_scoped"
+    ),
     comment=ASSETS_COMMENT,
 )
 
@@ -170,7 +198,7 @@ Index(
 Index("ix_assets_pending_created", assets.c.created_at, postgresql_where=text(PENDING))
 Index("ix_assets_awaiting_purge", assets.c.deleted_at, postgresql_where=text(AWAITING_PURGE))
 Index("ix_assets_unsettled", assets.c.created_at, postgresql_where=text(UNSETTLED))
-# PurgeUser reads every row of one owner through uq_assets_owner_id_idempotency_key.
+# PurgeUser reads every row of one owner through the unique (owner, scope, key) index.
 
 asset_variants = Table(
     "asset_variants",
@@ -224,11 +252,13 @@ class Asset:
     sha256: str | None
     filename: str
     idempotency_key: str | None
+    idempotency_scope: IdempotencyScope | None
     reservation_id: str | None
     direct_upload: bool
     created_at: datetime.datetime
     deleted_at: datetime.datetime | None
     purged_at: datetime.datetime | None
+    next_attempt_at: datetime.datetime | None = None
     variants: tuple[Variant, ...] = ()
 
     @property

@@ -1,4 +1,10 @@
-"""Every SQL statement of the assets service. Nothing here commits."""
+"""Every SQL statement of the assets service. Nothing here commits.
+
+The `claim_*` methods are the first step of every sweep (ADR 0011): they lock a batch with
+FOR UPDATE SKIP LOCKED, set `next_attempt_at` (a lease) and return it; the caller commits
+that at once, before any object-store or billing call, so no row lock and no pooled
+connection is held across one. A lease that runs out (a sweeper died) is claimed again.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,19 @@ import uuid
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import RowMapping, Select, delete, func, insert, select, text, tuple_, update
+from sqlalchemy import (
+    RowMapping,
+    Select,
+    case,
+    delete,
+    func,
+    insert,
+    or_,
+    select,
+    text,
+    tuple_,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -19,6 +37,7 @@ from services.assets.models import (
     Asset,
     AssetKind,
     AssetState,
+    IdempotencyScope,
     Variant,
     asset_variants,
     assets,
@@ -53,11 +72,15 @@ def _asset(row: RowMapping, variants: Sequence[Variant] = ()) -> Asset:
         sha256=row["sha256"],
         filename=row["filename"],
         idempotency_key=row["idempotency_key"],
+        idempotency_scope=(
+            IdempotencyScope(row["idempotency_scope"]) if row["idempotency_scope"] else None
+        ),
         reservation_id=row["reservation_id"],
         direct_upload=row["direct_upload"],
         created_at=row["created_at"],
         deleted_at=row["deleted_at"],
         purged_at=row["purged_at"],
+        next_attempt_at=row["next_attempt_at"],
         variants=tuple(variants),
     )
 
@@ -95,10 +118,11 @@ class AssetRepository:
         height: int | None = None,
         sha256: str | None = None,
         idempotency_key: str | None = None,
-        reservation_id: str | None = None,
+        idempotency_scope: IdempotencyScope | None = None,
         direct_upload: bool = False,
     ) -> Asset | None:
-        """The new pending row; None when the owner already used `idempotency_key`."""
+        """The new pending row; None when the owner already used `idempotency_key` in
+        that scope."""
         statement = (
             pg_insert(assets)
             .values(
@@ -114,26 +138,35 @@ class AssetRepository:
                 sha256=sha256,
                 filename=filename,
                 idempotency_key=idempotency_key,
-                reservation_id=reservation_id,
+                idempotency_scope=idempotency_scope.value if idempotency_scope else None,
                 direct_upload=direct_upload,
             )
-            .on_conflict_do_nothing(index_elements=[assets.c.owner_id, assets.c.idempotency_key])
+            .on_conflict_do_nothing(
+                index_elements=[
+                    assets.c.owner_id,
+                    assets.c.idempotency_scope,
+                    assets.c.idempotency_key,
+                ]
+            )
             .returning(assets)
         )
         row = (await self._session.execute(statement)).mappings().first()
         return None if row is None else _asset(row)
 
-    async def find_by_idempotency_key(self, owner_id: uuid.UUID, key: str) -> Asset | None:
+    async def find_by_idempotency_key(
+        self, owner_id: uuid.UUID, scope: IdempotencyScope, key: str
+    ) -> Asset | None:
         found = await self._load(
-            select(assets).where(assets.c.owner_id == owner_id, assets.c.idempotency_key == key)
+            select(assets).where(
+                assets.c.owner_id == owner_id,
+                assets.c.idempotency_scope == scope.value,
+                assets.c.idempotency_key == key,
+            )
         )
         return found[0] if found else None
 
-    async def get(self, asset_id: uuid.UUID, *, for_update: bool = False) -> Asset | None:
-        statement = select(assets).where(assets.c.id == asset_id)
-        if for_update:
-            statement = statement.with_for_update()
-        found = await self._load(statement)
+    async def get(self, asset_id: uuid.UUID) -> Asset | None:
+        found = await self._load(select(assets).where(assets.c.id == asset_id))
         return found[0] if found else None
 
     async def get_listed(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> Asset | None:
@@ -164,6 +197,17 @@ class AssetRepository:
         statement = statement.order_by(assets.c.created_at.desc(), assets.c.id.desc()).limit(limit)
         return await self._load(statement)
 
+    async def record_reservation(self, asset_id: uuid.UUID, reservation_id: str) -> bool:
+        """Notes the storage reservation of a pending upload; False when the row is gone
+        or being abandoned (then the caller releases the reservation)."""
+        result = await self._session.execute(
+            update(assets)
+            .where(assets.c.id == asset_id, text(PENDING), assets.c.next_attempt_at.is_(None))
+            .values(reservation_id=reservation_id)
+            .returning(assets.c.id)
+        )
+        return result.first() is not None
+
     async def mark_ready(
         self,
         asset_id: uuid.UUID,
@@ -177,10 +221,15 @@ class AssetRepository:
         variants: Iterable[Variant],
     ) -> bool:
         """Ready with its metadata and variants; False when it is no longer a live pending
-        row (the sweeper abandoned it, or it was purged)."""
+        row nobody claimed (the sweeper or a purge is abandoning it, or it is gone)."""
         result = await self._session.execute(
             update(assets)
-            .where(assets.c.id == asset_id, text(PENDING), assets.c.deleted_at.is_(None))
+            .where(
+                assets.c.id == asset_id,
+                text(PENDING),
+                assets.c.deleted_at.is_(None),
+                assets.c.next_attempt_at.is_(None),
+            )
             .values(
                 state=AssetState.READY.value,
                 mime_type=mime_type,
@@ -211,74 +260,157 @@ class AssetRepository:
             await self._session.execute(insert(asset_variants), rows)
         return True
 
-    async def delete_pending(self, asset_id: uuid.UUID) -> bool:
-        result = await self._session.execute(
-            delete(assets).where(assets.c.id == asset_id, text(PENDING)).returning(assets.c.id)
+    async def claim_pending(self, asset_id: uuid.UUID, until: datetime.datetime) -> Asset | None:
+        """Takes one pending row over for abandoning (it can never become ready after
+        this); None when it is ready or gone."""
+        found = await self._load(
+            select(assets).where(assets.c.id == asset_id, text(PENDING)).with_for_update()
         )
-        return result.first() is not None
+        if not found:
+            return None
+        await self._set_lease([asset_id], until)
+        return found[0]
+
+    async def is_ready(self, asset_id: uuid.UUID) -> bool:
+        found = await self._session.scalar(select(assets.c.state).where(assets.c.id == asset_id))
+        return found == AssetState.READY.value
+
+    async def _set_lease(self, asset_ids: Sequence[uuid.UUID], until: datetime.datetime) -> None:
+        if asset_ids:
+            await self._session.execute(
+                update(assets).where(assets.c.id.in_(asset_ids)).values(next_attempt_at=until)
+            )
 
     async def soft_delete(
-        self, owner_id: uuid.UUID, asset_ids: Sequence[uuid.UUID] | None = None
+        self,
+        owner_id: uuid.UUID,
+        asset_ids: Sequence[uuid.UUID] | None = None,
+        *,
+        lease_until: datetime.datetime,
     ) -> list[uuid.UUID]:
-        """Marks the owner's listed assets deleted (all of them when `asset_ids` is None)."""
+        """Marks the owner's listed assets deleted (all of them when `asset_ids` is None),
+        leased to the caller, who purges them next."""
         statement = update(assets).where(assets.c.owner_id == owner_id, text(LISTED))
         if asset_ids is not None:
             statement = statement.where(assets.c.id.in_(asset_ids))
         result = await self._session.execute(
-            statement.values(deleted_at=func.now()).returning(assets.c.id)
+            statement.values(deleted_at=func.now(), next_attempt_at=lease_until).returning(
+                assets.c.id
+            )
         )
         return [row[0] for row in result]
 
-    async def lock_awaiting_purge(
+    async def _claim(
+        self,
+        statement: Select[Any],
+        *,
+        order: Any,
+        limit: int,
+        until: datetime.datetime,
+    ) -> list[Asset]:
+        batch = await self._load(
+            statement.order_by(order).limit(limit).with_for_update(skip_locked=True, of=assets)
+        )
+        await self._set_lease([asset.id for asset in batch], until)
+        return batch
+
+    async def claim_awaiting_purge(
         self,
         *,
         limit: int,
+        now: datetime.datetime,
+        until: datetime.datetime,
         asset_ids: Sequence[uuid.UUID] | None = None,
-        owner_id: uuid.UUID | None = None,
     ) -> list[Asset]:
-        """Deleted rows whose objects remain, locked; rows another worker holds are skipped."""
-        statement = select(assets).where(text(AWAITING_PURGE))
+        """Deleted rows whose objects remain and whose lease (if any) ran out."""
+        statement = select(assets).where(
+            text(AWAITING_PURGE),
+            or_(assets.c.next_attempt_at.is_(None), assets.c.next_attempt_at < now),
+        )
         if asset_ids is not None:
             statement = statement.where(assets.c.id.in_(asset_ids))
-        if owner_id is not None:
-            statement = statement.where(assets.c.owner_id == owner_id)
-        statement = (
-            statement.order_by(assets.c.deleted_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=assets)
-        )
-        return await self._load(statement)
+        return await self._claim(statement, order=assets.c.deleted_at, limit=limit, until=until)
 
-    async def mark_purged(self, asset_ids: Sequence[uuid.UUID]) -> None:
-        await self._session.execute(
-            update(assets)
-            .where(assets.c.id.in_(asset_ids), text(AWAITING_PURGE))
-            .values(purged_at=func.now())
-        )
-
-    async def lock_stuck_pending(
+    async def claim_stuck_pending(
         self,
         *,
         limit: int,
-        created_before: datetime.datetime | None = None,
-        owner_id: uuid.UUID | None = None,
+        now: datetime.datetime,
+        until: datetime.datetime,
+        created_before: datetime.datetime,
     ) -> list[Asset]:
-        """Pending rows, oldest first, locked; rows another worker holds are skipped."""
-        statement = select(assets).where(text(PENDING))
-        if created_before is not None:
-            statement = statement.where(assets.c.created_at < created_before)
-        if owner_id is not None:
-            statement = statement.where(assets.c.owner_id == owner_id)
-        statement = (
-            statement.order_by(assets.c.created_at)
-            .limit(limit)
-            .with_for_update(skip_locked=True, of=assets)
+        """Pending rows nobody drives any more: older than `created_before` and never
+        claimed, or claimed for abandoning by someone whose lease ran out."""
+        statement = select(assets).where(
+            text(PENDING),
+            or_(
+                (assets.c.next_attempt_at.is_(None)) & (assets.c.created_at < created_before),
+                assets.c.next_attempt_at < now,
+            ),
         )
-        return await self._load(statement)
+        return await self._claim(statement, order=assets.c.created_at, limit=limit, until=until)
 
-    async def delete_rows(self, asset_ids: Sequence[uuid.UUID]) -> None:
-        """Hard delete (variants go with them: ON DELETE CASCADE)."""
-        await self._session.execute(delete(assets).where(assets.c.id.in_(asset_ids)))
+    async def claim_unsettled(
+        self,
+        *,
+        limit: int,
+        now: datetime.datetime,
+        until: datetime.datetime,
+        created_before: datetime.datetime,
+    ) -> list[Asset]:
+        """Ready rows whose reservation commit did not go through (oldest first)."""
+        statement = select(assets).where(
+            text(UNSETTLED),
+            assets.c.created_at < created_before,
+            or_(assets.c.next_attempt_at.is_(None), assets.c.next_attempt_at < now),
+        )
+        return await self._claim(statement, order=assets.c.created_at, limit=limit, until=until)
+
+    async def claim_owner_rows(
+        self,
+        owner_id: uuid.UUID,
+        *,
+        after_id: uuid.UUID | None,
+        limit: int,
+        until: datetime.datetime,
+    ) -> list[Asset]:
+        """A user's purge takes over every unpurged row of theirs, leased or not, in id
+        order (`after_id` continues), so one pass meets each row once."""
+        statement = select(assets).where(
+            assets.c.owner_id == owner_id,
+            or_(text(PENDING), text(AWAITING_PURGE)),
+        )
+        if after_id is not None:
+            statement = statement.where(assets.c.id > after_id)
+        return await self._claim(statement, order=assets.c.id, limit=limit, until=until)
+
+    async def mark_owner_deleted(
+        self, owner_id: uuid.UUID, *, lease_until: datetime.datetime
+    ) -> list[uuid.UUID]:
+        """Every live row of the user deleted, and every pending one claimed, so nothing
+        of theirs can become (or stay) visible; answers the ready rows deleted."""
+        deleted = await self.soft_delete(owner_id, lease_until=lease_until)
+        await self._session.execute(
+            update(assets)
+            .where(assets.c.owner_id == owner_id, text(PENDING))
+            .values(next_attempt_at=lease_until)
+        )
+        return deleted
+
+    async def mark_purged(self, asset_ids: Sequence[uuid.UUID]) -> None:
+        if asset_ids:
+            await self._session.execute(
+                update(assets)
+                .where(assets.c.id.in_(asset_ids), text(AWAITING_PURGE))
+                .values(purged_at=func.now(), next_attempt_at=None)
+            )
+
+    async def delete_pending(self, asset_ids: Sequence[uuid.UUID]) -> None:
+        """Hard delete of abandoned pending rows (variants go with them: ON DELETE CASCADE)."""
+        if asset_ids:
+            await self._session.execute(
+                delete(assets).where(assets.c.id.in_(asset_ids), text(PENDING))
+            )
 
     async def delete_purged_of_owner(self, owner_id: uuid.UUID) -> int:
         result = await self._session.execute(
@@ -295,27 +427,25 @@ class AssetRepository:
         )
         return {asset.id: asset for asset in found}
 
-    async def count_awaiting_purge(self, owner_id: uuid.UUID) -> int:
+    async def count_unfinished(self, owner_id: uuid.UUID) -> int:
+        """The user's rows still pending or deleted but not purged."""
         result = await self._session.execute(
             select(func.count())
             .select_from(assets)
-            .where(assets.c.owner_id == owner_id, text(AWAITING_PURGE))
+            .where(assets.c.owner_id == owner_id, or_(text(PENDING), text(AWAITING_PURGE)))
         )
         return int(result.scalar_one())
 
     async def clear_reservation(self, asset_id: uuid.UUID, reservation_id: str) -> None:
-        """The reservation is committed: nothing is left to settle for this row."""
+        """The reservation is committed: nothing is left to settle for this row (a
+        deleted row keeps its purge lease)."""
         await self._session.execute(
             update(assets)
             .where(assets.c.id == asset_id, assets.c.reservation_id == reservation_id)
-            .values(reservation_id=None)
-        )
-
-    async def unsettled(self, *, created_before: datetime.datetime, limit: int) -> list[Asset]:
-        """Ready rows whose reservation commit did not go through (oldest first)."""
-        return await self._load(
-            select(assets)
-            .where(text(UNSETTLED), assets.c.created_at < created_before)
-            .order_by(assets.c.created_at)
-            .limit(limit)
+            .values(
+                reservation_id=None,
+                next_attempt_at=case(
+                    (assets.c.deleted_at.is_(None), None), else_=assets.c.next_attempt_at
+                ),
+            )
         )

@@ -1,6 +1,8 @@
 """Composition root of assets: builds every part explicitly and serves it.
 
-`build` wires the database, object store, quota, identity client, service and sweeper;
+`build` wires the database, object store, quota, identity client, tombstones, the service
+(rules, inside a caller's transaction), the workflows (uploads, deletion, purges) and the
+sweeper;
 `start` puts them behind a gRPC server (tests call it with port 0 and their own store);
 `main` is `python -m services.assets` (serve, or run one `sweep`).
 """
@@ -25,7 +27,7 @@ from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.pagination import PageTokens
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
-from runtime.peers.identity import IdentityClient
+from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.tombstones import Tombstones
 from services.assets.api import AssetApi, AssetInternalApi
@@ -33,7 +35,7 @@ from services.assets.models import SCHEMA, deleted_users, event_cursors, parked_
 from services.assets.service import AssetService
 from services.assets.settings import AssetsSettings, load
 from services.assets.storage import ObjectStore, build_store
-from services.assets.sweeper import AssetSweeper
+from services.assets.workflows import AssetSweeper, AssetWorkflows
 
 log = logging.getLogger("pixelshop.assets")
 
@@ -49,7 +51,9 @@ class AssetsComponents:
     database: Database
     store: ObjectStore
     identity: IdentityClient
+    tombstones: Tombstones
     service: AssetService
+    workflows: AssetWorkflows
     sweeper: AssetSweeper
     closers: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
 
@@ -60,8 +64,13 @@ class AssetsComponents:
 
 
 def build(
-    settings: AssetsSettings, *, store: ObjectStore | None = None, quota: Quota | None = None
+    settings: AssetsSettings,
+    *,
+    store: ObjectStore | None = None,
+    quota: Quota | None = None,
+    tiers: TierLookup | None = None,
 ) -> AssetsComponents:
+    """`store`, `quota` and `tiers` replace the configured ones (tests)."""
     tokens = ServiceTokens(settings.internal_secret.reveal(), settings.service_name)
     closers: list[Callable[[], Awaitable[None]]] = []
     database = Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
@@ -77,15 +86,20 @@ def build(
         else:
             quota = UnlimitedQuota()
     store = store if store is not None else build_store(settings)
-    service = AssetService(
+    tombstones = Tombstones(database, deleted_users)
+    service = AssetService(store=store, settings=settings, guard=tombstones)
+    workflows = AssetWorkflows(
         database=database,
+        service=service,
         store=store,
         quota=quota,
-        tiers=identity,
+        tiers=tiers if tiers is not None else identity,
         settings=settings,
     )
-    sweeper = AssetSweeper(service=service, database=database, store=store, settings=settings)
-    return AssetsComponents(settings, database, store, identity, service, sweeper, closers)
+    sweeper = AssetSweeper(workflows=workflows, settings=settings)
+    return AssetsComponents(
+        settings, database, store, identity, tombstones, service, workflows, sweeper, closers
+    )
 
 
 async def start(
@@ -102,6 +116,7 @@ async def start(
             AssetApi(
                 database=components.database,
                 service=components.service,
+                workflows=components.workflows,
                 page_tokens=PageTokens.for_service(
                     settings.service_name, settings.internal_secret.reveal()
                 ),
@@ -111,19 +126,22 @@ async def start(
         ),
         Registration(
             ASSET_INTERNAL_SERVICE,
-            AssetInternalApi(database=components.database, service=components.service),
+            AssetInternalApi(
+                database=components.database,
+                service=components.service,
+                workflows=components.workflows,
+            ),
             assets_pb2_grpc.add_AssetInternalServiceServicer_to_server,
         ),
     ]
-    tombstones = Tombstones(components.database, deleted_users)
     policy = AuthPolicy(
         user_services=frozenset({ASSET_SERVICE}),
         internal_services=frozenset({ASSET_INTERNAL_SERVICE}),
         # A deleted account's still-valid token is refused on every call (ADR 0015).
-        refused_user=tombstones.is_deleted,
+        refused_user=components.tombstones.is_deleted,
     )
     try:
-        await tombstones.load()
+        await components.tombstones.load()
         running = await start_server(
             settings,
             registrations,
@@ -136,7 +154,8 @@ async def start(
         raise
     running.on_close.append(components.close)
     # One leader among the replicas follows identity's outbox: `user.deleted` records the
-    # tombstone, then the purge runs outside any transaction (ADR 0015).
+    # tombstone, then the purge workflow runs outside any transaction (ADR 0015).
+    tombstones = components.tombstones
     follower = OutboxFollower(
         components.identity,
         components.database,
@@ -144,7 +163,7 @@ async def start(
         parked_events,
         {USER_DELETED: tombstones.on_user_deleted},
         name=settings.service_name,
-        after_round=lambda: tombstones.purge_pending(components.service.purge_user),
+        after_round=lambda: tombstones.purge_pending(components.workflows.purge_user),
         metrics=running.metrics,
         poll_seconds=settings.event_poll_seconds,
     )

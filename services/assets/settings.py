@@ -47,7 +47,10 @@ class AssetsSettings(ServiceSettings):
     max_upload_bytes: int = 60 * MIB
     max_pixels: int = 100_000_000
     # Decodes running at once; each may hold a full bitmap of up to max_pixels.
-    decode_concurrency: int = 2
+    decode_concurrency: int = 4
+    # Decodes one user may run at once: below DECODE_CONCURRENCY, so one user's uploads
+    # never take every slot and another user's upload starts as soon as one is free.
+    decode_per_user: int = 2
 
     upload_url_expiry_seconds: int = 900
     download_url_expiry_seconds: int = 300
@@ -63,6 +66,9 @@ class AssetsSettings(ServiceSettings):
     orphan_grace_seconds: float = 3600.0
     # Rows (or stored objects) one sweep looks at per step.
     sweep_batch_size: int = 500
+    # How long a sweep step (or a request's own clean-up) owns the rows it claimed before
+    # another sweeper may take them over (when the first one died mid-step).
+    sweep_lease_seconds: float = 300.0
 
     # How long a user's tier (upload limits) is cached.
     tier_cache_seconds: float = 30.0
@@ -91,6 +97,11 @@ class AssetsSettings(ServiceSettings):
             problems.append(f"{ENV_PREFIX}MAX_PIXELS must be at least 1")
         if self.decode_concurrency < 1:
             problems.append(f"{ENV_PREFIX}DECODE_CONCURRENCY must be at least 1")
+        elif not 1 <= self.decode_per_user <= max(1, self.decode_concurrency - 1):
+            problems.append(
+                f"{ENV_PREFIX}DECODE_PER_USER must be at least 1 and below DECODE_CONCURRENCY "
+                "(when that is above 1)"
+            )
         for name in ("upload_url_expiry_seconds", "download_url_expiry_seconds"):
             # S3 refuses presigned URLs valid for more than seven days.
             if not 1 <= getattr(self, name) <= 7 * 24 * 3600:
@@ -107,6 +118,8 @@ class AssetsSettings(ServiceSettings):
             )
         if self.sweep_batch_size < 1:
             problems.append(f"{ENV_PREFIX}SWEEP_BATCH_SIZE must be at least 1")
+        if self.sweep_lease_seconds <= 0:
+            problems.append(f"{ENV_PREFIX}SWEEP_LEASE_SECONDS must be positive")
         if problems:
             raise ValueError("; ".join(problems))
 

@@ -1,15 +1,11 @@
-"""Fakes for what assets depends on: a quota that records, stores and databases that fail."""
+"""Fakes for what assets depends on: a quota that records, stores that fail."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 
-from sqlalchemy.ext.asyncio import AsyncSession
-
-from runtime.db import Database
+from runtime.db import refuse_remote_call
 from runtime.errors import QuotaExceeded
 from runtime.peers.billing import Metric
 from runtime.peers.identity import TierInfo
@@ -23,13 +19,17 @@ FREE_TIER = TierInfo(code="free", max_upload_bytes=15 * MIB, max_pixels=40_000_0
 class FixedTiers:
     """Every user on the Free plan, without asking identity."""
 
-    async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
+    async def tier(self, user_id: uuid.UUID) -> TierInfo:
+        refuse_remote_call("identity")
         return FREE_TIER
 
 
 @dataclass
 class RecordingQuota:
-    """Grants (or denies) reservations and remembers every call, like billing would see."""
+    """Grants (or denies) reservations and remembers every call, like billing would see.
+
+    Like billing it is a remote call: refused inside a transaction. Reserving is
+    idempotent on the key, committing and releasing on the reservation."""
 
     deny: bool = False
     failing_commits: int = 0
@@ -39,6 +39,7 @@ class RecordingQuota:
     credited: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
 
     async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+        refuse_remote_call("billing")
         if self.deny:
             raise QuotaExceeded("storage limit of your plan reached")
         reservation_id = f"reservation:{key}"
@@ -46,20 +47,28 @@ class RecordingQuota:
         return reservation_id
 
     async def commit(self, reservation_id: str) -> None:
+        refuse_remote_call("billing")
         if self.failing_commits:
             self.failing_commits -= 1
             raise ConnectionError("billing is unreachable")
         self.committed.append(reservation_id)
 
     async def release(self, reservation_id: str) -> None:
+        refuse_remote_call("billing")
         self.released.append(reservation_id)
 
     async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
-        self.credited.append((user_id, amount, key))
+        refuse_remote_call("billing")
+        if (user_id, amount, key) not in self.credited:  # idempotent on the key
+            self.credited.append((user_id, amount, key))
 
+    def unsettled(self) -> set[str]:
+        """Reservations neither committed nor released."""
+        return set(self.reserved) - set(self.committed) - set(self.released)
 
-class SimulatedCrash(BaseException):
-    """The process dies here: like SystemExit, nothing after it runs (no clean-up)."""
+    def settled_both_ways(self) -> set[str]:
+        """Reservations both committed and released: never right."""
+        return set(self.committed) & set(self.released)
 
 
 class FailingStore:
@@ -91,21 +100,3 @@ class FailingStore:
         if self.fail_deletes:
             raise StorageUnavailable()
         await self._store.delete(key)
-
-
-class FlakyDatabase:
-    """A Database whose transactions number `failing` (1-based) fail to start, as when
-    Postgres goes away for a moment."""
-
-    def __init__(self, database: Database, failing: set[int]) -> None:
-        self._database = database
-        self._failing = failing
-        self.calls = 0
-
-    @asynccontextmanager
-    async def transaction(self) -> AsyncIterator[AsyncSession]:
-        self.calls += 1
-        if self.calls in self._failing:
-            raise ConnectionError("connection to the database was lost")
-        async with self._database.transaction() as session:
-            yield session

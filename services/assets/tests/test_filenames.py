@@ -20,6 +20,10 @@ JPEG = ("jpg", "jpeg")
         ("bell\x07 and\ttab.jpg", "bell and tab.jpg"),
         ("invoice\u202egpj.exe", "invoicegpj.exe.jpg"),  # the bidi override is gone
         ("zero\u200bwidth.jpg", "zerowidth.jpg"),
+        # The display-text rule's invisible characters (runtime.validation), letters to
+        # Unicode among them: a Hangul filler, an Arabic letter mark, an isolate.
+        ("look\u3164alike\u061c\u2066.jpg", "lookalike.jpg"),
+        ("soft\u00adhyphen\u2060joiner.jpg", "softhyphenjoiner.jpg"),
         ("Cafe\u0301.jpg", "Caf\u00e9.jpg"),  # NFC
         (".htaccess", "htaccess.jpg"),
         ("trailing dots...", "trailing dots.jpg"),

@@ -180,7 +180,7 @@ async def test_store_asset_stops_reading_past_the_owners_byte_limit(
             [
                 assets_pb2.StoreAssetRequest(
                     header=assets_pb2.StoreAssetHeader(
-                        owner_id=str(uuid.uuid4()), kind=1, idempotency_key="k" * 129
+                        owner_id=str(uuid.uuid4()), kind=1, idempotency_key="k" * 256
                     )
                 )
             ],
@@ -347,7 +347,11 @@ async def test_the_server_runs_the_sweeper_in_the_background_when_asked(
     settings: AssetsSettings, start_server: StartServer
 ) -> None:
     server = await start_server(replace(settings, sweep_interval_seconds=3600))
-    assert [task.get_name() for task in server.background] == ["assets-events", "assets-sweeper"]
+    assert [task.get_name() for task in server.background] == [
+        "assets-events",
+        "assets-tombstones",
+        "assets-sweeper",
+    ]
     assert not any(task.done() for task in server.background)
     await server.stop(0)
     assert all(task.done() for task in server.background)

@@ -175,8 +175,11 @@ async def test_the_sweepers_pending_scan_is_served_by_an_index(
 ) -> None:
     nodes = await _explain(
         components,
-        lambda repository: repository.lock_stuck_pending(
-            limit=500, created_before=datetime.datetime.now(datetime.UTC)
+        lambda repository: repository.claim_stuck_pending(
+            limit=500,
+            now=datetime.datetime.now(datetime.UTC),
+            until=datetime.datetime.now(datetime.UTC),
+            created_before=datetime.datetime.now(datetime.UTC),
         ),
     )
     assert "ix_assets_pending_created" in {node.get("Index Name") for node in nodes}, nodes

@@ -315,3 +315,23 @@ async def test_delete_hides_the_asset_and_removes_its_objects(
             await call
         assert raised.value.code() == grpc.StatusCode.NOT_FOUND
     assert await components.store.list_objects(owner_prefix(owner)) == []
+
+
+async def test_a_16_bit_greyscale_png_of_2100_px_is_accepted_with_its_thumbnail(
+    assets: assets_pb2_grpc.AssetServiceStub, new_user: NewUser
+) -> None:
+    # The probe's finding: such a PNG was refused as corrupt, because the thumbnail was
+    # made before the mode was converted (Pillow cannot reduce 16-bit images).
+    from PIL import Image
+
+    _, auth = new_user()
+    deep = Image.frombytes("I;16", (2100, 1400), (0x8000).to_bytes(2, "little") * 2100 * 1400)
+    asset = await upload(
+        assets, auth, images.encode(deep, "PNG"), content_type="image/png", filename="scan.png"
+    )
+
+    assert (asset.mime_type, asset.width, asset.height) == ("image/png", 2100, 1400)
+    body, _ = await content(assets, auth, asset.id, "thumbnail")
+    thumbnail = images.decode(body.data)
+    assert (body.content_type, thumbnail.mode, thumbnail.size) == ("image/jpeg", "L", (512, 341))
+    assert 120 < thumbnail.getpixel((100, 100)) < 136  # type: ignore[operator]

@@ -1,6 +1,7 @@
-"""Upload ingest against Pillow's own decode + thumbnail, for `make bench` (SPEC section 7).
+"""Assets' upload ingest against Pillow's own decode + thumbnail, for `make bench` (SPEC
+section 7); `python -m tools.ingest_benchmark` prints the ratio alone.
 
-    from services.assets.benchmark import compare_ingest
+    from tools.ingest_benchmark import compare_ingest
     result = await compare_ingest(jpeg_bytes)   # result.ratio should stay <= 1.5
 
 Ingest is everything an upload costs here apart from the database and the network:
