@@ -195,7 +195,7 @@ async def reset_request_benchmark(env: dict[str, str]) -> list[str]:
 async def ingest_benchmark() -> list[str]:
     from PIL import Image
 
-    from services.assets.benchmark import compare_ingest
+    from tools.ingest_benchmark import compare_ingest
 
     image = Image.effect_noise((4000, 3000), 64).convert("RGB")
     buffer = io.BytesIO()
