@@ -271,10 +271,8 @@ class Gateway:
                     "malformed request body", extra={"fields": {"kind": type(error).__name__}}
                 )
                 raise self._local(400, "malformed HTTP request: bad body framing") from None
-            except (ConnectionError, asyncio.CancelledError):
-                if request.transport is None or request.transport.is_closing():
-                    raise ClientGone from None
-                raise
+            except ConnectionError:  # aiohttp's "Connection lost" when the client went away
+                raise ClientGone from None
             if not chunk:
                 if request.content.is_eof():
                     break
