@@ -5,7 +5,10 @@ made by models.object_key from ids, never from user input; the directory backend
 refuses any key that could leave its root. Both backends do their blocking work (file
 system calls, boto3, which is synchronous) in worker threads, so the event loop never
 waits on storage. Backend failures become StorageUnavailable (retryable); a missing
-object is ObjectMissing, which callers decide about.
+object is ObjectMissing, which callers decide about. Every call goes through
+`runtime.db.refuse_remote_call` first: a store call made while a transaction is open is a
+programming error and raises (ADR 0011), for the directory backend too, so the tests of
+either backend catch one.
 """
 
 from __future__ import annotations

@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass, replace
 
 from runtime.db import Database
 from runtime.errors import Aborted, FailedPrecondition, InvalidArgument, QuotaExceeded, Unavailable
-from runtime.peers.billing import STORAGE_BYTES, Quota
+from runtime.peers.billing import Metric, Quota
 from runtime.peers.identity import TierLookup
 from runtime.workflow import checkpoint
 from services.assets.decoding import DecodeSlots
@@ -242,7 +242,10 @@ class AssetWorkflows:
         Answers the ready asset instead when a concurrent retry completed it."""
         try:
             reservation = await self._quota.reserve(
-                pending.owner_id, STORAGE_BYTES, pending.size_bytes, reservation_key(pending.id)
+                pending.owner_id,
+                Metric.STORAGE_BYTES,
+                pending.size_bytes,
+                reservation_key(pending.id),
             )
         except (Exception, asyncio.CancelledError):
             await self._abandon(pending)
@@ -323,7 +326,7 @@ class AssetWorkflows:
                 try:
                     reservation = await self._quota.reserve(
                         asset.owner_id,
-                        STORAGE_BYTES,
+                        Metric.STORAGE_BYTES,
                         asset.size_bytes,
                         reservation_key(asset.id),
                     )
@@ -489,7 +492,7 @@ class AssetWorkflows:
                     # Settle first, so the credit gives back bytes that were counted.
                     await self._quota.commit(asset.reservation_id)
                 await self._quota.credit(
-                    asset.owner_id, STORAGE_BYTES, asset.size_bytes, credit_key(asset.id)
+                    asset.owner_id, Metric.STORAGE_BYTES, asset.size_bytes, credit_key(asset.id)
                 )
                 await checkpoint("assets.purge.credited")
             except Exception as error:

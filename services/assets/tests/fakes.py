@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from runtime.db import refuse_remote_call
 from runtime.errors import QuotaExceeded
-from runtime.peers.billing import Metric
+from runtime.peers.billing import AnyMetric
 from runtime.peers.identity import TierInfo
 from services.assets.errors import StorageUnavailable
 from services.assets.storage import ObjectStore
@@ -37,9 +37,12 @@ class RecordingQuota:
     committed: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
     credited: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
+    # Every metric asked for: the domain enum, never a protobuf number.
+    metrics: list[AnyMetric] = field(default_factory=list)
 
-    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
+    async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
         refuse_remote_call("billing")
+        self.metrics.append(metric)
         if self.deny:
             raise QuotaExceeded("storage limit of your plan reached")
         reservation_id = f"reservation:{key}"
@@ -57,8 +60,9 @@ class RecordingQuota:
         refuse_remote_call("billing")
         self.released.append(reservation_id)
 
-    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
+    async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
         refuse_remote_call("billing")
+        self.metrics.append(metric)
         if (user_id, amount, key) not in self.credited:  # idempotent on the key
             self.credited.append((user_id, amount, key))
 

@@ -18,6 +18,7 @@ import pytest
 from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 from sqlalchemy import select, text
 
+from runtime.peers.billing import Metric
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.assets.models import (
     INCOMING,
@@ -517,6 +518,9 @@ async def test_storage_is_reserved_before_the_object_and_committed_after(
 
     await stub.DeleteAsset(assets_pb2.DeleteAssetRequest(asset_id=asset.id), metadata=auth)
     assert quota.credited == [(owner_id, len(data), credit_key(uuid.UUID(asset.id)))]
+    # Asked in the domain's own terms (runtime.peers.billing.Metric), not protobuf numbers.
+    assert quota.metrics == [Metric.STORAGE_BYTES, Metric.STORAGE_BYTES]
+    assert all(type(metric) is Metric for metric in quota.metrics)
 
 
 async def test_an_upload_over_the_storage_quota_stores_nothing(
