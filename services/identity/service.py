@@ -539,25 +539,31 @@ class Accounts:
         instead of a verification link (ADR 0013)."""
         repository = IdentityRepository(session)
         now = self._clock()
-        values = {
-            "user_id": uuid.uuid4(),
-            "username": username,
-            "username_skeleton": skeleton(username),
-            "password_hash": password_hash,
-            "display_name": display_name or username,
-            "tier_code": FREE_TIER,
-            "now": now,
-        }
+        user_id = uuid.uuid4()
+
+        async def insert(address: str | None, pending: str | None) -> User:
+            return await repository.insert_user(
+                user_id=user_id,
+                email=address,
+                pending_email=pending,
+                username=username,
+                username_skeleton=skeleton(username),
+                password_hash=password_hash,
+                display_name=display_name or username,
+                tier_code=FREE_TIER,
+                now=now,
+            )
+
         user: User | None = None
         if not await repository.email_is_taken(email):
             try:
                 async with session.begin_nested():  # a savepoint: a lost race rolls back alone
-                    user = await repository.insert_user(email=email, **values)  # type: ignore[arg-type]
+                    user = await insert(email, None)
             except AlreadyExists as error:
                 if error.metadata.get("field") != "email":
                     raise
         if user is None:
-            user = await repository.insert_user(email=None, pending_email=email, **values)  # type: ignore[arg-type]
+            user = await insert(None, email)
         await repository.insert_mail_request(
             purpose=MailPurpose.EMAIL_VERIFICATION, address=None, user_id=user.id, now=now
         )

@@ -176,6 +176,9 @@ class MailWakeUp:
 
 class MailWorkflow:
     BATCH = 50
+    # A request still failing after this many claims (a mailer down for a long time) is
+    # dropped and logged: its links would have expired anyway.
+    MAX_ATTEMPTS = 10
 
     def __init__(
         self,
@@ -208,18 +211,38 @@ class MailWorkflow:
                 return handled
             await checkpoint("mail.claimed")
             for request in batch:
-                await self.handle(request)
+                try:
+                    await self.handle(request)
+                except Exception as error:
+                    # Left claimed: retried once the claim lapses, like after a crash.
+                    log.warning(
+                        "mail request failed; retrying later",
+                        extra={
+                            "request_id": str(request.id),
+                            "attempt": request.attempts,
+                            "error": type(error).__name__,
+                        },
+                    )
             handled += len(batch)
 
     async def handle(self, request: MailRequest) -> None:
+        if request.attempts > self.MAX_ATTEMPTS:
+            log.error(
+                "mail request given up",
+                extra={"request_id": str(request.id), "purpose": request.purpose.value},
+            )
+        else:
+            await self._deliver(request)
+        async with self._database.transaction() as session:
+            await IdentityRepository(session).delete_mail_request(request.id)
+
+    async def _deliver(self, request: MailRequest) -> None:
         async with self._database.transaction() as session:
             message = await self._desk.compose(session, request)
         await checkpoint("mail.composed")
         if message is not None:
             await self._mailer.send(message, self._clock())
             await checkpoint("mail.sent")
-        async with self._database.transaction() as session:
-            await IdentityRepository(session).delete_mail_request(request.id)
 
     async def run(self) -> None:
         """Until cancelled: every poll interval, or at once when woken."""

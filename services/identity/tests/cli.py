@@ -19,6 +19,8 @@ async def run_cli(settings: IdentitySettings, *args: str) -> tuple[int, str, str
         "PIXELSHOP_IDENTITY_DATABASE_URL": settings.database_url.reveal(),
         "PIXELSHOP_INTERNAL_SECRET": settings.internal_secret.reveal(),
         "PIXELSHOP_IDENTITY_KEY_PUBLISH_LEAD_SECONDS": str(settings.key_publish_lead_seconds),
+        # `send-mail` delivers where the test server does, whichever worker gets a request.
+        "PIXELSHOP_IDENTITY_MAILBOX_DIR": settings.mailbox_dir,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "gen")]),
     }
     process = await asyncio.create_subprocess_exec(
