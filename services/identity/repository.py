@@ -877,8 +877,18 @@ class IdentityRepository:
     async def delete_mail_request(self, request_id: uuid.UUID) -> None:
         await self._session.execute(delete(mail_requests).where(mail_requests.c.id == request_id))
 
-    async def delete_user_mail_requests(self, user_id: uuid.UUID) -> None:
-        await self._session.execute(delete(mail_requests).where(mail_requests.c.user_id == user_id))
+    async def delete_user_mail_requests(
+        self, user_id: uuid.UUID, addresses: Sequence[str] = ()
+    ) -> None:
+        """A user's requests, and those naming one of its addresses (a reset request)."""
+        await self._session.execute(
+            delete(mail_requests).where(
+                or_(
+                    mail_requests.c.user_id == user_id,
+                    mail_requests.c.address.in_(list(addresses)),
+                )
+            )
+        )
 
     async def lock_mail_subject(self, subject_hash: bytes) -> None:
         """Serializes the rate-limit decision for one address or user (not globally)."""

@@ -756,14 +756,11 @@ class Accounts:
             raise NotFound("user", str(user.id))
         await repository.delete_user_sessions(user.id)
         await repository.delete_user_one_time_tokens(user.id)
-        await repository.delete_user_mail_requests(user.id)
+        addresses = [address for address in (user.email, user.pending_email) if address]
+        await repository.delete_user_mail_requests(user.id, addresses)
         await repository.forget_mail_sends(
             [mail_subject("user", str(user.id))]
-            + [
-                mail_subject("address", address)
-                for address in (user.email, user.pending_email)
-                if address
-            ]
+            + [mail_subject("address", address) for address in addresses]
         )
         if not await repository.scrub_user(user.id, now):
             raise NotFound("user", str(user.id))
