@@ -10,6 +10,7 @@ import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.browser.conftest import IMAGE_SIZE, Stack
@@ -72,17 +73,40 @@ async def test_a_page_from_another_origin_is_blocked_by_the_browser(
     assert "TypeError" in blocked["blocked"]  # no Access-Control-Allow-Origin for it
 
 
-async def test_the_docs_page_loads_with_no_request_leaving_the_machine(
+async def test_docs_load_offline_and_a_developer_authorizes_and_tries_a_call(
     stack: Stack, page: Any
 ) -> None:
+    tag = uuid.uuid4().hex[:8]
+    async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as http:
+        signed_up = await http.post(
+            "/v1/auth:signUp",
+            json={
+                "email": f"dev-{tag}@example.com",
+                "username": f"dev_{tag}",
+                "password": f"correct horse {tag}",
+            },
+        )
+    token = signed_up.json()["accessToken"]
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
-    await page.goto(stack.gateway + "/docs")
-    await page.wait_for_selector(".opblock-tag", timeout=30_000)  # the operations rendered
-    await page.wait_for_selector("button.authorize")  # a developer can enter a token
 
+    await page.goto(stack.gateway + "/docs")
+    operation = page.locator("#operations-IdentityService-GetCurrentUser")
+    await operation.wait_for(timeout=60_000)  # the operations rendered from /openapi.json
+    await page.click("button.authorize")
+    await page.fill(".modal-ux input[type=text], .modal-ux input[type=password]", token)
+    await page.click(".modal-ux .auth-btn-wrapper button.authorize")
+    await page.click(".modal-ux button.btn-done")
+    await operation.locator(".opblock-summary").click()
+    await operation.locator("button.execute").click()  # "Try it out" is on (tryItOutEnabled)
+    status = operation.locator(".live-responses-table tr.response .response-col_status").first
+    await status.wait_for(timeout=30_000)
+
+    assert (await status.inner_text()).strip() == "200"
+    body = await operation.locator(".live-responses-table .microlight").first.inner_text()
+    assert f"dev_{tag}" in body  # the call went out with the bearer token
     gateway_origin = urllib.parse.urlsplit(stack.gateway).netloc
     hosts = {urllib.parse.urlsplit(url).netloc for url in requested if not url.startswith("data:")}
-    assert hosts == {gateway_origin}, requested
+    assert hosts == {gateway_origin}, requested  # nothing left the machine
     assert any(url.endswith("/openapi.json") for url in requested)
     assert "Pixelshop API" in await page.content()
