@@ -17,8 +17,9 @@ from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 from runtime import validation
 from runtime.context import current_principal
 from runtime.db import Database
-from runtime.errors import InvalidArgument
+from runtime.errors import InvalidArgument, Unauthenticated
 from runtime.timestamps import to_timestamp
+from runtime.tombstones import DELETED_MESSAGE, Tombstones
 from services.billing.models import IDEMPOTENCY_KEY_MAX, Metric, Reservation, ReservationState
 from services.billing.service import SubscriptionService, TierSource, UsageService
 from services.billing.workflows import BillingWorkflows
@@ -180,11 +181,13 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         usage: UsageService,
         tiers: TierSource,
         workflows: BillingWorkflows,
+        tombstones: Tombstones,
     ) -> None:
         self._database = database
         self._usage = usage
         self._tiers = tiers
         self._workflows = workflows
+        self._tombstones = tombstones
 
     async def ReserveUsage(
         self, request: billing_pb2.ReserveUsageRequest, context: Context
@@ -198,6 +201,8 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         )
         if request.ttl_seconds < 0:
             raise InvalidArgument("ttl_seconds", "must not be negative")
+        if self._tombstones.is_deleted(user_id):  # identity no longer knows the user either
+            raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
         tier = await self._tiers.tier(user_id)
         async with self._database.transaction() as session:
             reservation = await self._usage.reserve(
@@ -225,7 +230,8 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         reservation_id = validation.required_uuid(request.reservation_id, "reservation_id")
         async with self._database.transaction() as session:
             reservation = await self._usage.release(session, reservation_id)
-        return billing_pb2.ReleaseUsageResponse(state=STATE_TO_PROTO[reservation.state])
+        state = reservation.state if reservation else ReservationState.RELEASED
+        return billing_pb2.ReleaseUsageResponse(state=STATE_TO_PROTO[state])
 
     async def CreditUsage(
         self, request: billing_pb2.CreditUsageRequest, context: Context

@@ -163,6 +163,7 @@ async def start(
                 usage=components.usage,
                 tiers=components.tiers,
                 workflows=components.workflows,
+                tombstones=components.tombstones,
             ),
             billing_pb2_grpc.add_BillingInternalServiceServicer_to_server,
         ),

@@ -291,7 +291,8 @@ class UsageService:
         )
         return settled
 
-    async def release(self, session: AsyncSession, reservation_id: uuid.UUID) -> Reservation:
+    async def release(self, session: AsyncSession, reservation_id: uuid.UUID) -> Reservation | None:
+        """Gives an open reservation back; None when there is no such reservation."""
         repository = BillingRepository(session)
         now = self._clock()
         settled = await repository.settle_reservation(
@@ -300,7 +301,9 @@ class UsageService:
         if settled is None:
             current = await repository.reservation(reservation_id)
             if current is None:
-                raise ReservationNotFound(reservation_id)
+                # Never made, or dropped with a deleted account: nothing is held, which is
+                # all a release asks for (callers clean up without special cases).
+                return None
             return current  # already released (or committed: a credit gives that back)
         await repository.move_counter(
             settled.user_id,

@@ -17,6 +17,8 @@ import httpx
 import pytest
 from sqlalchemy.engine import make_url
 
+from tests.support import fake_stripe as stripe_fake
+from tests.support.fake_stripe import FakeStripe
 from tests.support.settings import INTERNAL_SECRET
 from tools.pgcluster import free_port
 from tools.provision import ALL_SERVICES, provision
@@ -31,6 +33,10 @@ class Suite:
     base_url: str
     state: pathlib.Path
     env: dict[str, str]
+    # The Stripe API billing talks to (a local fake; tests/support/fake_stripe.py).
+    stripe: FakeStripe
+    # The suite's own admin URL, for tests that set up reference data (tiers).
+    admin_url: str
 
 
 @pytest.fixture(scope="package")
@@ -44,7 +50,16 @@ def e2e_db(pg_admin_url: str) -> str:
 
 
 @pytest.fixture(scope="package")
-def suite(e2e_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Suite]:
+def fake_stripe() -> Iterator[FakeStripe]:
+    fake = FakeStripe().start()
+    yield fake
+    fake.stop()
+
+
+@pytest.fixture(scope="package")
+def suite(
+    e2e_db: str, tmp_path_factory: pytest.TempPathFactory, fake_stripe: FakeStripe
+) -> Iterator[Suite]:
     state = tmp_path_factory.mktemp("suite")
     env = dict(os.environ)
     env.update(
@@ -58,13 +73,21 @@ def suite(e2e_db: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sui
             "PIXELSHOP_IDENTITY_LOGIN_ACCOUNT_MAX_FAILURES": str(LOGIN_FAILURES_PER_ACCOUNT),
             "PIXELSHOP_ASSETS_STORAGE_DIR": str(state / "objects"),
             "PIXELSHOP_EVENT_POLL_SECONDS": "0.2",
+            # Billing with Stripe on, against the fake (names exactly as Stripe's).
+            "STRIPE_SECRET_KEY": stripe_fake.SECRET_KEY,
+            "STRIPE_WEBHOOK_SECRET": stripe_fake.WEBHOOK_SECRET,
+            "STRIPE_WEBHOOK_SECRET_PREVIOUS": stripe_fake.WEBHOOK_SECRET_PREVIOUS,
+            "STRIPE_PRICE_PRO": stripe_fake.PRICE_PRO,
+            "STRIPE_API_BASE": fake_stripe.base_url,
+            "PIXELSHOP_BILLING_STRIPE_MAX_RETRIES": "0",
+            "PIXELSHOP_BILLING_SWEEP_INTERVAL_SECONDS": "0.5",
         }
     )
     for service in ALL_SERVICES:
         env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
     children, port = start_suite(e2e_db, env)
     try:
-        yield Suite(f"http://127.0.0.1:{port}", state, env)
+        yield Suite(f"http://127.0.0.1:{port}", state, env, fake_stripe, e2e_db)
     finally:
         stop_children(children)
 

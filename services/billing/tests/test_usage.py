@@ -108,6 +108,18 @@ async def test_reserve_commit_release_and_the_limit(
     )
     assert again.state == COMMITTED
     assert (await usage_of(billing, token))[AI].used == 1
+    # Releasing what billing does not hold (never made, or purged with an account) is done.
+    unknown = await internal.ReleaseUsage(
+        billing_pb2.ReleaseUsageRequest(reservation_id=str(uuid.uuid4())),
+        metadata=service_credential,
+    )
+    assert unknown.state == RELEASED
+    with pytest.raises(grpc.aio.AioRpcError) as missing:
+        await internal.CommitUsage(
+            billing_pb2.CommitUsageRequest(reservation_id=str(uuid.uuid4())),
+            metadata=service_credential,
+        )
+    assert missing.value.code() == grpc.StatusCode.NOT_FOUND
     await assert_counters_match_ledger(components)
 
 
@@ -155,8 +167,9 @@ async def test_two_thousand_concurrent_reservations_grant_exactly_the_limit(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # gRPC core sheds calls beyond 1,000 waiting for the application on one server
-    # (`grpc.server.max_pending_requests`), answering a random few CANCELLED before any
-    # handler runs: load shedding, not the quota. Let all 2,000 in at once.
+    # (`grpc.server.max_pending_requests`), and calls still waiting after 30 s on a busy
+    # machine, answering them CANCELLED before any handler runs: load shedding, not the
+    # quota. Let all 2,000 in at once and wait for them.
     monkeypatch.setattr(
         runtime.server,
         "SERVER_OPTIONS",
@@ -164,6 +177,7 @@ async def test_two_thousand_concurrent_reservations_grant_exactly_the_limit(
             *runtime.server.SERVER_OPTIONS,
             ("grpc.server.max_pending_requests", 4000),
             ("grpc.server.max_pending_requests_hard_limit", 8000),
+            ("grpc.server_max_unrequested_time_in_server", 600),
         ],
     )
     # The production pool (10 + 10 overflow), not the tests' small one.
