@@ -14,6 +14,7 @@ same id (the folder then replaces the earlier file).
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import email.message
 import email.utils
@@ -49,6 +50,9 @@ class MailboxFolder:
 
     async def send(self, message: MailMessage, now: datetime.datetime) -> None:
         refuse_remote_call("mail delivery")
+        await asyncio.to_thread(self._write, message, now)  # a disk can be slow too
+
+    def _write(self, message: MailMessage, now: datetime.datetime) -> None:
         mail = email.message.EmailMessage()
         mail["From"] = SENDER
         mail["To"] = message.to

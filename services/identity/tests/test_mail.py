@@ -6,6 +6,7 @@ are not yet due for the session server's own mail worker: each test sees only it
 
 from __future__ import annotations
 
+import datetime
 import pathlib
 import uuid
 from collections.abc import AsyncIterator
@@ -16,10 +17,13 @@ import grpc
 import pytest
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
+from runtime.db import RemoteCallInTransaction
 from runtime.server import RunningServer
+from services.identity.mail import MailboxFolder, MailMessage
 from services.identity.models import MailPurpose
 from services.identity.repository import IdentityRepository
 from services.identity.server import build, start
+from services.identity.settings import IdentitySettings
 from services.identity.tests.conftest import AdjustableClock, identity_settings_for
 from services.identity.tests.support import (
     mail_requests_handled,
@@ -180,3 +184,30 @@ async def test_mail_about_one_user_is_limited_across_addresses(
         await components.close()
     await mail_requests_handled(admin_db, account.user_id)
     assert [len(mails_to(mailbox, address)) for address in addresses] == [1, 1, 1, 0]
+
+
+async def test_mail_is_never_delivered_inside_a_transaction(
+    identity_settings: IdentitySettings, tmp_path: pathlib.Path
+) -> None:
+    components = build(identity_settings)
+    folder = MailboxFolder(tmp_path)
+    message = MailMessage(
+        to="someone@example.com",
+        subject="s",
+        body="b",
+        template="password_reset",
+        message_id=uuid.uuid4(),
+    )
+    try:
+        async with components.database.transaction():
+            with pytest.raises(RemoteCallInTransaction):
+                await folder.send(message, datetime.datetime.now(datetime.UTC))
+    finally:
+        await components.close()
+    assert names_in(tmp_path) == []
+    await folder.send(message, datetime.datetime.now(datetime.UTC))
+    assert names_in(tmp_path) == [f"{message.message_id}.eml"]
+
+
+def names_in(folder: pathlib.Path) -> list[str]:
+    return sorted(path.name for path in folder.iterdir())
