@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import pathlib
+from typing import Any
 
 from aiohttp import web
 
@@ -89,14 +90,18 @@ def add_routes(app: web.Application, descriptors: DescriptorSet, routes: RouteTa
     async def init(request: web.Request) -> web.Response:
         return web.Response(text=INIT, content_type="application/javascript")
 
-    async def asset(request: web.Request) -> web.StreamResponse:
-        name = request.match_info["name"]
-        if name not in ASSETS:
-            raise web.HTTPNotFound()
-        return web.FileResponse(assets / name, headers={"Cache-Control": "public, max-age=3600"})
+    def asset(name: str) -> Any:
+        async def serve(request: web.Request) -> web.StreamResponse:
+            return web.FileResponse(
+                assets / name, headers={"Cache-Control": "public, max-age=3600"}
+            )
+
+        return serve
 
     app.router.add_get(OPENAPI_PATH, openapi_json)
     app.router.add_get(DOCS_PATH, index)
     app.router.add_get(DOCS_PATH + "/", index)
     app.router.add_get(DOCS_PATH + "/init.js", init)
-    app.router.add_get(DOCS_PATH + "/{name}", asset)
+    # Exact paths only: anything else under /docs/ is the gateway's 404 (Status JSON).
+    for name in ASSETS:
+        app.router.add_get(f"{DOCS_PATH}/{name}", asset(name))
