@@ -245,15 +245,27 @@ def test_bindings_the_pixelshop_protos_do_not_use() -> None:
     assert "/v1/books:batchAdd" not in document["paths"]  # client streaming is not routed
 
 
-def test_anonymous_rpcs_are_the_ones_identity_lets_in() -> None:
+def test_anonymous_rpcs_are_the_ones_the_services_let_in() -> None:
+    """The document's open operations are exactly the methods the services' AuthPolicy lets
+    in without a token (identity's list and billing's Stripe webhook)."""
+    from services.billing.server import WEBHOOK_METHOD
     from services.identity.api import ANONYMOUS_METHODS
 
-    identity = {name for name in edge.ANONYMOUS_RPCS if name.startswith("pixelshop.identity.v1.")}
-    assert {f"/{n.rsplit('.', 1)[0]}/{n.rsplit('.', 1)[1]}" for n in identity} == set(
-        ANONYMOUS_METHODS
-    )
+    def grpc_path(name: str) -> str:
+        service, _, method = name.rpartition(".")
+        return f"/{service}/{method}"
+
+    assert {grpc_path(n) for n in edge.ANONYMOUS_RPCS} == {*ANONYMOUS_METHODS, WEBHOOK_METHOD}
     routed = {r.method.full_name for r in TABLE.routes}
     assert routed >= edge.ANONYMOUS_RPCS
+    # No other service lets anyone in without a token: a new one must be listed in edge.py.
+    services = pathlib.Path(__file__).resolve().parents[2] / "services"
+    declaring = sorted(
+        path.parent.name
+        for path in services.glob("*/*.py")
+        if "anonymous_methods=" in path.read_text()
+    )
+    assert declaring == ["billing", "identity"]
 
 
 @in_process_only
