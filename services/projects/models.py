@@ -39,6 +39,8 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB, UUID
 
 from runtime.db import schema_metadata
+from runtime.events import event_cursor_table, parked_event_table
+from runtime.tombstones import tombstone_table
 
 SCHEMA = "projects"
 metadata = schema_metadata(SCHEMA)
@@ -238,6 +240,12 @@ edits = Table(
     Index("ix_edits_unsettled", "finished_at", postgresql_where=text(UNSETTLED)),
     comment="The history tree: every edit ever applied, with its parameters and result",
 )
+
+# How far projects has followed identity's outbox, the events its handler kept failing on
+# (runtime.events), and deleted accounts (runtime.tombstones).
+event_cursors = event_cursor_table(metadata)
+parked_events = parked_event_table(metadata)
+deleted_users = tombstone_table(metadata)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections.abc import Awaitable, Callable
@@ -21,6 +22,7 @@ from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
+from runtime.events import USER_DELETED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
@@ -30,11 +32,12 @@ from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient
 from runtime.peers.presets import PresetsClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
+from runtime.tombstones import Tombstones
 from services.projects.api import ProjectApi, ProjectInternalApi
 from services.projects.engines import EditEngine
 from services.projects.engines.gemini import GeminiEngine
 from services.projects.engines.local import LocalEngine
-from services.projects.models import SCHEMA
+from services.projects.models import SCHEMA, deleted_users, event_cursors, parked_events
 from services.projects.service import ProjectService
 from services.projects.settings import ProjectsSettings, load
 from services.projects.workflows import Assets, EditWorkflows, Presets, ProjectSweeper
@@ -66,6 +69,7 @@ class ProjectsComponents:
     settings: ProjectsSettings
     database: Database
     identity: IdentityClient
+    tombstones: Tombstones
     service: ProjectService
     workflows: EditWorkflows
     sweeper: ProjectSweeper
@@ -109,6 +113,7 @@ def build(
     assets = assets or AssetsClient(peer(settings.assets_addr))
     presets = presets or PresetsClient(peer(settings.presets_addr))
     metrics = metrics or Metrics(settings.service_name)
+    tombstones = Tombstones(database, deleted_users)
     service = ProjectService()
     workflows = EditWorkflows(
         database=database,
@@ -120,12 +125,13 @@ def build(
         engine=engine or build_engine(settings),
         settings=settings,
         metrics=metrics,
+        guard_write=tombstones.guard_write,
     )
     sweeper = ProjectSweeper(
         database=database, workflows=workflows, assets=assets, settings=settings
     )
     return ProjectsComponents(
-        settings, database, identity, service, workflows, sweeper, metrics, closers
+        settings, database, identity, tombstones, service, workflows, sweeper, metrics, closers
     )
 
 
@@ -163,7 +169,10 @@ async def start(
         user_services=frozenset({PROJECT_SERVICE}),
         internal_services=frozenset({PROJECT_INTERNAL_SERVICE}),
     )
+    tombstones = components.tombstones
     try:
+        await tombstones.load()
+        policy = dataclasses.replace(policy, refused_user=tombstones.is_deleted)
         running = await start_server(
             settings,
             registrations,
@@ -176,6 +185,23 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
+    # One leader among the replicas follows identity's outbox: `user.deleted` records the
+    # tombstone (refusing the user's tokens and writes from then on), then the purge of
+    # the user's projects and result images runs outside any transaction (ADR 0015).
+    sweeper = components.sweeper
+    follower = OutboxFollower(
+        components.identity,
+        components.database,
+        CursorStore(components.database, event_cursors),
+        parked_events,
+        {USER_DELETED: tombstones.on_user_deleted},
+        name=settings.service_name,
+        after_round=lambda: tombstones.purge_pending(sweeper.purge_user),
+        metrics=running.metrics,
+        poll_seconds=settings.event_poll_seconds,
+    )
+    running.background.append(asyncio.create_task(follower.run(), name="projects-events"))
+    running.background.append(asyncio.create_task(tombstones.run(), name="projects-tombstones"))
     if settings.sweep_interval_seconds > 0:
         running.background.append(
             asyncio.create_task(
