@@ -230,6 +230,11 @@ class Leadership:
     def held(self) -> bool:
         return self._connection is not None
 
+    @property
+    def key(self) -> int:
+        """The advisory-lock key (for operators: `pg_locks.objid` holds its low 32 bits)."""
+        return self._key
+
     async def acquire(self) -> bool:
         """True while this replica leads: takes the lock if free, or checks it still has
         it (a lost connection means lost leadership)."""

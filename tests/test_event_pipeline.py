@@ -260,6 +260,45 @@ async def test_two_replicas_handle_each_event_once_and_the_standby_takes_over(
         await second_db.close()
 
 
+async def test_a_standby_takes_over_when_the_leaders_connection_dies(
+    migrated_db: str, identity_db: Database, consumer: Consumer
+) -> None:
+    """As when the leader's pod is killed: Postgres ends its session and frees the lock."""
+    seen: list[tuple[str, uuid.UUID]] = []
+    source = OutboxSource(identity_db, consumer.schema)
+    second_db = Database.connect(migrated_db, consumer.schema, pool_size=5)
+    leader = follower(source, consumer, seen, replica="a")
+    standby = follower(source, consumer, seen, replica="b", database=second_db)
+    try:
+        assert await leader.round()
+        assert not await standby.round()
+        async with consumer.database.read() as session:
+            killed = await session.scalar(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_locks "
+                    "WHERE locktype = 'advisory' AND granted AND pid <> pg_backend_pid() "
+                    "AND objid = (CAST(:key AS bigint) & 4294967295)::oid"
+                ),
+                {"key": leader.leadership.key},
+            )
+        assert killed
+        user = uuid.uuid4()
+        async with identity_db.transaction() as session:
+            await append(session, user)
+        for _ in range(100):  # the standby gets the lock as soon as Postgres freed it
+            if await standby.round():
+                break
+            await asyncio.sleep(0.02)
+        assert standby.leadership.held
+        assert not await leader.round()  # the old leader notices and stands down
+        assert not leader.leadership.held
+        assert [r for r, u in seen if u == user] == ["b"]
+    finally:
+        await leader.leadership.release()
+        await standby.leadership.release()
+        await second_db.close()
+
+
 async def test_a_poisoned_event_is_parked_and_the_next_one_handled(
     identity_db: Database, consumer: Consumer
 ) -> None:
