@@ -32,8 +32,22 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 DEFAULT_FILE = ROOT / "docs" / "hot-statements.json"
 ENVIRONMENT_VARIABLE = "PIXELSHOP_RECORD_STATEMENTS"
 
-_SKIPPED_PREFIXES = ("CREATE ", "ALTER ", "DROP ", "COMMENT ", "GRANT ", "REVOKE ", "SET ")
+SKIPPED_PREFIXES = (
+    "CREATE ",
+    "ALTER ",
+    "DROP ",
+    "COMMENT ",
+    "GRANT ",
+    "REVOKE ",
+    "SET ",
+    "SAVEPOINT ",
+    "RELEASE SAVEPOINT ",
+    "ROLLBACK",
+    "BEGIN",
+    "COMMIT",
+)
 _EXPANDED_LIST = re.compile(r"\((\$\d+(?:::[\w\[\]]+)?)(?:, \$\d+(?:::[\w\[\]]+)?)+\)")
+REDACTED = "-----BEGIN PRIVATE KEY----- (redacted) -----END PRIVATE KEY-----"
 _seen: dict[str, dict[str, Any]] = {}
 _lock = threading.Lock()
 
@@ -46,6 +60,8 @@ def normalize(statement: str) -> str:
 
 def encode(value: Any) -> Any:
     """A JSON form of a bind parameter that `decode` turns back into the same type."""
+    if isinstance(value, str) and "PRIVATE KEY" in value:
+        return REDACTED  # a test's signing key: never committed, even a throwaway one
     if value is None or isinstance(value, bool | int | float | str):
         return value
     if isinstance(value, uuid.UUID):
@@ -154,7 +170,7 @@ def _record(
 ) -> None:
     text = " ".join(statement.split())
     upper = text.upper()
-    if upper.startswith(_SKIPPED_PREFIXES) or "alembic_version" in text or "pg_catalog" in text:
+    if upper.startswith(SKIPPED_PREFIXES) or "alembic_version" in text or "pg_catalog" in text:
         return
     key = normalize(text)
     if key in _seen:
