@@ -8,13 +8,24 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import grpc
 import pytest
 import sqlalchemy as sa
+from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 from sqlalchemy.dialects.postgresql import UUID
 
+from runtime.auth import ServiceTokens
+from runtime.clients import PeerChannel
 from runtime.db import Database, schema_metadata
 from runtime.errors import Unauthenticated
+from runtime.interceptors import AuthPolicy
+from runtime.peers.identity import IdentityClient
+from runtime.server import Registration, jwks_verifier, start_server
+from runtime.settings import Secret
+from runtime.tests.test_server_and_auth import INTERNAL, PUBLIC, DemoPublic, DemoSettings
 from runtime.tombstones import Tombstones, tombstone_table
+from tests.support.fake_identity import FakeIdentity
+from tests.support.settings import INTERNAL_SECRET
 
 
 class Schema:
@@ -181,3 +192,52 @@ async def test_purges_run_after_the_tombstone_and_are_retried_until_done(
         assert await session.scalar(sa.select(sa.func.count()).select_from(tables.things)) == 0
         purged_at = await session.scalar(sa.select(tables.tombstones.c.purged_at))
     assert purged_at is not None
+
+
+async def test_the_interceptor_refuses_a_deleted_users_valid_token_on_every_user_method() -> None:
+    deleted: set[uuid.UUID] = set()
+    fake = await FakeIdentity().start()
+    settings = DemoSettings(internal_secret=Secret(INTERNAL_SECRET), port=0, log_json=False)
+    peer = PeerChannel(fake.address, ServiceTokens(INTERNAL_SECRET, "demo"))
+    identity = IdentityClient(peer)
+    running = await start_server(
+        settings,
+        [
+            Registration(
+                PUBLIC, DemoPublic(), identity_pb2_grpc.add_IdentityServiceServicer_to_server
+            )
+        ],
+        AuthPolicy(
+            user_services=frozenset({PUBLIC}),
+            internal_services=frozenset({INTERNAL}),
+            anonymous_methods=frozenset({f"/{PUBLIC}/ListTiers"}),
+            refused_user=deleted.__contains__,
+        ),
+        jwks_verifier(settings, identity.jwks),
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = identity_pb2_grpc.IdentityServiceStub(channel)
+            user_id, token = fake.new_user()
+            auth = (("authorization", f"Bearer {token}"),)
+            await stub.GetCurrentUser(identity_pb2.GetCurrentUserRequest(), metadata=auth)
+            deleted.add(user_id)
+            for call in (
+                stub.GetCurrentUser(identity_pb2.GetCurrentUserRequest(), metadata=auth),
+                stub.UpdateCurrentUser(identity_pb2.UpdateCurrentUserRequest(), metadata=auth),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await call
+                assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                assert refused.value.details() == "this account has been deleted"
+            # Anonymous methods and other users are untouched.
+            await stub.ListTiers(identity_pb2.ListTiersRequest(), metadata=auth)
+            _, other = fake.new_user()
+            await stub.GetCurrentUser(
+                identity_pb2.GetCurrentUserRequest(),
+                metadata=(("authorization", f"Bearer {other}"),),
+            )
+    finally:
+        await running.stop(0)
+        await peer.close()
+        await fake.stop()
