@@ -387,15 +387,18 @@ class AssetRepository:
     async def mark_owner_deleted(
         self, owner_id: uuid.UUID, *, lease_until: datetime.datetime
     ) -> list[uuid.UUID]:
-        """Every live row of the user deleted, and every pending one claimed, so nothing
-        of theirs can become (or stay) visible; answers the ready rows deleted."""
-        deleted = await self.soft_delete(owner_id, lease_until=lease_until)
+        """Every pending row of the user claimed and every live one deleted, so nothing of
+        theirs can become (or stay) visible; answers the ready rows deleted.
+
+        In this order: claiming the pending rows waits for a ready commit in flight (its
+        row lock) and then skips the row, which is ready by then; the soft delete that
+        follows is a new statement, so it sees that row ready and deletes it."""
         await self._session.execute(
             update(assets)
             .where(assets.c.owner_id == owner_id, text(PENDING))
             .values(next_attempt_at=lease_until)
         )
-        return deleted
+        return await self.soft_delete(owner_id, lease_until=lease_until)
 
     async def mark_purged(self, asset_ids: Sequence[uuid.UUID]) -> None:
         if asset_ids:

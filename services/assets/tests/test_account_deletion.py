@@ -14,10 +14,12 @@ from typing import Any
 import grpc
 import pytest
 from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
+from sqlalchemy import text
 
 from runtime import workflow
 from runtime.errors import Unauthenticated
-from services.assets.models import AssetState
+from services.assets.imaging import ImageLimits, validate_image
+from services.assets.models import AssetKind, AssetState
 from services.assets.server import AssetsComponents, build
 from services.assets.settings import AssetsSettings
 from services.assets.tests import images
@@ -225,3 +227,42 @@ async def test_user_deleted_event_refuses_the_token_and_purges_the_users_assets(
             assets_pb2.GetAssetRequest(asset_id=kept.id), metadata=staying_auth
         )
         assert still.asset.id == kept.id
+
+
+async def test_a_ready_commit_racing_the_purge_is_purged_with_the_rest(
+    parts: AssetsComponents,
+) -> None:
+    # Without a tombstone (PurgeUser called directly) a ready commit may be in flight
+    # when the purge marks the user's rows: it must end deleted, not survive unseen.
+    user_id = uuid.uuid4()
+    data = images.png(40, 30)
+    image = validate_image(data, ImageLimits(10 * 1024 * 1024, 10_000_000))
+    async with parts.database.transaction() as session:
+        pending = await parts.service.record_upload(
+            session, user_id, image, filename="race.png", kind=AssetKind.UPLOAD, retry=None
+        )
+    assert pending is not None
+    await parts.store.put(pending.storage_key, data, "image/png")
+    go = asyncio.Event()
+
+    async def purge_when_told() -> int:
+        await go.wait()
+        return await parts.workflows.purge_user(user_id)
+
+    purge = asyncio.create_task(purge_when_told())  # its own context: no transaction open
+    async with parts.database.transaction() as session:
+        assert await parts.service.make_ready(session, pending, image) is not None
+        go.set()
+        for _ in range(600):  # until the purge waits for this row's lock
+            async with parts.database.read() as probe:
+                waiting = await probe.scalar(
+                    text("SELECT count(*) FROM pg_locks WHERE NOT granted")
+                )
+            if waiting:
+                break
+            await asyncio.sleep(0.05)
+        else:
+            pytest.fail("the purge never reached the row")
+    assert await purge == 1
+    assert await rows_of(parts, user_id) == []
+    assert await keys_of(parts, user_id) == []

@@ -23,6 +23,7 @@ from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.assets.models import (
     INCOMING,
     Asset,
+    AssetKind,
     AssetState,
     IdempotencyScope,
     assets,
@@ -132,15 +133,20 @@ async def crash_each_step(
     run: Callable[[], Awaitable[object]],
     expected: list[str],
     after_crash: Callable[[], Awaitable[None]],
+    prepare: Callable[[], Awaitable[object]] | None = None,
 ) -> None:
     """Records the checkpoints one run passes (those of the workflows `expected` names),
-    then crashes a fresh run at each one."""
+    then crashes a fresh run at each one (`prepare` runs before each, unrecorded)."""
     workflows = {step.rpartition(".")[0] for step in expected}
+    if prepare:
+        await prepare()
     with record_checkpoints() as passed:
         await run()
     steps = [step for step in passed if step.rpartition(".")[0] in workflows]
     assert steps == expected
     for step in steps:
+        if prepare:
+            await prepare()
         with crash_at(step) as passed, pytest.raises(SimulatedCrash):
             await run()
         assert passed[-1] == step
@@ -158,14 +164,27 @@ UPLOAD_STEPS = [
 ]
 
 
+async def _chunks(data: bytes) -> AsyncIterator[bytes]:
+    for start in range(0, len(data), 4096):
+        yield data[start : start + 4096]
+
+
+@pytest.mark.parametrize("entry", ["http-body", "store-asset-stream"])
 async def test_an_upload_crashed_at_any_step_is_finished_or_undone_by_the_sweeper(
-    parts: AssetsComponents, quota: RecordingQuota
+    parts: AssetsComponents, quota: RecordingQuota, entry: str
 ) -> None:
+    # Both ways in: UploadAsset's HttpBody and StoreAsset's client stream.
     owners: list[uuid.UUID] = []
 
     async def run() -> None:
         owners.append(uuid.uuid4())
-        await parts.workflows.upload(owners[-1], images.png(96, 64), filename="a.png")
+        data = images.png(96, 64)
+        if entry == "http-body":
+            await parts.workflows.upload(owners[-1], data, filename="a.png")
+        else:
+            await parts.workflows.upload_stream(
+                owners[-1], _chunks(data), filename="a.png", kind=AssetKind.EDIT_RESULT
+            )
 
     async def after_crash() -> None:
         # Too soon: an upload still in flight must be left alone.
@@ -238,6 +257,52 @@ async def test_an_asset_delete_crashed_at_any_step_is_finished_by_the_sweeper(
 
     await crash_each_step(run, DELETE_STEPS, after_crash)
     assert await keys_of(parts, owner_id) == []
+
+
+async def test_a_user_purge_crashed_at_any_step_is_finished_by_its_retry(
+    parts: AssetsComponents, quota: RecordingQuota
+) -> None:
+    # The follower retries a purge until it succeeds (runtime.tombstones.purge_pending).
+    owners: list[uuid.UUID] = []
+
+    async def prepare() -> None:
+        # A ready asset, a deleted one whose purge failed, and a crashed upload.
+        owners.append(uuid.uuid4())
+        owner_id = owners[-1]
+        await parts.workflows.upload(owner_id, images.png(40, 30), filename="a.png")
+        deleted = await parts.workflows.upload(owner_id, images.png(40, 30), filename="b.png")
+        with crash_at("assets.delete.recorded"), pytest.raises(SimulatedCrash):
+            await parts.workflows.delete(owner_id, [deleted.id])
+        with crash_at("assets.upload.objects_written"), pytest.raises(SimulatedCrash):
+            await parts.workflows.upload(owner_id, images.png(40, 30), filename="c.png")
+
+    async def run() -> None:
+        assert await parts.workflows.purge_user(owners[-1]) == 1
+
+    async def after_crash() -> None:
+        assert await parts.workflows.purge_user(owners[-1]) in (0, 1)
+        assert await rows_of(parts, owners[-1]) == []
+        assert await keys_of(parts, owners[-1]) == []
+        assert quota.unsettled() == set()
+        assert quota.settled_both_ways() == set()
+
+    await crash_each_step(
+        run,
+        [
+            "assets.purge_user.marked",
+            # The two deleted assets (one the purge deleted), in one batch; a crash at a
+            # repeated step happens at its first pass.
+            "assets.purge.objects_removed",
+            "assets.purge.credited",
+            "assets.purge.objects_removed",
+            "assets.purge.credited",
+            "assets.purge.recorded",
+            "assets.abandon.objects_removed",
+            "assets.purge_user.rows_removed",
+        ],
+        after_crash,
+        prepare,
+    )
 
 
 async def test_a_direct_upload_crashed_at_any_step_is_undone_by_the_sweeper(
