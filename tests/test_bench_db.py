@@ -112,14 +112,19 @@ def test_the_verdicts(seeded: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -
 
 
 def test_a_sequential_scan_of_a_large_table_fails() -> None:
-    plan = {
-        "Node Type": "Limit",
-        "Plans": [{"Node Type": "Seq Scan", "Relation Name": "edits", "Schema": "projects"}],
-    }
-    path, scans = bench_db.access_path(plan, {"projects.edits": bench_db.LARGE_TABLE_ROWS + 1})
+    # As plain EXPLAIN prints it: no schema, the statement's own is meant.
+    plan = {"Node Type": "Limit", "Plans": [{"Node Type": "Seq Scan", "Relation Name": "edits"}]}
+    large = {"projects.edits": bench_db.LARGE_TABLE_ROWS + 1}
+    path, scans = bench_db.access_path(plan, large, "projects")
     assert path == "Seq Scan projects.edits"
     assert scans == ["projects.edits"]
-    assert bench_db.access_path(plan, {"projects.edits": 10})[1] == []
+    assert bench_db.access_path(plan, {"projects.edits": 10}, "projects")[1] == []
+
+
+def test_a_seeded_large_table_read_without_its_index_is_caught(seeded: dict[str, Any]) -> None:
+    # The probe reads users by an unindexed column: over a lower limit it is a failure.
+    probe = next(s for s in seeded["report"]["statements"] if s["origin"] == "probe:seq")
+    assert probe["access"] == "Seq Scan identity.users"
 
 
 def test_parameters_are_mapped_to_the_columns_they_are_compared_with() -> None:

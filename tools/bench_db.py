@@ -940,19 +940,23 @@ def _plan_nodes(plan: dict[str, Any]) -> list[dict[str, Any]]:
     return nodes
 
 
-def access_path(plan: dict[str, Any], sizes: dict[str, int]) -> tuple[str, list[str]]:
+def access_path(
+    plan: dict[str, Any], sizes: dict[str, int], schema: str = ""
+) -> tuple[str, list[str]]:
     """A short description of how the plan reads each table, and the large tables it
     scans sequentially."""
     parts: list[str] = []
     scans: list[str] = []
     for node in _plan_nodes(plan):
         relation = node.get("Relation Name")
-        if relation is None:
-            continue
-        schema = node.get("Schema", "")
-        qualified = f"{schema}.{relation}" if schema else relation
-        kind = node["Node Type"]
         index = node.get("Index Name")
+        if relation is None and index is None:
+            continue
+        # Plain EXPLAIN names no schema: a statement runs in its service's schema.
+        qualified = f"{node.get('Schema') or schema}.{relation}"
+        kind = node["Node Type"]
+        if kind == "ModifyTable":
+            kind = node.get("Operation", kind)
         text = f"{kind} {index}" if index else f"{kind} {qualified}"
         if text not in parts:
             parts.append(text)
@@ -1065,7 +1069,7 @@ async def replay_statement(
                     continue
                 document = json.loads(analysed) if isinstance(analysed, str) else analysed
                 server.append(document[0]["Planning Time"] + document[0]["Execution Time"])
-                path, large = access_path(document[0]["Plan"], sizes)
+                path, large = access_path(document[0]["Plan"], sizes, entry.get("schema", ""))
                 paths[path] = paths.get(path, 0) + 1
                 scans.update(large)
                 break
