@@ -183,3 +183,21 @@ async def test_the_sweepers_pending_scan_is_served_by_an_index(
         ),
     )
     assert "ix_assets_pending_created" in {node.get("Index Name") for node in nodes}, nodes
+
+
+async def test_the_sweepers_purge_and_settle_claims_are_served_by_their_indexes(
+    components: AssetsComponents, seeded_owner: uuid.UUID
+) -> None:
+    now = datetime.datetime.now(datetime.UTC)
+    purge = await _explain(
+        components,
+        lambda repository: repository.claim_awaiting_purge(limit=500, now=now, until=now),
+    )
+    assert "ix_assets_awaiting_purge" in {node.get("Index Name") for node in purge}, purge
+    settle = await _explain(
+        components,
+        lambda repository: repository.claim_unsettled(
+            limit=500, now=now, until=now, created_before=now
+        ),
+    )
+    assert "ix_assets_unsettled" in {node.get("Index Name") for node in settle}, settle

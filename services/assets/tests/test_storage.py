@@ -165,3 +165,22 @@ async def test_the_directory_backend_never_lists_outside_its_root(
     await store.put(key(), b"x", "image/jpeg")
     with pytest.raises(ValueError, match="not a storage key"):
         await store.list_objects(bad_prefix)
+
+
+async def test_a_store_call_inside_a_transaction_is_refused(
+    store: ObjectStore, settings: AssetsSettings
+) -> None:
+    # ADR 0011: no remote call while a transaction (and a pooled connection) is open. The
+    # directory backend stands for a remote store here, so either backend's tests catch it.
+    from runtime.db import Database, RemoteCallInTransaction
+
+    database = Database.connect(settings.database_url.reveal(), "assets")
+    try:
+        async with database.transaction():
+            with pytest.raises(RemoteCallInTransaction, match="transaction is open"):
+                await store.put(key(), b"x", "image/jpeg")
+            with pytest.raises(RemoteCallInTransaction):
+                await store.list_objects("users/")
+        await store.put(key(), b"x", "image/jpeg")  # fine once it is committed
+    finally:
+        await database.close()
