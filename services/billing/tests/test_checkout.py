@@ -170,3 +170,34 @@ async def test_stripe_failures_are_unavailable_with_a_readable_message(
     stripe_api.reset()
     # Nothing was half-recorded: the next attempt creates the customer and the session.
     await paid.public.CreateCheckoutSession(checkout(), metadata=token)
+
+
+async def test_a_crash_after_creating_the_customer_reuses_it_on_retry(
+    paid: Billing,
+    stripe_api: FakeStripe,
+    stripe_settings: BillingSettings,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+) -> None:
+    """Between Stripe creating the customer and our row: the retry's idempotency key
+    answers the same customer, so a user never gets two."""
+    from runtime.workflow import SimulatedCrash, crash_at
+    from services.billing.server import build
+
+    user, token = new_user()
+    components = build(stripe_settings)
+    try:
+        with crash_at("checkout.customer_created"), pytest.raises(SimulatedCrash):
+            await components.workflows.checkout(
+                user,
+                "pro",
+                success_url="https://a.example",
+                cancel_url="https://a.example",
+                request_key="",
+            )
+    finally:
+        await components.close()
+    await paid.public.CreateCheckoutSession(checkout(), metadata=token)
+    created = stripe_api.calls("POST", "/v1/customers")
+    assert len(created) == 2
+    assert created[0].idempotency_key == created[1].idempotency_key
+    customer_of(stripe_api, user)  # exactly one customer carries the user id

@@ -112,6 +112,12 @@ async def test_the_same_event_twice_applies_once(
     assert await events_recorded(stripe_settings) == before + 1
     # A duplicate is acknowledged without asking Stripe again.
     assert len(stripe_api.calls("GET", f"/v1/subscriptions/{sub_id}")) == retrievals
+    rendered = paid.server.metrics.render()
+    for outcome in ("applied", "duplicate"):
+        assert (
+            "pixelshop_stripe_webhook_events_total"
+            f'{{outcome="{outcome}",type="customer.subscription.created"}}'
+        ) in rendered
 
 
 async def test_subscription_created_before_checkout_completed_still_ends_on_pro(
