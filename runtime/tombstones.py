@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -43,6 +44,7 @@ from runtime.events import Event
 log = logging.getLogger("pixelshop.tombstones")
 
 DELETED_MESSAGE = "this account has been deleted"
+MAX_PURGE_RETRY_SECONDS = 300.0
 
 
 def tombstone_table(metadata: MetaData) -> Table:
@@ -132,9 +134,12 @@ class Tombstones:
         *,
         refresh_seconds: float = 1.0,
         remember_seconds: float = 86_400.0,
+        purge_retry_seconds: float = 1.0,
     ) -> None:
         self._database = database
         self._table = table
+        self._purge_retry = purge_retry_seconds
+        self._purge_failures: dict[uuid.UUID, tuple[int, float]] = {}
         self._recent = RecentlyDeleted(
             database,
             lambda since: select(table.c.user_id).where(table.c.deleted_at > since),
@@ -191,16 +196,28 @@ class Tombstones:
 
     async def purge_pending(self, purge: Callable[[uuid.UUID], Awaitable[object]]) -> int:
         """Runs `purge` (outside any transaction) for every tombstone not yet purged, then
-        marks it purged; a failing purge is logged and retried on the next call."""
+        marks it purged; a failing purge is logged and retried with back-off (from
+        `purge_retry_seconds`, doubling, at most five minutes) on later calls."""
         done = 0
         for user_id in await self.pending_purges():
+            attempts, not_before = self._purge_failures.get(user_id, (0, 0.0))
+            if time.monotonic() < not_before:
+                continue
             try:
                 await purge(user_id)
             except asyncio.CancelledError:
                 raise
             except Exception:
-                log.warning("purging a deleted user failed; will retry", exc_info=True)
+                attempts += 1
+                delay = min(self._purge_retry * 2 ** (attempts - 1), MAX_PURGE_RETRY_SECONDS)
+                self._purge_failures[user_id] = (attempts, time.monotonic() + delay)
+                log.warning(
+                    "purging a deleted user failed; will retry",
+                    extra={"user_id": str(user_id), "attempt": attempts, "retry_in": delay},
+                    exc_info=True,
+                )
                 continue
+            self._purge_failures.pop(user_id, None)
             async with self._database.transaction() as session:
                 await session.execute(
                     update(self._table)

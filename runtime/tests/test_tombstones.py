@@ -164,7 +164,7 @@ async def test_purges_run_after_the_tombstone_and_are_retried_until_done(
     schema: tuple[Database, Schema],
 ) -> None:
     database, tables = schema
-    tombstones = Tombstones(database, tables.tombstones)
+    tombstones = Tombstones(database, tables.tombstones, purge_retry_seconds=0.0)
     user = uuid.uuid4()
     await guarded_write(database, tombstones, tables, user)
     async with database.transaction() as session:
@@ -184,10 +184,14 @@ async def test_purges_run_after_the_tombstone_and_are_retried_until_done(
 
     assert await tombstones.purge_pending(failing) == 0
     assert await tombstones.pending_purges() == [user]  # still owed
+    backing_off = Tombstones(database, tables.tombstones, purge_retry_seconds=3600.0)
+    assert await backing_off.purge_pending(failing) == 0
+    assert await backing_off.purge_pending(purge) == 0  # not before its back-off is over
+    assert calls == [user, user]
     assert await tombstones.purge_pending(purge) == 1
     assert await tombstones.pending_purges() == []
     assert await tombstones.purge_pending(purge) == 0  # done once, not again
-    assert calls == [user, user]
+    assert calls == [user, user, user]
     async with database.read() as session:
         assert await session.scalar(sa.select(sa.func.count()).select_from(tables.things)) == 0
         purged_at = await session.scalar(sa.select(tables.tombstones.c.purged_at))
