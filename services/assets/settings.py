@@ -47,7 +47,7 @@ class AssetsSettings(ServiceSettings):
     max_upload_bytes: int = 60 * MIB
     max_pixels: int = 100_000_000
     # Decodes running at once; each may hold a full bitmap of up to max_pixels.
-    decode_concurrency: int = 4
+    decode_concurrency: int = 3
     # Decodes one user may run at once: below DECODE_CONCURRENCY, so one user's uploads
     # never take every slot and another user's upload starts as soon as one is free.
     decode_per_user: int = 2
