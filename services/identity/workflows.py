@@ -242,7 +242,7 @@ class MailWorkflow:
         await checkpoint("mail.composed")
         if message is not None:
             await self._mailer.send(message, self._clock())
-            await checkpoint("mail.sent")
+            await checkpoint("mail.delivered")
 
     async def run(self) -> None:
         """Until cancelled: every poll interval, or at once when woken."""
