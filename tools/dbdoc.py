@@ -704,7 +704,6 @@ def render_tables(tables: list[Table], admin_url: str, schemas: list[str]) -> st
         ddl = split_ddl(schema, schema_ddl(admin_url, schema))
         own = [t for t in tables if t.schema == schema]
         sections.append(f"### Schema `{schema}`\n")
-        sections.append("```mermaid\n" + schema_erd(schema, own) + "\n```\n")
         sections.extend(table_section(t, ddl.get(t.name, [])) for t in own)
         if ddl.get(""):
             rest = [s for s in ddl[""] if not s.startswith("CREATE SCHEMA")]
