@@ -8,8 +8,6 @@ interceptor turns them into google.rpc.Status.
 
 from __future__ import annotations
 
-import datetime
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any, TypeAlias
 
@@ -21,7 +19,7 @@ from runtime import validation
 from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import InvalidArgument
-from runtime.pagination import PageTokens
+from runtime.pagination import PageTokens, query_fingerprint
 from runtime.timestamps import to_timestamp
 from services.assets.errors import AssetNotFound
 from services.assets.filenames import content_disposition
@@ -33,7 +31,6 @@ from services.assets.models import (
     AssetState,
     IdempotencyScope,
 )
-from services.assets.repository import ListPosition
 from services.assets.service import AssetService, RetryKey
 from services.assets.workflows import AssetWorkflows
 
@@ -176,18 +173,15 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
         page_size = validation.page_size(request.page_size)
         kind = _kind(request.kind, "kind", required=False)
         # Tokens are bound to the owner and the filter: replaying one elsewhere fails.
-        query = f"{owner_id}:{kind.value if kind else ''}"
-        after = _list_position(self._page_tokens.decode(request.page_token, query))
+        query = query_fingerprint(owner_id, kind.value if kind else "")
+        after = self._page_tokens.keyset_after(request.page_token, query)
         async with self._database.transaction() as session:
             page = await self._service.list_assets(
                 session, owner_id, kind=kind, after=after, page_size=page_size
             )
-        next_token = ""
-        if page.next_position is not None:
-            created_at, asset_id = page.next_position
-            next_token = self._page_tokens.encode([created_at.isoformat(), str(asset_id)], query)
+        next_token = self._page_tokens.keyset_token(page.next_after, query)
         return assets_pb2.ListAssetsResponse(
-            assets=[asset_to_proto(a) for a in page.assets], next_page_token=next_token
+            assets=[asset_to_proto(a) for a in page.items], next_page_token=next_token
         )
 
     async def GetAsset(
@@ -270,16 +264,6 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
         return assets_pb2.GetDownloadUrlResponse(
             url=presigned.url, expire_time=to_timestamp(presigned.expires_at)
         )
-
-
-def _list_position(position: list[Any] | None) -> ListPosition | None:
-    if position is None:
-        return None
-    try:
-        created_at, asset_id = position
-        return datetime.datetime.fromisoformat(created_at), uuid.UUID(asset_id)
-    except (TypeError, ValueError) as error:
-        raise InvalidArgument("page_token", "is not a valid page token") from error
 
 
 class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):

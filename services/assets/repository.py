@@ -29,6 +29,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.pagination import Keyset
 from services.assets.models import (
     AWAITING_PURGE,
     LISTED,
@@ -42,9 +43,6 @@ from services.assets.models import (
     asset_variants,
     assets,
 )
-
-# (created_at, id) of the last row of a page: where the next one starts.
-ListPosition = tuple[datetime.datetime, uuid.UUID]
 
 
 def _variant(row: RowMapping) -> Variant:
@@ -183,7 +181,7 @@ class AssetRepository:
         owner_id: uuid.UUID,
         *,
         kind: AssetKind | None,
-        after: ListPosition | None,
+        after: Keyset | None,
         limit: int,
     ) -> list[Asset]:
         """One page of the owner's ready assets, newest first (keyset on created_at, id)."""
@@ -192,7 +190,7 @@ class AssetRepository:
             statement = statement.where(assets.c.kind == kind.value)
         if after is not None:
             statement = statement.where(
-                tuple_(assets.c.created_at, assets.c.id) < tuple_(after[0], after[1])
+                tuple_(assets.c.created_at, assets.c.id) < tuple_(after.key, after.id)
             )
         statement = statement.order_by(assets.c.created_at.desc(), assets.c.id.desc()).limit(limit)
         return await self._load(statement)

@@ -26,6 +26,7 @@ from typing import Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.errors import AlreadyExists, FailedPrecondition, NotFound
+from runtime.pagination import Keyset, Page, fetch_limit, page_of
 from services.assets.errors import AssetNotFound, ObjectMissing
 from services.assets.filenames import content_disposition, sanitize_filename
 from services.assets.imaging import FORMATS_BY_MIME, Rendition, ValidatedImage
@@ -39,7 +40,7 @@ from services.assets.models import (
     Variant,
     object_key,
 )
-from services.assets.repository import AssetRepository, ListPosition
+from services.assets.repository import AssetRepository
 from services.assets.settings import AssetsSettings
 from services.assets.storage import (
     DOWNLOAD_URL_NEEDS_S3,
@@ -57,13 +58,6 @@ class WriteGuard(Protocol):
     """Refuses a write for a deleted user (runtime.tombstones.Tombstones)."""
 
     async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None: ...
-
-
-@dataclass(frozen=True)
-class AssetPage:
-    assets: list[Asset]
-    # Where the next page starts; None on the last page.
-    next_position: ListPosition | None
 
 
 @dataclass(frozen=True)
@@ -147,15 +141,14 @@ class AssetService:
         owner_id: uuid.UUID,
         *,
         kind: AssetKind | None,
-        after: ListPosition | None,
+        after: Keyset | None,
         page_size: int,
-    ) -> AssetPage:
+    ) -> Page[Asset]:
+        """One page of the owner's ready assets, newest first."""
         found = await AssetRepository(session).list_listed(
-            owner_id, kind=kind, after=after, limit=page_size + 1
+            owner_id, kind=kind, after=after, limit=fetch_limit(page_size)
         )
-        page = found[:page_size]
-        more = len(found) > page_size
-        return AssetPage(page, (page[-1].created_at, page[-1].id) if more else None)
+        return page_of(found, page_size, lambda asset: Keyset(asset.created_at, asset.id))
 
     async def locate(
         self, session: AsyncSession, owner_id: uuid.UUID, asset_id: uuid.UUID, variant: str

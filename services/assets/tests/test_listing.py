@@ -16,6 +16,7 @@ from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
+from runtime.pagination import Keyset
 from services.assets.models import AssetKind
 from services.assets.repository import AssetRepository
 from services.assets.server import AssetsComponents
@@ -157,7 +158,7 @@ async def seeded_owner(migrated_db: str) -> uuid.UUID:
 async def test_the_owner_listing_is_served_by_an_index(
     components: AssetsComponents, seeded_owner: uuid.UUID, kind: AssetKind | None, index: str
 ) -> None:
-    after = (datetime.datetime.now(datetime.UTC), uuid.uuid4())
+    after = Keyset(datetime.datetime.now(datetime.UTC), uuid.uuid4())
     for position in (None, after):
         nodes = await _explain(
             components,
