@@ -188,6 +188,7 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
     assert await rows_of(db, user_id) == {"assets": 0, "presets": 0, "likes": 0}
     assert objects_of(suite, user_id) == []
     assert await tables_mentioning(db, leaving["email"]) == []
+    assert await tables_mentioning(db, leaving["username"]) == []
     # The other user's preset lost the like, and is otherwise untouched.
     kept = await http.get(f"/v1/presets/{theirs}", headers=bearer(staying))
     assert kept.json()["preset"].get("likeCount", "0") == "0"  # proto3 omits zero
