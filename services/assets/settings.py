@@ -39,8 +39,9 @@ class AssetsSettings(ServiceSettings):
     # Path-style addressing (endpoint/bucket/key), which most S3-compatible stores need.
     s3_path_style: bool = False
 
-    # "unlimited" grants every storage reservation; "billing" asks the billing service.
-    quota: str = "unlimited"
+    # "billing" reserves storage with the billing service; "unlimited" (grant every
+    # reservation) is only an explicit opt-out for an installation without billing.
+    quota: str = "billing"
 
     # Hard ceilings on top of the tier's own limits (a tier limit of 0 means "no limit"):
     # what one worker can hold and decode at once.

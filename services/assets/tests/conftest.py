@@ -75,6 +75,8 @@ def settings(
         "identity_addr": identity.address,
         # Tests run the sweeper themselves, with a clock they choose.
         "sweep_interval_seconds": 0,
+        # No billing service here: tests that count storage pass a quota of their own.
+        "quota": "unlimited",
     }
     if request.param == "s3":
         endpoint = request.getfixturevalue("moto_endpoint")
@@ -100,6 +102,7 @@ def directory_settings(migrated_db: str, identity: FakeIdentity, tmp_path: Any) 
         migrated_db,
         identity_addr=identity.address,
         sweep_interval_seconds=0,
+        quota="unlimited",
         storage_dir=str(tmp_path / "objects"),
     )
 
@@ -114,6 +117,7 @@ def s3_settings(migrated_db: str, identity: FakeIdentity, moto_endpoint: str) ->
         migrated_db,
         identity_addr=identity.address,
         sweep_interval_seconds=0,
+        quota="unlimited",
         storage_backend="s3",
         s3_bucket=bucket,
         s3_endpoint_url=moto_endpoint,

@@ -24,7 +24,7 @@ def test_defaults_are_the_embedded_ones() -> None:
     settings = load()
     assert settings.port == 50053
     assert settings.storage_backend == "directory"
-    assert settings.quota == "unlimited"
+    assert settings.quota == "billing"
     # Under the repository, wherever the process was started from.
     assert settings.storage_path == REPOSITORY / ".pixelshop" / "objects"
     assert isinstance(build_store(settings), DirectoryStore)
