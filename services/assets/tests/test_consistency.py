@@ -628,3 +628,22 @@ async def test_a_reservation_commit_that_failed_is_retried_by_the_sweeper(
     finally:
         await recorded.close()
     assert quota.committed == [f"reservation:{reservation_key(uuid.UUID(asset.id))}"]
+
+
+async def test_two_sweepers_at_once_abandon_each_stuck_upload_once(
+    parts: AssetsComponents, quota: RecordingQuota
+) -> None:
+    # Replicas sweep at the same time: a claim (SKIP LOCKED, then a lease) keeps them off
+    # each other's rows, so every reservation is released exactly once.
+    owner_id = uuid.uuid4()
+    for n in range(8):
+        with crash_at("assets.upload.objects_written"), pytest.raises(SimulatedCrash):
+            await parts.workflows.upload(owner_id, images.png(40 + n, 30), filename="a.png")
+    assert len(quota.reserved) == 8
+
+    first, second = sweeper_at(parts, in_the_future), sweeper_at(parts, in_the_future)
+    await asyncio.gather(first.sweep_once(), second.sweep_once())
+
+    assert await rows_of(parts, owner_id) == []
+    assert await keys_of(parts, owner_id) == []
+    assert sorted(quota.released) == sorted(quota.reserved)  # each once, none twice
