@@ -9,9 +9,11 @@ The history is a tree kept with O(1) pointers (ADR 0012):
 - `edits.branch_id` + `edits.depth` place each edit on a chain ("branch"): an edit whose
   parent had no child yet continues the parent's branch, any later child starts a new
   one, and the first edit of a branch stores `branch_path`, the (branch, deepest depth)
-  pairs of the path from the original to its parent. The path to head is then the head's
-  branch up to its depth plus the head branch's `branch_path`: one row read, whatever
-  the history's length, and `onHeadPath` of any edit is a dictionary lookup.
+  pairs of the path from the original to its parent, each branch named by the `seq`
+  of its first edit (small integers: a long path parses in microseconds). The path to
+  head is then the head's branch up to its depth plus the head branch's `branch_path`:
+  one row read, whatever the history's length, and `onHeadPath` of any edit is a
+  dictionary lookup.
 """
 
 from __future__ import annotations
@@ -46,6 +48,9 @@ SCHEMA = "projects"
 metadata = schema_metadata(SCHEMA)
 
 NAME_MAX = 120
+BRANCH_PATH_COMMENT = (
+    "on a branch's first edit: [[branch's first seq, deepest depth], ...] from the original"
+)
 REQUEST_ID_MAX = 128
 
 # Partial-index predicates, rendered as SQL constants by the repository so Postgres can
@@ -170,7 +175,7 @@ edits = Table(
         "branch_path",
         JSONB,
         nullable=True,
-        comment="on a branch's first edit: [[branch, deepest depth], ...] from the original",
+        comment=BRANCH_PATH_COMMENT,
     ),
     Column(
         "latest_child_id",
@@ -292,13 +297,21 @@ class Edit:
     created_at: datetime.datetime
     finished_at: datetime.datetime | None
     on_head_path: bool = False
+    # The seq of its branch's first edit, when the query joined it (history pages).
+    branch_seq: int | None = None
 
     @classmethod
-    def from_row(cls, row: Any, *, prefix: str = "") -> Edit:
+    def from_row(cls, row: Any, *, prefix: str = "", path: HeadPath | None = None) -> Edit:
+        """An edit from a result row; with `path`, marked whether it lies on it."""
         mapping = row._mapping
-        values = {name: mapping[f"{prefix}{name}"] for name in EDIT_FIELDS}
+        keys = _KEYS.get(prefix) or _KEYS.setdefault(
+            prefix, [(name, f"{prefix}{name}") for name in (*EDIT_FIELDS, "branch_seq")]
+        )
+        values = {name: mapping.get(key) for name, key in keys}
         values["action"] = EditAction(values["action"])
         values["status"] = EditStatus(values["status"])
+        if path is not None:
+            values["on_head_path"] = path.holds(values["branch_seq"], values["depth"])
         return cls(**values)
 
     @property
@@ -308,6 +321,7 @@ class Edit:
 
 
 EDIT_FIELDS = tuple(c.name for c in edits.columns)
+_KEYS: dict[str, list[tuple[str, str]]] = {}
 
 
 @dataclass(frozen=True)
@@ -397,17 +411,24 @@ class Project:
 class HeadPath:
     """The path from the original to head, as {branch: deepest depth on the path}."""
 
-    def __init__(self, segments: dict[uuid.UUID, int]) -> None:
+    def __init__(self, segments: dict[int, int]) -> None:
         self._segments = segments
 
     @classmethod
-    def of(cls, head: Edit | None, head_branch_path: list[list[Any]] | None) -> HeadPath:
+    def of(
+        cls, head: Edit | None, start_seq: int, head_branch_path: list[list[Any]] | None
+    ) -> HeadPath:
+        """`start_seq` and `head_branch_path`: seq and stored path of head's branch start."""
         if head is None:
             return cls({})
-        segments = {uuid.UUID(branch): depth for branch, depth in head_branch_path or []}
-        segments[head.branch_id] = head.depth
+        segments = {int(branch): int(depth) for branch, depth in head_branch_path or []}
+        segments[start_seq] = head.depth
         return cls(segments)
 
+    def holds(self, branch_seq: int | None, depth: int) -> bool:
+        assert branch_seq is not None, "history queries join the branch's first seq"
+        deepest = self._segments.get(branch_seq)
+        return deepest is not None and depth <= deepest
+
     def contains(self, edit: Edit) -> bool:
-        deepest = self._segments.get(edit.branch_id)
-        return deepest is not None and edit.depth <= deepest
+        return self.holds(edit.branch_seq, edit.depth)

@@ -17,14 +17,26 @@ from services.projects.models import (
     PENDING,
     UNSETTLED,
     Edit,
+    HeadPath,
     Project,
     edits,
     projects,
 )
 
 _head = edits.alias("head")
-_head_columns = [_head.c[name].label(f"head_{name}") for name in EDIT_FIELDS]
+# branch_path can be long (ADR 0012) and is read only where a new branch or a head path
+# needs it, never with every edit.
+_head_columns = [
+    _head.c[name].label(f"head_{name}") for name in EDIT_FIELDS if name != "branch_path"
+]
 _branch_start = edits.alias("branch_start")
+_edit_columns = [c for c in edits.c if c.name != "branch_path"]
+
+
+def _edits_with_branch_seq() -> Any:
+    return select(*_edit_columns, _branch_start.c.seq.label("branch_seq")).select_from(
+        edits.join(_branch_start, _branch_start.c.id == edits.c.branch_id)
+    )
 
 
 def _project_with_head() -> Any:
@@ -187,33 +199,37 @@ class ProjectRepository:
     async def get_edit(self, project_id: uuid.UUID, edit_id: uuid.UUID) -> Edit | None:
         row = (
             await self._session.execute(
-                select(edits).where(edits.c.project_id == project_id, edits.c.id == edit_id)
+                _edits_with_branch_seq().where(
+                    edits.c.project_id == project_id, edits.c.id == edit_id
+                )
             )
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
 
     async def get_edit_by_id(self, edit_id: uuid.UUID) -> Edit | None:
         row = (
-            await self._session.execute(select(edits).where(edits.c.id == edit_id))
+            await self._session.execute(select(*_edit_columns).where(edits.c.id == edit_id))
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
 
     async def find_by_request_id(self, project_id: uuid.UUID, request_id: str) -> Edit | None:
         row = (
             await self._session.execute(
-                select(edits).where(
+                select(*_edit_columns).where(
                     edits.c.project_id == project_id, edits.c.request_id == request_id
                 )
             )
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
 
-    async def branch_path(self, branch_id: uuid.UUID) -> list[list[Any]]:
-        """The stored path of a branch (on the branch's first edit)."""
-        value = await self._session.scalar(
-            select(edits.c.branch_path).where(edits.c.id == branch_id)
-        )
-        return list(value or [])
+    async def branch_start(self, branch_id: uuid.UUID) -> tuple[int, list[list[Any]]]:
+        """The seq and stored path of a branch's first edit."""
+        row = (
+            await self._session.execute(
+                select(edits.c.seq, edits.c.branch_path).where(edits.c.id == branch_id)
+            )
+        ).one()
+        return int(row.seq), list(row.branch_path or [])
 
     async def has_children(self, project_id: uuid.UUID, parent_id: uuid.UUID) -> bool:
         found = await self._session.scalar(
@@ -225,17 +241,29 @@ class ProjectRepository:
         return found is not None
 
     async def insert_edit(self, **values: Any) -> Edit:
-        row = (await self._session.execute(insert(edits).values(**values).returning(edits))).one()
+        row = (
+            await self._session.execute(insert(edits).values(**values).returning(*_edit_columns))
+        ).one()
         return Edit.from_row(row)
 
-    async def list_edits(self, project_id: uuid.UUID, *, after_seq: int, limit: int) -> list[Edit]:
-        statement = (
-            select(edits)
+    async def list_edits(
+        self, project_id: uuid.UUID, *, after_seq: int, limit: int, path: HeadPath | None = None
+    ) -> list[Edit]:
+        # The page first (the (project_id, seq) index, LIMIT), then one primary-key probe
+        # per row for its branch's first seq: the plan cannot join the whole history.
+        page = (
+            select(*_edit_columns)
             .where(edits.c.project_id == project_id, edits.c.seq > after_seq)
             .order_by(edits.c.seq)
             .limit(limit)
+            .subquery("page")
         )
-        return [Edit.from_row(row) for row in await self._session.execute(statement)]
+        statement = (
+            select(page, _branch_start.c.seq.label("branch_seq"))
+            .select_from(page.join(_branch_start, _branch_start.c.id == page.c.branch_id))
+            .order_by(page.c.seq)
+        )
+        return [Edit.from_row(row, path=path) for row in await self._session.execute(statement)]
 
     async def finish_edit(self, edit_id: uuid.UUID, **values: Any) -> Edit | None:
         """Moves a pending edit to succeeded or failed; None when it was not pending."""
@@ -244,7 +272,7 @@ class ProjectRepository:
                 update(edits)
                 .where(edits.c.id == edit_id, text(PENDING))
                 .values(**values, finished_at=func.now())
-                .returning(edits)
+                .returning(*_edit_columns)
             )
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
@@ -301,7 +329,7 @@ class ProjectRepository:
 
     async def stuck_pending(self, *, created_before: datetime.datetime, limit: int) -> list[Edit]:
         statement = (
-            select(edits)
+            select(*_edit_columns)
             .where(text(f"edits.{PENDING}"), edits.c.created_at < created_before)
             .order_by(edits.c.created_at)
             .limit(limit)
@@ -313,7 +341,7 @@ class ProjectRepository:
         self, *, finished_before: datetime.datetime, limit: int
     ) -> list[Edit]:
         statement = (
-            select(edits)
+            select(*_edit_columns)
             .where(text(f"edits.{UNSETTLED}"), edits.c.finished_at < finished_before)
             .order_by(edits.c.finished_at)
             .limit(limit)

@@ -198,8 +198,9 @@ class ProjectService:
 
     async def head_path(self, repository: ProjectRepository, project: Project) -> HeadPath:
         if project.head is None:
-            return HeadPath.of(None, None)
-        return HeadPath.of(project.head, await repository.branch_path(project.head.branch_id))
+            return HeadPath.of(None, 0, None)
+        start_seq, path = await repository.branch_start(project.head.branch_id)
+        return HeadPath.of(project.head, start_seq, path)
 
     async def list_edits(
         self,
@@ -213,8 +214,10 @@ class ProjectService:
         repository = ProjectRepository(session)
         project = await self.get(session, owner_id, project_id)
         path = await self.head_path(repository, project)
-        rows = await repository.list_edits(project_id, after_seq=after_seq, limit=page_size + 1)
-        page = [_with_path(edit, path) for edit in rows[:page_size]]
+        rows = await repository.list_edits(
+            project_id, after_seq=after_seq, limit=page_size + 1, path=path
+        )
+        page = rows[:page_size]
         return EditsPage(page, page[-1].seq if len(rows) > page_size and page else None)
 
     async def get_edit(
@@ -355,11 +358,11 @@ class HistoryTree:
             return Placement(depth=1, branch_id=None, branch_path=[])
         if not await self._repository.has_children(project.id, head.id):
             return Placement(depth=head.depth + 1, branch_id=head.branch_id, branch_path=None)
-        path = await self._repository.branch_path(head.branch_id)
+        start_seq, path = await self._repository.branch_start(head.branch_id)
         return Placement(
             depth=head.depth + 1,
             branch_id=None,
-            branch_path=[*path, [str(head.branch_id), head.depth]],
+            branch_path=[*path, [start_seq, head.depth]],
         )
 
 

@@ -1,0 +1,338 @@
+"""`make bench`'s projects lines (SPEC section 7), against the suite `tools/bench.py` runs.
+
+- undo, redo, jump and apply-crop on a 10,000-step branched history vs a 1-step one
+  (median latency ratio, target <= 1.2);
+- a history page (ListEdits, 100 edits, at random positions) p50/p99 on that history
+  (target p99 <= 5 ms);
+- GetProject over gRPC at 16 clients vs the bare echo service (target >= 0.5, p99 <= 20 ms).
+
+The long history is seeded in one transaction with the shape ApplyEdit gives it (every
+seventh step first undoes twice, so it branches all along; chains and their stored paths
+as HistoryTree places them, ADR 0012), its results all pointing at the real uploaded
+photo so that a crop on it runs for real. The operations measured are the real RPCs.
+"""
+
+from __future__ import annotations
+
+import io
+import random
+import statistics
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import grpc
+import httpx
+from PIL import Image
+from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
+from sqlalchemy import bindparam, text, update
+
+from runtime.db import Database
+from runtime.pagination import PageTokens
+from services.projects.models import edits, projects
+
+LONG_HISTORY = 10_000
+ROUNDS = 200
+CROPS = 30
+PAGES = 300
+
+
+def _photo() -> bytes:
+    image = Image.effect_noise((64, 48), 40).convert("RGB")
+    buffer = io.BytesIO()
+    image.save(buffer, "PNG")
+    return buffer.getvalue()
+
+
+def _history_rows(
+    project_id: uuid.UUID, owner_id: uuid.UUID, asset: dict[str, Any], steps: int
+) -> tuple[list[dict[str, Any]], uuid.UUID | None, uuid.UUID | None]:
+    """Rows as ApplyEdit would have left them; answers (rows, head, root's latest child)."""
+    rows: list[dict[str, Any]] = []
+    by_id: dict[uuid.UUID, dict[str, Any]] = {}
+    has_child: set[uuid.UUID | None] = set()
+    head: uuid.UUID | None = None
+    root_latest: uuid.UUID | None = None
+    for seq in range(1, steps + 1):
+        if seq % 7 == 0:
+            for _ in range(2):
+                if head is not None:
+                    head = by_id[head]["parent_id"]
+        edit_id = uuid.uuid4()
+        parent = by_id.get(head) if head is not None else None
+        path: list[list[Any]] | None
+        if parent is None:
+            branch, path, depth = edit_id, [], 1
+        elif head not in has_child:
+            branch, path, depth = parent["branch_id"], None, parent["depth"] + 1
+        else:
+            start = by_id[parent["branch_id"]]
+            path = [*(start["branch_path"] or []), [start["seq"], parent["depth"]]]
+            branch, depth = edit_id, parent["depth"] + 1
+        row = {
+            "id": edit_id,
+            "project_id": project_id,
+            "owner_id": owner_id,
+            "seq": seq,
+            "parent_id": head,
+            "depth": depth,
+            "branch_id": branch,
+            "branch_path": path,
+            "latest_child_id": None,
+            "action": "crop",
+            "params": {
+                "x": 0,
+                "y": 0,
+                "width": asset["width"],
+                "height": asset["height"],
+                "aspectRatio": "free",
+                "fractions": {"x": 0, "y": 0, "width": 1, "height": 1},
+            },
+            "source_asset_id": asset["id"],
+            "source_mime_type": asset["mimeType"],
+            "source_width": asset["width"],
+            "source_height": asset["height"],
+            "source_bytes": int(asset["sizeBytes"]),
+            "result_asset_id": asset["id"],
+            "result_mime_type": asset["mimeType"],
+            "result_width": asset["width"],
+            "result_height": asset["height"],
+            "result_bytes": int(asset["sizeBytes"]),
+            "status": "succeeded",
+            "engine": "crop",
+            "request_id": str(uuid.uuid4()),
+        }
+        rows.append(row)
+        by_id[edit_id] = row
+        has_child.add(head)
+        if parent is None:
+            root_latest = edit_id
+        else:
+            parent["latest_child_id"] = edit_id
+        head = edit_id
+    return rows, head, root_latest
+
+
+async def _seed(
+    database: Database, project_id: uuid.UUID, rows: list[dict[str, Any]], head: Any, root: Any
+) -> None:
+    async with database.transaction() as session:
+        # Redo pointers point forward in seq: set once every row exists.
+        await session.execute(edits.insert(), [{**row, "latest_child_id": None} for row in rows])
+        pointers = [
+            {"edit": row["id"], "child": row["latest_child_id"]}
+            for row in rows
+            if row["latest_child_id"] is not None
+        ]
+        if pointers:
+            await session.execute(
+                update(edits)
+                .where(edits.c.id == bindparam("edit"))
+                .values(latest_child_id=bindparam("child")),
+                pointers,
+            )
+        await session.execute(
+            update(projects)
+            .where(projects.c.id == project_id)
+            .values(head_edit_id=head, root_latest_child_id=root, edit_count=len(rows))
+        )
+
+
+async def _median_ms(call: Callable[[], Awaitable[Any]], rounds: int) -> float:
+    timings = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        await call()
+        timings.append(time.perf_counter() - started)
+    return statistics.median(timings) * 1000
+
+
+async def run(base_url: str, env: dict[str, str], admin_url: str, seconds: float) -> list[str]:
+    """Called by tools/bench.py with the running suite."""
+    import asyncio
+    import sys
+
+    from tools.bench import ECHO_METHOD, load, sign_up
+    from tools.pgcluster import free_port
+    from tools.run import internal_secret, service_database_url
+
+    echo_port = free_port()
+    echo = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "tools.bench", "--echo-server", str(echo_port)
+    )
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as echo_channel:
+            await echo_channel.channel_ready()
+            call_echo = echo_channel.unary_unary(ECHO_METHOD)
+            bare = await load("bare grpc.aio echo", lambda: call_echo(b"x" * 64), seconds)
+    finally:
+        echo.terminate()
+        await echo.wait()
+    return await projects_benchmarks(
+        base_url,
+        env,
+        service_database_url(admin_url, "projects"),
+        admin_url,
+        env.get("PIXELSHOP_INTERNAL_SECRET") or internal_secret(),
+        load,
+        bare.throughput,
+        await sign_up(base_url),
+        seconds,
+    )
+
+
+async def projects_benchmarks(
+    base_url: str,
+    env: dict[str, str],
+    database_url: str,
+    admin_url: str,
+    internal_secret: str,
+    load: Callable[..., Awaitable[Any]],
+    echo_throughput: float,
+    token: str,
+    seconds: float,
+) -> list[str]:
+    metadata = (("authorization", f"Bearer {token}"),)
+    async with httpx.AsyncClient(base_url=base_url) as http:
+        uploaded = await http.post(
+            "/v1/assets:upload?filename=bench.png",
+            headers={"Authorization": f"Bearer {token}", "Content-Type": "image/png"},
+            content=_photo(),
+        )
+        uploaded.raise_for_status()
+    asset = uploaded.json()["asset"]
+    database = Database.connect(database_url, "projects", pool_size=2)
+    lines = [f"Projects: a {LONG_HISTORY:,}-step branched history vs a 1-step one (gRPC)"]
+    try:
+        async with grpc.aio.insecure_channel(
+            f"127.0.0.1:{env['PIXELSHOP_PROJECTS_PORT']}"
+        ) as channel:
+            stub = projects_pb2_grpc.ProjectServiceStub(channel)
+
+            async def new_project(name: str) -> projects_pb2.Project:
+                response = await stub.CreateProject(
+                    projects_pb2.CreateProjectRequest(
+                        project=projects_pb2.Project(name=name, original_asset_id=asset["id"])
+                    ),
+                    metadata=metadata,
+                )
+                return response.project
+
+            long, short = await new_project("long"), await new_project("short")
+            owner_id = uuid.UUID(_claims(token)["sub"])
+            rows, head, root = _history_rows(uuid.UUID(long.id), owner_id, asset, LONG_HISTORY)
+            await _seed(database, uuid.UUID(long.id), rows, head, root)
+            short_rows, short_head, short_root = _history_rows(
+                uuid.UUID(short.id), owner_id, asset, 1
+            )
+            await _seed(database, uuid.UUID(short.id), short_rows, short_head, short_root)
+            # Fresh statistics, as autovacuum would gather them after such a burst (as the
+            # owner: the runtime role may not ANALYZE).
+            owner = Database.connect(admin_url, "projects", pool_size=1)
+            try:
+                async with owner.read() as session:
+                    await session.execute(text("ANALYZE projects.edits"))
+            finally:
+                await owner.close()
+
+            async def undo_redo(project_id: str) -> tuple[float, float]:
+                undo_ms, redo_ms = [], []
+                for _ in range(ROUNDS):
+                    started = time.perf_counter()
+                    await stub.Undo(
+                        projects_pb2.UndoRequest(project_id=project_id), metadata=metadata
+                    )
+                    undo_ms.append(time.perf_counter() - started)
+                    started = time.perf_counter()
+                    await stub.Redo(
+                        projects_pb2.RedoRequest(project_id=project_id), metadata=metadata
+                    )
+                    redo_ms.append(time.perf_counter() - started)
+                return statistics.median(undo_ms) * 1000, statistics.median(redo_ms) * 1000
+
+            async def jumps(project_id: str, targets: list[str]) -> float:
+                picks = iter(random.choices(targets, k=ROUNDS))
+                return await _median_ms(
+                    lambda: stub.Jump(
+                        projects_pb2.JumpRequest(project_id=project_id, edit_id=next(picks)),
+                        metadata=metadata,
+                    ),
+                    ROUNDS,
+                )
+
+            async def crops(project_id: str) -> float:
+                crop = projects_pb2.CropParams(
+                    x=0, y=0, width=asset["width"], height=asset["height"]
+                )
+                return await _median_ms(
+                    lambda: stub.ApplyEdit(
+                        projects_pb2.ApplyEditRequest(
+                            project_id=project_id, request_id=str(uuid.uuid4()), crop=crop
+                        ),
+                        metadata=metadata,
+                    ),
+                    CROPS,
+                )
+
+            long_undo, long_redo = await undo_redo(long.id)
+            short_undo, short_redo = await undo_redo(short.id)
+            long_jump = await jumps(long.id, [str(r["id"]) for r in rows])
+            short_jump = await jumps(short.id, [str(r["id"]) for r in short_rows])
+            await stub.Jump(
+                projects_pb2.JumpRequest(project_id=long.id, edit_id=str(head)), metadata=metadata
+            )
+            long_crop, short_crop = await crops(long.id), await crops(short.id)
+            for name, long_ms, short_ms in (
+                ("undo", long_undo, short_undo),
+                ("redo", long_redo, short_redo),
+                ("jump", long_jump, short_jump),
+                ("apply-crop", long_crop, short_crop),
+            ):
+                lines.append(
+                    f"  {name:<10} {long_ms:6.2f} ms vs {short_ms:6.2f} ms median: ratio "
+                    f"{long_ms / short_ms:.2f}   (target <= 1.20)"
+                )
+
+            tokens = PageTokens.for_service("projects", internal_secret)
+            query = f"edits:{long.id}"
+            page_ms = []
+            for _ in range(PAGES):
+                after = random.randrange(0, LONG_HISTORY - 100)
+                request = projects_pb2.ListEditsRequest(
+                    project_id=long.id,
+                    page_size=100,
+                    page_token=tokens.encode([after], query) if after else "",
+                )
+                started = time.perf_counter()
+                await stub.ListEdits(request, metadata=metadata)
+                page_ms.append((time.perf_counter() - started) * 1000)
+            page_ms.sort()
+            p50, p99 = statistics.median(page_ms), page_ms[int(len(page_ms) * 0.99) - 1]
+            lines.append(
+                f"  history page (100 edits, random positions): p50 {p50:.2f} ms, "
+                f"p99 {p99:.2f} ms   (target p99 <= 5 ms)"
+            )
+
+            get = projects_pb2.GetProjectRequest(project_id=long.id)
+            measured = await load(
+                "projects.GetProject over gRPC",
+                lambda: stub.GetProject(get, metadata=metadata),
+                seconds,
+            )
+            lines.append(measured.line())
+            lines.append(
+                f"  GetProject / bare echo throughput: {measured.throughput / echo_throughput:.2f}"
+                f"   (target >= 0.50), p99 {measured.p99_ms:.1f} ms (target <= 20 ms)"
+            )
+    finally:
+        await database.close()
+    return lines
+
+
+def _claims(token: str) -> dict[str, str]:
+    import base64
+    import json
+
+    payload = token.split(".")[1]
+    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
