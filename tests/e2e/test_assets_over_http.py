@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import io
+from typing import Any
 
 import httpx
 import pytest
@@ -108,6 +109,39 @@ async def test_another_users_asset_is_404(http: httpx.AsyncClient) -> None:
     assert (await http.get(f"/v1/assets/{asset_id}", headers=bearer(owner))).status_code == 200
     assert (await http.delete(f"/v1/assets/{asset_id}", headers=bearer(owner))).status_code == 200
     assert (await http.get(f"/v1/assets/{asset_id}", headers=bearer(owner))).status_code == 404
+
+
+async def test_an_upload_retried_with_its_idempotency_key_stores_and_charges_once(
+    http: httpx.AsyncClient,
+) -> None:
+    # Issue 7 item 5: the gateway forwards Idempotency-Key as metadata; a browser retry
+    # answers the first asset, with one object and one storage charge.
+    account, other = await sign_up(http), await sign_up(http)
+    data = image_bytes("PNG", (320, 200))
+
+    async def send(who: dict[str, Any], body: bytes, key: str) -> httpx.Response:
+        return await http.post(
+            "/v1/assets:upload?filename=retry.png",
+            headers={**bearer(who), "Content-Type": "image/png", "Idempotency-Key": key},
+            content=body,
+        )
+
+    first, again = await send(account, data, "upload-1"), await send(account, data, "upload-1")
+    assert first.status_code == again.status_code == 200, (first.text, again.text)
+    assert again.json()["asset"]["id"] == first.json()["asset"]["id"]
+    listed = (await http.get("/v1/assets", headers=bearer(account))).json()
+    assert [a["id"] for a in listed["assets"]] == [first.json()["asset"]["id"]]
+    usage = (await http.get("/v1/billing/usage", headers=bearer(account))).json()
+    storage = next(m for m in usage["metrics"] if m["metric"] == "USAGE_METRIC_STORAGE_BYTES")
+    assert storage["used"] == str(len(data))
+
+    other_bytes = await send(account, image_bytes("PNG", (64, 64)), "upload-1")
+    assert other_bytes.status_code == 409, other_bytes.text
+    assert "Idempotency-Key" in other_bytes.json()["message"]
+    # Keys are per user.
+    theirs = await send(other, data, "upload-1")
+    assert theirs.status_code == 200
+    assert theirs.json()["asset"]["id"] != first.json()["asset"]["id"]
 
 
 async def test_deleting_the_account_purges_images_and_presets(http: httpx.AsyncClient) -> None:
