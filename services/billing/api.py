@@ -222,7 +222,8 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         reservation_id = validation.required_uuid(request.reservation_id, "reservation_id")
         async with self._database.transaction() as session:
             reservation = await self._usage.commit(session, reservation_id)
-        return billing_pb2.CommitUsageResponse(state=STATE_TO_PROTO[reservation.state])
+        state = reservation.state if reservation else ReservationState.RELEASED
+        return billing_pb2.CommitUsageResponse(state=STATE_TO_PROTO[state])
 
     async def ReleaseUsage(
         self, request: billing_pb2.ReleaseUsageRequest, context: Context

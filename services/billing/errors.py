@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from runtime.errors import FailedPrecondition, InvalidArgument, Unavailable
 
 
 class BillingNotConfigured(FailedPrecondition):
@@ -24,8 +24,3 @@ class BadWebhook(InvalidArgument):
 
     def __init__(self, field: str, message: str) -> None:
         super().__init__(field, message, reason="INVALID_WEBHOOK")
-
-
-class ReservationNotFound(NotFound):
-    def __init__(self, reservation_id: object) -> None:
-        super().__init__("reservation", str(reservation_id))

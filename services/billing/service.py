@@ -17,11 +17,10 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded
+from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded, Unauthenticated
 from runtime.metrics import Metrics
 from runtime.peers.identity import TierInfo
 from runtime.tombstones import Tombstones
-from services.billing.errors import ReservationNotFound
 from services.billing.models import (
     FREE_TIER,
     GAUGE_PERIOD,
@@ -256,7 +255,9 @@ class UsageService:
             },
         )
 
-    async def commit(self, session: AsyncSession, reservation_id: uuid.UUID) -> Reservation:
+    async def commit(self, session: AsyncSession, reservation_id: uuid.UUID) -> Reservation | None:
+        """Turns an open reservation into usage; None when billing holds no such
+        reservation (it went with its account)."""
         repository = BillingRepository(session)
         now = self._clock()
         settled = await repository.settle_reservation(
@@ -265,7 +266,9 @@ class UsageService:
         if settled is None:
             current = await repository.reservation(reservation_id)
             if current is None:
-                raise ReservationNotFound(reservation_id)
+                # Dropped with a deleted account (or never made): nothing is counted, and
+                # the answer's RELEASED state says so; the caller's clean-up can finish.
+                return None
             if current.state is ReservationState.COMMITTED:
                 return current
             raise FailedPrecondition(
@@ -325,6 +328,8 @@ class UsageService:
             raise InvalidArgument("amount", "must be positive")
         repository = BillingRepository(session)
         now = self._clock()
+        if await self._tombstones_say_deleted(session, user_id):
+            return 0  # the account and its counters are gone: nothing to give back
         await repository.ensure_counter(user_id, metric, GAUGE_PERIOD)
         used = await repository.lock_used(user_id, metric, GAUGE_PERIOD)
         applied = min(amount, used)
@@ -341,6 +346,15 @@ class UsageService:
             return 0
         await repository.move_counter(user_id, metric, GAUGE_PERIOD, used=-applied, now=now)
         return applied
+
+    async def _tombstones_say_deleted(self, session: AsyncSession, user_id: uuid.UUID) -> bool:
+        """Whether the account is deleted, ordered against the tombstone's recording as
+        `guard_write` is, but answering instead of refusing."""
+        try:
+            await self._tombstones.guard_write(session, user_id)
+        except Unauthenticated:
+            return True
+        return False
 
     async def expire(self, session: AsyncSession, limit: int) -> int:
         """Releases a batch of reservations past their expiry; answers how many."""

@@ -342,6 +342,15 @@ async def test_account_deletion_cancels_stripe_and_drops_usage_but_keeps_the_led
         billing_pb2.CommitUsageRequest(reservation_id=held.reservation_id),
         metadata=service_credential,
     )
+    in_flight = await paid.internal.ReserveUsage(
+        billing_pb2.ReserveUsageRequest(
+            user_id=str(user),
+            metric=billing_pb2.USAGE_METRIC_STORAGE_BYTES,
+            amount=10,
+            idempotency_key="upload-in-flight",
+        ),
+        metadata=service_credential,
+    )
     identity.add_event("user.deleted", user)
     components = build(stripe_settings)
     try:
@@ -387,6 +396,31 @@ async def test_account_deletion_cancels_stripe_and_drops_usage_but_keeps_the_led
             metadata=service_credential,
         )
     assert reserve.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    # The callers' own clean-up of the deleted account finishes (nothing is counted) and
+    # recreates nothing.
+    settled = await paid.internal.CommitUsage(
+        billing_pb2.CommitUsageRequest(reservation_id=in_flight.reservation_id),
+        metadata=service_credential,
+    )
+    assert settled.state == billing_pb2.RESERVATION_STATE_RELEASED
+    await paid.internal.CreditUsage(
+        billing_pb2.CreditUsageRequest(
+            user_id=str(user),
+            metric=billing_pb2.USAGE_METRIC_STORAGE_BYTES,
+            amount=10,
+            idempotency_key="asset-purged",
+        ),
+        metadata=service_credential,
+    )
+    components = build(stripe_settings)
+    try:
+        async with components.database.read() as session:
+            left = await session.scalar(
+                text("SELECT count(*) FROM usage_counters WHERE user_id = :u"), {"u": user}
+            )
+    finally:
+        await components.close()
+    assert left == 0
 
 
 async def _sleep() -> None:
