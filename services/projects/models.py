@@ -147,6 +147,8 @@ projects = Table(
         postgresql_where=text(LIVE),
     ),
     Index("ix_projects_awaiting_purge", "deleted_at", postgresql_where=text(AWAITING_PURGE)),
+    Index("ix_projects_head_edit_id", "head_edit_id"),
+    Index("ix_projects_root_latest_child_id", "root_latest_child_id"),
     comment="Editing sessions on one uploaded photo; head points into the edit tree",
 )
 
@@ -240,7 +242,10 @@ edits = Table(
         "status <> 'succeeded' OR result_asset_id IS NOT NULL", name="succeeded_has_result"
     ),
     CheckConstraint("seq >= 1 AND depth >= 1", name="positions_positive"),
-    Index("ix_edits_parent_id", "project_id", "parent_id"),
+    # Every pointer into the tree is indexed: a new edit asks whether its parent has a
+    # child, and the cascades of a project's purge find referencing rows by them.
+    Index("ix_edits_parent_id", "parent_id"),
+    Index("ix_edits_latest_child_id", "latest_child_id"),
     Index("ix_edits_pending", "created_at", postgresql_where=text(PENDING)),
     Index("ix_edits_unsettled", "finished_at", postgresql_where=text(UNSETTLED)),
     comment="The history tree: every edit ever applied, with its parameters and result",
