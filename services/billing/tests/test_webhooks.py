@@ -435,3 +435,22 @@ def test_periods_are_utc_calendar_months() -> None:
     period = calendar_month(datetime.datetime(2026, 12, 31, 23, 0, tzinfo=datetime.UTC))
     assert period.start == datetime.datetime(2026, 12, 1, tzinfo=datetime.UTC)
     assert period.end == datetime.datetime(2027, 1, 1, tzinfo=datetime.UTC)
+
+
+async def test_cancel_at_period_end_shows_and_keeps_the_plan_until_then(
+    paid: Billing, stripe_api: FakeStripe, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    user, token = new_user()
+    sub_id = new_subscription_id()
+    active = stripe_api.put_subscription(sub_id, status="active", user_id=str(user))
+    await deliver(paid, subscription_event("customer.subscription.created", active))
+    ending = stripe_api.put_subscription(
+        sub_id,
+        status="active",
+        user_id=str(user),
+        customer=active["customer"],
+        cancel_at_period_end=True,
+    )
+    await deliver(paid, subscription_event("customer.subscription.updated", ending))
+    seen = await subscription_of(paid, token)
+    assert (seen.tier, seen.status, seen.cancel_at_period_end) == ("pro", "active", True)
