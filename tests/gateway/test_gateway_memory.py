@@ -69,9 +69,20 @@ async def gateway_process(upstream: str) -> AsyncIterator[tuple[int, int]]:
             await process.wait()
 
 
-async def send(port: int, head: bytes, body_size: int, body: bytes = b"") -> int:
+class Hold:
+    """Accepted uploads wait here before their last MiB; `waiting` counts them."""
+
+    def __init__(self) -> None:
+        self.released = asyncio.Event()
+        self.waiting = 0
+
+
+async def send(
+    port: int, head: bytes, body_size: int, body: bytes = b"", hold: Hold | None = None
+) -> int:
     """Sends a request, streaming `body_size` zero bytes (or `body`) until the gateway
-    answers; returns the status. A refused upload stops sending at once."""
+    answers; returns the status. A refused upload stops sending at once; an accepted one
+    keeps its last MiB until `hold` is set, so that it is still in flight meanwhile."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     answer = asyncio.create_task(reader.readuntil(b"\r\n\r\n"))
     try:
@@ -80,6 +91,14 @@ async def send(port: int, head: bytes, body_size: int, body: bytes = b"") -> int
             writer.write(body)
         sent = 0
         while sent < body_size and not answer.done():
+            if hold is not None and body_size - sent <= MIB:
+                hold.waiting += 1
+                released = asyncio.ensure_future(hold.released.wait())
+                await asyncio.wait([answer, released], timeout=120, return_when="FIRST_COMPLETED")
+                released.cancel()
+                hold.waiting -= 1
+                if answer.done():
+                    break
             writer.write(CHUNK[: min(MIB, body_size - sent)])
             sent += MIB
             try:
@@ -109,16 +128,25 @@ async def test_rss_stays_bounded_under_big_uploads_and_bombs(upstream_address: s
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             assert (await http.get("/v1/tiers")).status_code == 200  # warm
             baseline = memory_kib(pid, "VmRSS")
-            flood = [asyncio.create_task(send(port, upload_head, size)) for _ in range(UPLOADS)]
+            hold = Hold()
+            flood = [
+                asyncio.create_task(send(port, upload_head, size, hold=hold))
+                for _ in range(UPLOADS)
+            ]
             flood += [asyncio.create_task(send(port, bomb_head, 0, bomb)) for _ in range(BOMBS)]
-            await asyncio.sleep(0.05)
+            # Until every request is answered or holds its last MiB: the flood is at its peak.
+            for _ in range(1200):
+                if sum(task.done() for task in flood) + hold.waiting == len(flood):
+                    break
+                await asyncio.sleep(0.05)
             small = await http.get("/v1/tiers")
-            running = sum(not task.done() for task in flood)
+            running = hold.waiting
+            hold.released.set()
             statuses = await asyncio.gather(*flood)
         peak = memory_kib(pid, "VmHWM")
 
     assert small.status_code == 200
-    assert running > 0, "the small request should finish while the flood still runs"
+    assert running > 0, "the small request finished while uploads were still in flight"
     uploads, bombs = statuses[:UPLOADS], statuses[UPLOADS:]
     assert set(bombs) == {415}  # never inflated
     assert 503 in uploads  # the bytes-in-flight bound turned some away (Retry-After)
