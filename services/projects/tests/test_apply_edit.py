@@ -270,3 +270,15 @@ async def test_aspect_ratio_crops_within_one_pixel(stack: Stack) -> None:
     )
     assert (done.project.width, done.project.height) == (160, 91)
     assert done.edit.crop.aspect_ratio == "16:9"
+
+
+async def test_engine_latency_and_outcomes_are_exported(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    await stack.apply(auth, project.id, filter=WARM)
+    with pytest.raises(grpc.aio.AioRpcError):
+        await stack.apply(auth, project.id, filter=pb.FilterParams(prompt="paint a dragon"))
+    text = stack.server.metrics.render()
+    assert 'pixelshop_edit_engine_seconds_count{action="filter",engine="local"} 2' in text
+    assert 'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="succeeded"} 1' in text
+    assert 'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="failed"} 1' in text
