@@ -37,7 +37,8 @@ from tools.provision import ROOT, built_services
 
 TEMPLATE = ROOT / "docs" / "database.template.md"
 OUTPUT = ROOT / "docs" / "database.md"
-BENCH_RESULTS = ROOT / "docs" / "bench-db.json"
+BENCH_RESULTS = ROOT / "docs" / "bench-db.json"  # `make bench-db` at its defaults
+BENCH_FULL_RESULTS = ROOT / "docs" / "bench-db-full.json"  # --scale 1: SPEC's row counts
 
 
 @dataclass(frozen=True)
@@ -751,10 +752,11 @@ def render_missing(tables: list[Table]) -> str:
     return "\n\n".join(lines)
 
 
-def _bench() -> dict[str, Any] | None:
-    if not BENCH_RESULTS.exists():
+def _bench(path: Any = None) -> dict[str, Any] | None:
+    path = BENCH_RESULTS if path is None else path
+    if not path.exists():
         return None
-    data: dict[str, Any] = json.loads(BENCH_RESULTS.read_text())
+    data: dict[str, Any] = json.loads(path.read_text())
     return data
 
 
@@ -790,9 +792,25 @@ def render_growth(bench: dict[str, Any] | None) -> str:
 def render_bench(bench: dict[str, Any] | None) -> str:
     if bench is None:
         return "_`make bench-db` has not been run yet._"
+    rows = {t["table"]: t["rows"] for t in bench["tables"]}
+    biggest = ", ".join(
+        f"{rows[t]:,} {t.split('.')[1]}"
+        for t in (
+            "identity.users",
+            "projects.projects",
+            "projects.edits",
+            "assets.assets",
+            "presets.presets",
+            "presets.preset_likes",
+            "billing.usage_ledger",
+        )
+        if t in rows
+    )
     lines = [
-        f"Machine: {bench['machine']}. Run: {bench['finished_at']}, "
-        f"{bench['repeats']} runs per statement, seeding took {bench['seed_seconds']:.0f} s. "
+        f"Scale {bench['scale']:g} ({biggest}). Machine: {bench['machine']}, PostgreSQL "
+        f"{bench['postgres']}. Run: {bench['finished_at']}, "
+        f"{bench['repeats']} runs per statement and round, seeding took "
+        f"{bench['seed_seconds']:.0f} s, the whole run {bench.get('total_seconds', 0):.0f} s. "
         f"Verdict: **{'pass' if bench['passed'] else 'FAIL'}** "
         f"(limit: p99 ≤ {bench['p99_limit_ms']} ms, no sequential scan of a table over "
         f"{bench['large_table_rows']:,} rows).",
@@ -812,6 +830,7 @@ def render(admin_url: str) -> str:
     schemas = built_services()
     tables = read_catalog(admin_url, schemas)
     bench = _bench()
+    full = _bench(BENCH_FULL_RESULTS)
     erds = "\n\n".join(
         f"`{schema}`:\n\n```mermaid\n"
         + schema_erd(schema, [t for t in tables if t.schema == schema])
@@ -827,8 +846,9 @@ def render(admin_url: str) -> str:
         "{{ERD}}": erds,
         "{{MISSING}}": render_missing(tables),
         "{{FK_INDEX}}": ", ".join(f"`{f}`" for f in foreign_keys_without_index(tables)) or "none",
-        "{{GROWTH}}": render_growth(bench),
+        "{{GROWTH}}": render_growth(full or bench),
         "{{BENCH}}": render_bench(bench),
+        "{{BENCH_FULL}}": render_bench(full),
         "{{DETAILS}}": render_tables(tables, admin_url, schemas),
     }
     text = TEMPLATE.read_text()
