@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 from runtime.errors import FailedPrecondition, NotFound, QuotaExceeded
 from runtime.peers.assets import AssetInfo
@@ -48,9 +48,11 @@ class StoredAsset:
 
 
 def describe(data: bytes) -> tuple[str, int, int]:
+    """MIME type and size after EXIF orientation, as assets records them."""
     with Image.open(io.BytesIO(data)) as image:
         mime = Image.MIME[image.format or "PNG"]
-        return mime, image.width, image.height
+        upright = ImageOps.exif_transpose(image)
+        return mime, upright.width, upright.height
 
 
 @dataclass

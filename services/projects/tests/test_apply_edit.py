@@ -280,5 +280,10 @@ async def test_engine_latency_and_outcomes_are_exported(stack: Stack) -> None:
         await stack.apply(auth, project.id, filter=pb.FilterParams(prompt="paint a dragon"))
     text = stack.server.metrics.render()
     assert 'pixelshop_edit_engine_seconds_count{action="filter",engine="local"} 2' in text
-    assert 'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="succeeded"} 1' in text
-    assert 'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="failed"} 1' in text
+    assert (
+        'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="succeeded"} 1'
+        in text
+    )
+    assert (
+        'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="failed"} 1' in text
+    )
