@@ -287,3 +287,31 @@ async def test_engine_latency_and_outcomes_are_exported(stack: Stack) -> None:
     assert (
         'pixelshop_edit_outcomes_total{action="filter",engine="local",outcome="failed"} 1' in text
     )
+
+
+async def test_a_duplicate_on_another_replica_waits_for_the_running_edit(stack: Stack) -> None:
+    """`stack.components` is a second set of the service's parts on the same database: a
+    replica that does not run the edit itself and must not run it again."""
+    from services.projects.models import EditAction
+    from services.projects.workflows import EditRequest
+
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    stack.engine.gate = asyncio.Event()
+    request_id = str(uuid.uuid4())
+    running = asyncio.create_task(stack.apply(auth, project.id, request_id, filter=WARM))
+    await stack.engine.started.wait()
+    other = asyncio.create_task(
+        stack.components.workflows.apply(
+            user_id,
+            uuid.UUID(project.id),
+            EditRequest(request_id=request_id, action=EditAction.FILTER, prompt="warm it up"),
+        )
+    )
+    await asyncio.sleep(0.3)
+    assert not other.done()  # it waits for the first replica's outcome
+    stack.engine.gate.set()
+    first, second = await running, await other
+    assert str(second.edit.id) == first.edit.id
+    assert stack.engine.total == 1
+    assert stack.quota.charged(user_id) == 1
