@@ -325,7 +325,9 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
         )
         query = f"edits:{project_id}"
         after_seq = _seq_position(self._tokens.decode(request.page_token, query))
-        async with self._database.transaction() as session:
+        # Reads only (the project, head's chain start, the page): autocommit saves the
+        # BEGIN/COMMIT round trips.
+        async with self._database.read() as session:
             page = await self._service.list_edits(
                 session, owner_id, project_id, after_seq=after_seq, page_size=page_size
             )
@@ -340,7 +342,7 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
         owner_id = current_principal().user_id
         project_id = _project_id(request.project_id)
         edit_id = validation.required_uuid(request.edit_id, "edit_id")
-        async with self._database.transaction() as session:
+        async with self._database.read() as session:
             edit = await self._service.get_edit(session, owner_id, project_id, edit_id)
         return projects_pb2.GetEditResponse(edit=edit_message(edit))
 
