@@ -81,6 +81,7 @@ SCALE: dict[str, int] = {
     "identity.outbox": 50_000,
     "identity.mail_requests": 20_000,
     "identity.mail_sends": 50_000,
+    "identity.outbox_followers": 4,
     "projects.projects": 2_000_000,
     "projects.edits": 10_000_000,
     "assets.assets": 2_000_000,
@@ -163,6 +164,13 @@ SEED_RULES: dict[str, dict[str, str | None]] = {
         "type": "CASE WHEN {i} % 5 = 0 THEN 'user.tier_changed' ELSE 'user.deleted' END",
         "user_id": "{ref:identity.users}",
         "created_at": _ts(),
+    },
+    # The consuming services, each half-way through the outbox.
+    "identity.outbox_followers": {
+        "follower": "(ARRAY['projects', 'assets', 'presets', 'billing'])[{i}]",
+        "xact_id": f"(({SCALE['identity.outbox']} / 6 + {{i}})::text)::xid8",
+        "sequence": "1",
+        "updated_at": _ts(),
     },
     "identity.mail_sends": {"sent_at": f"{NOW} - ({{i}} % 3600) * interval '1 second'"},
     "identity.one_time_tokens": {
@@ -264,7 +272,7 @@ SEED_RULES: dict[str, dict[str, str | None]] = {
         "period_start": f"date_trunc('month', {NOW}) - "
         "((({i} - 1) / ({rows:identity.users} * 3)) * interval '1 month')",
         "used": "{i} % 20",
-        "reserved": "0",
+        "reserved": "{i} % 3",
     },
     "billing.usage_reservations": {
         "user_id": "{ref:identity.users}",
@@ -286,6 +294,14 @@ SEED_RULES: dict[str, dict[str, str | None]] = {
         "ELSE bench.uid('billing.usage_reservations', {i}) END",
         "idempotency_key": "CASE WHEN {i} % 10 = 0 THEN 'c' || {i} ELSE NULL END",
         "created_at": _ts(),
+    },
+    # Tier changes are relayed within seconds: all but the last few are delivered.
+    "billing.tier_outbox": {
+        "user_id": "{ref:identity.users}",
+        "tier_code": "CASE WHEN {i} % 2 = 0 THEN 'pro' ELSE 'free' END",
+        "created_at": _ts(),
+        "next_attempt_at": _ts(),
+        "delivered_at": f"CASE WHEN {{i}} % 50 = 0 THEN NULL ELSE {NOW} END",
     },
     "billing.stripe_events": {
         "id": "'evt_' || {i}",
@@ -894,6 +910,24 @@ _INSERT = re.compile(
 )
 
 
+# Background work (sweepers, purges, relays) is not a request's hot path: it is held to
+# "no sequential scan of a large table" and the statement timeout, not to the p99 limit.
+BATCH_FUNCTIONS = re.compile(
+    r":(sweep|prune|purge|claim|stuck|unsettled|deleted_|expired|erase|forget|delete_user)"
+)
+
+
+def is_batch(origin: str) -> bool:
+    return bool(BATCH_FUNCTIONS.search(origin))
+
+
+def sweep_cutoffs(sql: str) -> set[int]:
+    """Parameters a DELETE compares a column with by `<`: a sweep's age cutoff."""
+    if not sql.startswith("DELETE"):
+        return set()
+    return {int(n) for n in re.findall(r"\.\w+ <=? \$(\d+)", sql)}
+
+
 def parameter_columns(sql: str) -> dict[int, tuple[str, str, bool]]:
     """$n -> (table, column, inserted) for the parameters compared with a column (or
     inserted into one)."""
@@ -979,6 +1013,13 @@ class Sampler:
         self._connection = connection
         self._pools: dict[tuple[str, tuple[str, ...]], list[asyncpg.Record]] = {}
 
+    async def oldest(self, table: str, column: str) -> Any:
+        key = (table, (f"min:{column}",))
+        if key not in self._pools:
+            value = await self._connection.fetchval(f'SELECT min("{column}") FROM {table}')  # noqa: S608
+            self._pools[key] = [value]
+        return self._pools[key][0]
+
     async def rows(self, table: str, columns: tuple[str, ...]) -> list[asyncpg.Record]:
         key = (table, columns)
         if key not in self._pools:
@@ -1013,6 +1054,7 @@ async def replay_statement(
     recorded = entry["params"]
     base = [hot_statements.decode(v) for v in recorded] if isinstance(recorded, list) else []
     mapping = parameter_columns(sql)
+    cutoffs = sweep_cutoffs(sql)
     by_table: dict[str, list[tuple[int, str, bool]]] = {}
     for number, (table, column, inserted) in mapping.items():
         by_table.setdefault(table, []).append((number, column, inserted))
@@ -1028,7 +1070,11 @@ async def replay_statement(
             compared = []
             for number, column, inserted in items:
                 qualified = f"{table}.{column}"
-                if not inserted:
+                if not inserted and number in cutoffs:
+                    # A sweep's cutoff: in steady state the sweeper removes what aged
+                    # since its last run, so the cutoff sits at the oldest row.
+                    put(number, await sampler.oldest(table, column))
+                elif not inserted:
                     compared.append((number, column))
                 elif qualified in references:
                     target = references[qualified]
@@ -1054,6 +1100,7 @@ async def replay_statement(
     scans: set[str] = set()
     error, refused = "", 0
     rounds: list[list[float]] = []
+    values: list[Any] = list(base)
     deadline = time.monotonic() + STATEMENT_BUDGET_SECONDS
     try:
         for run in range(repeats * ROUNDS):
@@ -1082,8 +1129,19 @@ async def replay_statement(
     except (asyncpg.PostgresError, asyncpg.InterfaceError, ValueError, TypeError) as failure:
         error = f"{type(failure).__name__}: {str(failure).splitlines()[0][:120]}"
     measured = [r for r in rounds if r]
-    if not measured and not error:
-        error = f"every drawn parameter set was refused ({refused} tries)"
+    untimed = ""
+    if not measured and not error and refused:
+        # Every drawn row collides with a unique key the statement writes (a recorded
+        # position such as `seq`): the plan is still checked, the timing cannot be.
+        try:
+            plan = await _in_rollback(connection, f"EXPLAIN (FORMAT JSON) {sql}", values)
+            document = json.loads(plan) if isinstance(plan, str) else plan
+            path, large = access_path(document[0]["Plan"], sizes, entry.get("schema", ""))
+            paths[path] = 1
+            scans.update(large)
+            untimed = "plan only: the drawn rows collide with a unique key it writes"
+        except asyncpg.PostgresError as failure:
+            error = f"{type(failure).__name__}: {str(failure).splitlines()[0][:120]}"
     if "canceling statement due to statement timeout" in error:
         error = f"over the {STATEMENT_TIMEOUT_MS} ms statement timeout"
     access = max(paths, key=lambda p: paths[p]) if paths else ""
@@ -1095,7 +1153,8 @@ async def replay_statement(
         problems.append(f"error ({error})")
     if scans:
         problems.append("seq scan of " + ", ".join(sorted(scans)))
-    if server and p99 > P99_LIMIT_MS:
+    batch = is_batch(entry["origin"])
+    if server and p99 > P99_LIMIT_MS and not batch:
         problems.append(f"p99 over {P99_LIMIT_MS} ms")
     if re.search(r"\bOFFSET\b", sql):
         problems.append("OFFSET pagination")
@@ -1106,7 +1165,8 @@ async def replay_statement(
         p50_ms=round(p50, 3),
         p99_ms=round(p99, 3),
         runs=sum(len(r) for r in rounds),
-        verdict="; ".join(problems) or "ok",
+        verdict="; ".join(problems)
+        or (f"ok ({untimed})" if untimed else "ok (background)" if batch else "ok"),
         failed=bool(problems),
     )
 
