@@ -211,6 +211,32 @@ def _params(request: EditRequest, image: Image) -> dict[str, Any]:
     return params
 
 
+def _check_same_request(edit: Edit, request: EditRequest) -> None:
+    """A request id names one edit: reusing it for another edit is a client bug, refused
+    rather than answered with the first edit's result. (Re-apply steps are derived from
+    the project's image at the time, so only their source is compared.)"""
+    if request.reapplied_from is not None:
+        same = edit.reapplied_from_id == request.reapplied_from.id
+    else:
+        p = edit.params
+        same = edit.action is request.action and edit.preset_id == request.preset_id
+        if same and request.crop is not None:
+            box = request.crop
+            same = (p.get("x"), p.get("y"), p.get("width"), p.get("height")) == (
+                box.x,
+                box.y,
+                box.width,
+                box.height,
+            ) and p.get("aspectRatio") == request.aspect_ratio
+        elif same:
+            same = p.get("prompt", "") == request.prompt and hotspots_of(edit) == request.hotspots
+    if not same:
+        raise FailedPrecondition(
+            "request_id was already used for a different edit; make a new one per edit",
+            reason="REQUEST_ID_REUSED",
+        )
+
+
 def hotspots_of(edit: Edit) -> tuple[Point, ...]:
     return tuple(Point(int(h["x"]), int(h["y"])) for h in edit.params.get("hotspots", []))
 
@@ -334,6 +360,7 @@ class EditWorkflows:
                 project_id, request.request_id
             )
         if existing is not None:
+            _check_same_request(existing, request)
             return await self._outcome_of(owner_id, existing)
         image = project.current
         _check_inside(request, image)

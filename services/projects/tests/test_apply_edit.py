@@ -315,3 +315,20 @@ async def test_a_duplicate_on_another_replica_waits_for_the_running_edit(stack: 
     assert str(second.edit.id) == first.edit.id
     assert stack.engine.total == 1
     assert stack.quota.charged(user_id) == 1
+
+
+async def test_a_request_id_reused_for_another_edit_is_refused(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    request_id = str(uuid.uuid4())
+    await stack.apply(auth, project.id, request_id, filter=WARM)
+    for other in (
+        {"filter": pb.FilterParams(prompt="cooler")},
+        {"adjust": pb.AdjustParams(prompt="warm it up")},
+        {"crop": pb.CropParams(x=0, y=0, width=10, height=10)},
+    ):
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await stack.apply(auth, project.id, request_id, **other)
+        assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        assert "request_id was already used" in (caught.value.details() or "")
+    assert stack.engine.total == 1
