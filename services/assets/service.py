@@ -301,6 +301,10 @@ class AssetService:
         )
         return await repository.get(pending.id) if made_ready else None
 
+    async def refuse_if_deleted(self, session: AsyncSession, owner_id: uuid.UUID) -> None:
+        """UNAUTHENTICATED when the owner's account was deleted (the tombstone guard)."""
+        await self._guard.guard_write(session, owner_id)
+
     async def is_ready(self, session: AsyncSession, asset_id: uuid.UUID) -> bool:
         return await AssetRepository(session).is_ready(asset_id)
 

@@ -35,7 +35,14 @@ from collections.abc import AsyncIterable
 from dataclasses import asdict, dataclass, replace
 
 from runtime.db import Database
-from runtime.errors import Aborted, FailedPrecondition, InvalidArgument, QuotaExceeded, Unavailable
+from runtime.errors import (
+    Aborted,
+    FailedPrecondition,
+    InvalidArgument,
+    QuotaExceeded,
+    Unauthenticated,
+    Unavailable,
+)
 from runtime.peers.billing import Metric, Quota
 from runtime.peers.identity import TierLookup
 from runtime.workflow import checkpoint
@@ -260,6 +267,9 @@ class AssetWorkflows:
                 if not recorded and await self._service.is_ready(session, pending.id):
                     # A concurrent retry with the same key finished it first.
                     return await self._service.get(session, pending.owner_id, pending.id)
+                if not recorded:
+                    # Taken over by the account's purge? Then say so (UNAUTHENTICATED).
+                    await self._service.refuse_if_deleted(session, pending.owner_id)
             if not recorded:
                 raise Aborted("the upload was abandoned meanwhile; try again")
         except (Exception, asyncio.CancelledError):
@@ -330,10 +340,14 @@ class AssetWorkflows:
                         asset.size_bytes,
                         reservation_key(asset.id),
                     )
-                except QuotaExceeded:
-                    return True  # nothing can be held under the key
+                except (QuotaExceeded, Unauthenticated):
+                    # Nothing can be held under the key, or the account is deleted and
+                    # billing drops whatever it held with it.
+                    return True
             if reservation is not None:
                 await self._quota.release(reservation)
+        except Unauthenticated:
+            return True  # a deleted account: billing drops its reservations itself
         except Exception as error:
             # Billing expires reservations nobody commits; this one just waits for that.
             log.warning("storage reservation not released", exc_info=error)
@@ -366,8 +380,11 @@ class AssetWorkflows:
             async with self._database.transaction() as session:
                 await AssetRepository(session).delete_pending([pending.id])
 
-    async def _abandon_claimed(self, asset: Asset, *, recover: bool = False) -> bool:
-        """The act of abandoning: objects, then the reservation. True when both went."""
+    async def _abandon_claimed(
+        self, asset: Asset, *, recover: bool = False, billing: bool = True
+    ) -> bool:
+        """The act of abandoning: objects, then the reservation (unless `billing` is off,
+        for a deleted account, whose usage billing purges itself). True when both went."""
         try:
             await self._remove_objects(asset)
         except Exception as error:
@@ -378,7 +395,7 @@ class AssetWorkflows:
             )
             return False
         await checkpoint("assets.abandon.objects_removed")
-        return await self._release(asset, recover=recover)
+        return await self._release(asset, recover=recover) if billing else True
 
     async def _remove_objects(self, asset: Asset) -> None:
         # Known keys plus whatever else lies under the asset's folder (a thumbnail written
@@ -479,22 +496,26 @@ class AssetWorkflows:
         await self._purge(batch)
         return len(deleted)
 
-    async def _purge(self, batch: list[Asset]) -> int:
+    async def _purge(self, batch: list[Asset], *, billing: bool = True) -> int:
         """The acts of purging claimed deleted rows, then the record: objects removed,
         the reservation committed if it never was, storage credited back (idempotent on
-        the asset), purged."""
+        the asset; not for a deleted account, whose usage billing purges itself), purged."""
         purged = []
         for asset in batch:
             try:
                 await self._remove_objects(asset)
                 await checkpoint("assets.purge.objects_removed")
-                if asset.reservation_id:
-                    # Settle first, so the credit gives back bytes that were counted.
-                    await self._quota.commit(asset.reservation_id)
-                await self._quota.credit(
-                    asset.owner_id, Metric.STORAGE_BYTES, asset.size_bytes, credit_key(asset.id)
-                )
-                await checkpoint("assets.purge.credited")
+                if billing:
+                    if asset.reservation_id:
+                        # Settle first, so the credit gives back bytes that were counted.
+                        await self._quota.commit(asset.reservation_id)
+                    await self._quota.credit(
+                        asset.owner_id,
+                        Metric.STORAGE_BYTES,
+                        asset.size_bytes,
+                        credit_key(asset.id),
+                    )
+                    await checkpoint("assets.purge.credited")
             except Exception as error:
                 log.warning(
                     "could not purge a deleted asset; retried later",
@@ -515,7 +536,10 @@ class AssetWorkflows:
 
         Runs after the user's tombstone committed, so no new row appears. An upload still
         in flight finds its row claimed or gone and undoes its own objects; one that
-        crashed instead leaves objects without a row, which the orphan sweep removes."""
+        crashed instead leaves objects without a row, which the orphan sweep removes.
+        Billing is not called: it follows the same deletion and purges the account's
+        usage and reservations itself (and refuses a deleted account's calls), so a purge
+        never waits on it."""
         until = self._lease_until()
         async with self._database.transaction() as session:
             deleted = await AssetRepository(session).mark_owner_deleted(owner_id, lease_until=until)
@@ -529,11 +553,11 @@ class AssetWorkflows:
             if not batch:
                 break
             after = batch[-1].id
-            await self._purge([a for a in batch if a.state is AssetState.READY])
+            await self._purge([a for a in batch if a.state is AssetState.READY], billing=False)
             abandoned = [
                 a.id
                 for a in batch
-                if a.state is AssetState.PENDING and await self._abandon_claimed(a, recover=True)
+                if a.state is AssetState.PENDING and await self._abandon_claimed(a, billing=False)
             ]
             if abandoned:
                 async with self._database.transaction() as session:

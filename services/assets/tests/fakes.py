@@ -6,7 +6,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from runtime.db import refuse_remote_call
-from runtime.errors import QuotaExceeded
+from runtime.errors import QuotaExceeded, Unauthenticated
 from runtime.peers.billing import AnyMetric
 from runtime.peers.identity import TierInfo
 from services.assets.errors import StorageUnavailable
@@ -32,6 +32,8 @@ class RecordingQuota:
     idempotent on the key, committing and releasing on the reservation."""
 
     deny: bool = False
+    # Refuse every call as billing does for a deleted account.
+    refusing: bool = False
     failing_commits: int = 0
     reserved: dict[str, int] = field(default_factory=dict)
     committed: list[str] = field(default_factory=list)
@@ -42,6 +44,7 @@ class RecordingQuota:
 
     async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
         refuse_remote_call("billing")
+        self._refuse()
         self.metrics.append(metric)
         if self.deny:
             raise QuotaExceeded("storage limit of your plan reached")
@@ -51,6 +54,7 @@ class RecordingQuota:
 
     async def commit(self, reservation_id: str) -> None:
         refuse_remote_call("billing")
+        self._refuse()
         if self.failing_commits:
             self.failing_commits -= 1
             raise ConnectionError("billing is unreachable")
@@ -58,13 +62,19 @@ class RecordingQuota:
 
     async def release(self, reservation_id: str) -> None:
         refuse_remote_call("billing")
+        self._refuse()
         self.released.append(reservation_id)
 
     async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
         refuse_remote_call("billing")
+        self._refuse()
         self.metrics.append(metric)
         if (user_id, amount, key) not in self.credited:  # idempotent on the key
             self.credited.append((user_id, amount, key))
+
+    def _refuse(self) -> None:
+        if self.refusing:
+            raise Unauthenticated("this account has been deleted", reason="ACCOUNT_DELETED")
 
     def unsettled(self) -> set[str]:
         """Reservations neither committed nor released."""

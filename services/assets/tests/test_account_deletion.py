@@ -128,10 +128,11 @@ async def test_deleting_an_account_while_20_uploads_are_in_flight_leaves_nothing
     pauses.release.set()
     outcomes = await asyncio.gather(*uploads, return_exceptions=True)
 
-    # The uploads that were not ready yet are refused (and undo their own objects).
+    # The uploads that were not ready yet are refused as a deleted account's (and undo
+    # their own objects).
     refused = [o for o in outcomes if isinstance(o, BaseException)]
     assert len(refused) == 20 - purged
-    assert all(isinstance(o, Exception) for o in refused)
+    assert all(isinstance(o, Unauthenticated) for o in refused), refused
     assert await rows_of(parts, user_id) == []
     assert await keys_of(parts, user_id) == []  # even before any sweep
     assert quota.unsettled() == set()
@@ -172,7 +173,28 @@ async def test_objects_of_a_pending_upload_landing_after_the_purge_are_removed(
     await sweep_until_quiet(sweeper_at(parts, in_the_future))
     assert await keys_of(parts, crashed) == []
     assert await rows_of(parts, crashed) == []
-    assert quota.unsettled() == set()
+    # Its reservation is billing's to drop: billing purges a deleted account's usage.
+
+
+async def test_the_purge_finishes_though_billing_refuses_the_deleted_account(
+    parts: AssetsComponents, quota: RecordingQuota
+) -> None:
+    # Billing follows the same deletion and refuses the account from then on: the purge
+    # must not depend on it (no credit, no release), or it would be retried forever.
+    user_id = uuid.uuid4()
+    await parts.workflows.upload(user_id, images.png(40, 30), filename="kept.png")
+    deleted = await parts.workflows.upload(user_id, images.png(40, 30), filename="gone.png")
+    with workflow.crash_at("assets.delete.recorded"), pytest.raises(workflow.SimulatedCrash):
+        await parts.workflows.delete(user_id, [deleted.id])  # awaiting its purge
+    with workflow.crash_at("assets.upload.objects_written"), pytest.raises(workflow.SimulatedCrash):
+        await parts.workflows.upload(user_id, images.png(40, 30), filename="half.png")
+    await record_tombstone(parts, user_id)
+    quota.refusing = True
+
+    assert await parts.workflows.purge_user(user_id) == 1
+
+    assert await rows_of(parts, user_id) == []
+    assert await keys_of(parts, user_id) == []
 
 
 async def test_the_purges_folder_sweep_never_takes_the_object_of_a_ready_row(
