@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,7 +70,15 @@ class Outcome:
     duration_ms: int
 
 
+# Parsed head paths kept per head edit: the path above an edit never changes (nothing is
+# deleted, edits only gain children), so an entry is valid forever. Bounded, oldest out.
+HEAD_PATH_CACHE_SIZE = 256
+
+
 class ProjectService:
+    def __init__(self) -> None:
+        self._head_paths: OrderedDict[uuid.UUID, HeadPath] = OrderedDict()
+
     async def get(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
@@ -197,10 +206,19 @@ class ProjectService:
     # -- history ----------------------------------------------------------------------
 
     async def head_path(self, repository: ProjectRepository, project: Project) -> HeadPath:
-        if project.head is None:
+        head = project.head
+        if head is None:
             return HeadPath.of(None, 0, None)
-        start_seq, path = await repository.branch_start(project.head.branch_id)
-        return HeadPath.of(project.head, start_seq, path)
+        cached = self._head_paths.get(head.id)
+        if cached is not None:
+            self._head_paths.move_to_end(head.id)
+            return cached
+        start_seq, path = await repository.branch_start(head.branch_id)
+        found = HeadPath.of(head, start_seq, path)
+        self._head_paths[head.id] = found
+        if len(self._head_paths) > HEAD_PATH_CACHE_SIZE:
+            self._head_paths.popitem(last=False)
+        return found
 
     async def list_edits(
         self,
@@ -228,6 +246,8 @@ class ProjectService:
         edit = await repository.get_edit(project_id, edit_id)
         if edit is None:
             raise EditNotFound(edit_id)
+        if edit.id == project.head_edit_id:  # e.g. the edit ApplyEdit just made head
+            return dataclasses.replace(edit, on_head_path=True)
         return _with_path(edit, await self.head_path(repository, project))
 
     async def find_edit(
