@@ -26,12 +26,13 @@ concurrent duplicate waits for it, with no second reservation and no second obje
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import datetime
 import hashlib
 import logging
 import random
 import uuid
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable
 from dataclasses import asdict, dataclass, replace
 
 from runtime.db import Database
@@ -102,6 +103,21 @@ def _capped(tier_limit: int, ceiling: int) -> int:
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+async def _to_the_end(write: Awaitable[None]) -> None:
+    """Lets an object write finish even when the caller is cancelled (the client went
+    away), then passes the cancellation on. A write runs in a worker thread that nobody
+    can stop: were the clean-up to run first, the object would land after it, with no
+    row, until the orphan sweep."""
+    task = asyncio.ensure_future(write)
+    try:
+        await asyncio.shield(task)
+    except asyncio.CancelledError:
+        if not task.done():
+            with contextlib.suppress(Exception):
+                await task
+        raise
 
 
 @dataclass(frozen=True)
@@ -284,12 +300,14 @@ class AssetWorkflows:
         """Writes the objects of a pending row, then makes it ready; undoes it on failure."""
         thumbnail = image.thumbnail
         try:
-            await self._store.put(pending.storage_key, data, image.format.mime_type)
+            await _to_the_end(self._store.put(pending.storage_key, data, image.format.mime_type))
             await checkpoint(f"{steps}.original_written")
-            await self._store.put(
-                thumbnail_variant(pending, thumbnail).storage_key,
-                thumbnail.data,
-                thumbnail.mime_type,
+            await _to_the_end(
+                self._store.put(
+                    thumbnail_variant(pending, thumbnail).storage_key,
+                    thumbnail.data,
+                    thumbnail.mime_type,
+                )
             )
             await checkpoint(f"{steps}.objects_written")
             async with self._database.transaction() as session:

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import datetime
+import threading
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import grpc
 import pytest
@@ -647,3 +649,62 @@ async def test_two_sweepers_at_once_abandon_each_stuck_upload_once(
     assert await rows_of(parts, owner_id) == []
     assert await keys_of(parts, owner_id) == []
     assert sorted(quota.released) == sorted(quota.reserved)  # each once, none twice
+
+
+class ThreadedSlowWrites:
+    """A directory store whose writes happen wholly in a worker thread that waits at a
+    gate first, like a slow disk or S3 PUT: cancelling the caller cannot stop it."""
+
+    def __init__(self, store: ObjectStore, root: Path) -> None:
+        self._store = store
+        self._root = root
+        self.started = threading.Event()
+        self.gate = threading.Event()
+        self.written = threading.Event()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self._store, name)
+
+    async def put(self, key: str, data: bytes, content_type: str) -> None:
+        def write() -> None:
+            self.started.set()
+            self.gate.wait(60)
+            path = self._root / key
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(data)
+            self.written.set()
+
+        await asyncio.to_thread(write)
+
+
+async def test_a_cancelled_upload_cleans_up_after_its_write_has_landed(
+    directory_settings: AssetsSettings, quota: RecordingQuota
+) -> None:
+    # The client goes away during the object write: the clean-up must not run before the
+    # write it cannot stop, or the object lands afterwards with no row.
+    root = Path(directory_settings.storage_dir)
+    slow = ThreadedSlowWrites(build_store(directory_settings), root)
+    parts = build(directory_settings, store=slow, quota=quota, tiers=FixedTiers())  # type: ignore[arg-type]
+    try:
+        owner_id = uuid.uuid4()
+        task = asyncio.create_task(
+            parts.workflows.upload(owner_id, images.png(40, 30), filename="a.png")
+        )
+        assert await asyncio.to_thread(slow.started.wait, 60)
+        task.cancel()
+        # Give a clean-up that would not wait for the write the chance to run first (the
+        # right one waits however long this is; nothing here is timed).
+        for _ in range(200):
+            if task.done():
+                break
+            await asyncio.sleep(0.01)
+        slow.gate.set()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        assert await asyncio.to_thread(slow.written.wait, 60)
+        assert await rows_of(parts, owner_id) == []
+        assert await keys_of(parts, owner_id) == []
+        assert quota.unsettled() == set()
+    finally:
+        slow.gate.set()
+        await parts.close()
