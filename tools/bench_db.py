@@ -483,12 +483,12 @@ CREATE OR REPLACE FUNCTION bench.uid(tag text, k bigint) RETURNS uuid
 CREATE OR REPLACE FUNCTION bench.spread(i bigint, n bigint) RETURNS bigint
     LANGUAGE sql IMMUTABLE PARALLEL SAFE AS
     $$ SELECT 1 + ((i * 2654435761) % greatest(n, 1)) $$;
--- The (branch, deepest depth) pairs from the original to the parent of the branch point
--- at `seq`: every earlier branch of the project, each left three edits before its end.
+-- The (branch's first seq, deepest depth) pairs from the original to the parent of the
+-- branch point at `seq` (projects migration 0003): every earlier branch of the project,
+-- each left three edits before its end.
 CREATE OR REPLACE FUNCTION bench.branch_path(first bigint, seq bigint, every bigint)
     RETURNS jsonb LANGUAGE sql IMMUTABLE PARALLEL SAFE AS $$
-    SELECT coalesce(jsonb_agg(jsonb_build_array(
-               bench.uid('projects.edits', first + greatest(k * every, 1) - 1)::text,
+    SELECT coalesce(jsonb_agg(jsonb_build_array(greatest(k * every, 1),
                (k + 1) * every - 3 - 2 * k) ORDER BY k), '[]'::jsonb)
     FROM generate_series(0, seq / every - 1) AS k $$;
 CREATE OR REPLACE FUNCTION bench.sha(tag text, k bigint) RETURNS bytea

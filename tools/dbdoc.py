@@ -814,6 +814,7 @@ def render_bench(bench: dict[str, Any] | None) -> str:
         f"Verdict: **{'pass' if bench['passed'] else 'FAIL'}** "
         f"(limit: p99 ≤ {bench['p99_limit_ms']} ms, no sequential scan of a table over "
         f"{bench['large_table_rows']:,} rows).",
+        *([f"Conditions: {bench['note']}"] if bench.get("note") else []),
         "",
         "| # | statement (from) | access path | p50 ms | p99 ms | verdict |",
         "|---:|---|---|---:|---:|---|",
