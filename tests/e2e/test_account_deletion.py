@@ -1,9 +1,10 @@
 """Issue 7: a deleted account is refused everywhere and nothing of it remains.
 
 Over HTTP against the whole suite (one process per service): after DELETE /v1/users/me
-the still-valid access token gets 401 from identity, assets and presets within a few
-seconds (polled, no timing asserted); once the purges ran, no row, object or like of the
-user remains, and its e-mail address is in no text column of any table of any schema.
+the still-valid access token gets 401 from every service (identity, assets, presets,
+projects, billing) within a few seconds (polled, no timing asserted); once the purges ran,
+no row, object or like of the user remains (nor a project, a usage counter or a
+reservation), and its e-mail address is in no text column of any table of any schema.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from tests.e2e.conftest import Suite, bearer, sign_up
 from tests.support.images import image_bytes
 
 ATTEMPTS = 300  # of 0.1 s each: generous on a loaded machine; never a timing assertion
-CONSUMERS = ("assets", "presets")
+CONSUMERS = ("assets", "presets", "projects", "billing")
 
 
 async def poll(
@@ -76,10 +77,12 @@ async def refused_everywhere(http: httpx.AsyncClient, account: dict[str, Any]) -
         http.get("/v1/users/me", headers=bearer(account)),
         http.get("/v1/assets", headers=bearer(account)),
         http.get("/v1/presets?scope=mine", headers=bearer(account)),
+        http.get("/v1/projects", headers=bearer(account)),
+        http.get("/v1/billing/usage", headers=bearer(account)),
     ]
     codes = [response.status_code for response in await asyncio.gather(*calls)]
     assert set(codes) <= {200, 401}, codes
-    return codes == [401, 401, 401]
+    return codes == [401] * len(calls)
 
 
 async def purge_state(db: asyncpg.Connection, user_id: uuid.UUID) -> dict[str, str]:
@@ -108,6 +111,14 @@ async def rows_of(db: asyncpg.Connection, user_id: uuid.UUID) -> dict[str, int]:
         ),
         "likes": await db.fetchval(
             "SELECT count(*) FROM presets.preset_likes WHERE user_id = $1", user_id
+        ),
+        "projects": await db.fetchval(
+            "SELECT count(*) FROM projects.projects WHERE owner_id = $1", user_id
+        ),
+        "usage": await db.fetchval(
+            "SELECT (SELECT count(*) FROM billing.usage_counters WHERE user_id = $1)"
+            " + (SELECT count(*) FROM billing.usage_reservations WHERE user_id = $1)",
+            user_id,
         ),
     }
 
@@ -163,29 +174,44 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
 ) -> None:
     leaving, staying = await sign_up(http), await sign_up(http)
     user_id = uuid.UUID(leaving["user"]["id"])
-    assert (await upload(http, leaving)).status_code == 200
+    uploaded = await upload(http, leaving)
+    assert uploaded.status_code == 200, uploaded.text
     preset = await create_preset(http, leaving)
     assert preset.status_code == 200, preset.text
     theirs = (await create_preset(http, staying)).json()["preset"]["id"]
     for target in (await a_system_preset(http, leaving), theirs):
         liked = await http.post(f"/v1/presets/{target}:like", headers=bearer(leaving), json={})
         assert liked.status_code == 200, liked.text
-    assert (await rows_of(db, user_id)) == {"assets": 1, "presets": 1, "likes": 2}
+    project = await http.post(
+        "/v1/projects",
+        headers=bearer(leaving),
+        json={"name": "Mine", "originalAssetId": uploaded.json()["asset"]["id"]},
+    )
+    assert project.status_code == 200, project.text
+    counted = await rows_of(db, user_id)
+    assert counted.pop("usage") > 0  # the upload's storage is counted
+    assert counted == {"assets": 1, "presets": 1, "likes": 2, "projects": 1}
     assert objects_of(suite, user_id)
 
     await delete_account(http, leaving)
 
-    await poll(lambda: refused_everywhere(http, leaving), "401 on identity, assets, presets")
+    await poll(lambda: refused_everywhere(http, leaving), "401 on every service")
     # Writes with the old token are refused too, not merely reads.
     assert (await upload(http, leaving)).status_code == 401
     assert (await create_preset(http, leaving)).status_code == 401
     await poll(
         lambda: purged_everywhere(db, user_id),
-        "purged in assets and presets",
+        "purged in every consuming service",
         lambda: purge_state(db, user_id),
     )
 
-    assert await rows_of(db, user_id) == {"assets": 0, "presets": 0, "likes": 0}
+    assert await rows_of(db, user_id) == {
+        "assets": 0,
+        "presets": 0,
+        "likes": 0,
+        "projects": 0,
+        "usage": 0,
+    }
     assert objects_of(suite, user_id) == []
     assert await tables_mentioning(db, leaving["email"]) == []
     assert await tables_mentioning(db, leaving["username"]) == []
@@ -214,10 +240,10 @@ async def test_deleting_while_uploads_and_preset_writes_are_in_flight_leaves_not
     # Written, refused (401; 404 when identity no longer knows the user), or shed; no 500.
     assert set(codes) <= {200, 401, 404, 429, 503}, codes
 
-    await poll(lambda: refused_everywhere(http, leaving), "401 on identity, assets, presets")
+    await poll(lambda: refused_everywhere(http, leaving), "401 on every service")
     await poll(
         lambda: purged_everywhere(db, user_id),
-        "purged in assets and presets",
+        "purged in every consuming service",
         lambda: purge_state(db, user_id),
     )
 
