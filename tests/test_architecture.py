@@ -47,22 +47,30 @@ def test_runtime_and_gateway_import_no_service() -> None:
     assert not offenders
 
 
+def protobuf_imports(path: pathlib.Path) -> list[str]:
+    """Every import of generated code (`pixelshop.…`) or grpc in `path`."""
+    return [
+        f"{path.relative_to(ROOT)} imports {module}"
+        for module in sorted(_imports(path))
+        if module.startswith("pixelshop.") or module == "grpc" or module.startswith("grpc.")
+    ]
+
+
 def test_protobuf_stays_in_the_api_layer() -> None:
     """service.py, repository.py and models.py hold domain logic and SQL, never _pb2 types."""
-    offenders = []
-    for service in SERVICES:
-        for name in ("service.py", "repository.py", "models.py"):
-            path = ROOT / "services" / service / name
-            if not path.exists():
-                continue
-            for module in _imports(path):
-                if (
-                    module.startswith("pixelshop.")
-                    or module == "grpc"
-                    or module.startswith("grpc.")
-                ):
-                    offenders.append(f"{path.relative_to(ROOT)} imports {module}")
+    offenders = [
+        hit
+        for service in SERVICES
+        for name in ("service.py", "repository.py", "models.py")
+        if (ROOT / "services" / service / name).exists()
+        for hit in protobuf_imports(ROOT / "services" / service / name)
+    ]
     assert not offenders
+
+
+def test_the_protobuf_rule_catches_a_violation() -> None:
+    hits = protobuf_imports(ROOT / "tests" / "architecture_fixtures" / "imports_protobuf.py")
+    assert len(hits) == 2  # grpc and a _pb2 module
 
 
 # Where a unit of work may be opened (ADR 0011): the RPC boundary, workflows, and the
@@ -147,6 +155,27 @@ def test_units_of_work_open_only_at_the_boundary_or_in_workflows() -> None:
 def test_the_unit_of_work_rule_catches_a_violation() -> None:
     hits = unit_of_work_openings(FIXTURES / "opens_its_own_transaction.py")
     assert len(hits) == 2  # database.transaction() and a transactions() factory
+
+
+def benchmark_code(path: pathlib.Path) -> list[str]:
+    """A benchmark module (bench*.py, *benchmark*.py) or an import of tools' benchmarks."""
+    hits = []
+    if path.name.startswith("bench") or "benchmark" in path.name:
+        hits.append(f"{path.relative_to(ROOT)} is a benchmark")
+    for module in sorted(_imports(path)):
+        if module.startswith(("tools.bench", "tools.ingest_benchmark")) or module == "tools":
+            hits.append(f"{path.relative_to(ROOT)} imports {module}")
+    return hits
+
+
+def test_no_benchmark_code_inside_service_packages() -> None:
+    offenders = [hit for path in _service_sources() for hit in benchmark_code(path)]
+    assert not offenders, "benchmarks live in tools/ (make bench)"
+
+
+def test_the_benchmark_rule_catches_a_violation() -> None:
+    hits = benchmark_code(FIXTURES / "bench_inside_a_service.py")
+    assert len(hits) == 2  # its name and its import
 
 
 def _descriptor_set() -> descriptor_pb2.FileDescriptorSet:
