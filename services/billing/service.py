@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded, Unauthenticated
 from runtime.metrics import Metrics
-from runtime.peers.identity import TierInfo
+from runtime.peers.identity import TierInfo, TierLookup
 from runtime.tombstones import Tombstones
 from services.billing.models import (
     FREE_TIER,
@@ -119,7 +119,7 @@ class TierSource:
     """Users' tiers through identity, cached here so billing can forget one the moment it
     changes it (a tier change applies to the very next reservation)."""
 
-    def __init__(self, lookup: Any, *, cache_seconds: float) -> None:
+    def __init__(self, lookup: TierLookup, *, cache_seconds: float) -> None:
         self._lookup = lookup
         self._seconds = cache_seconds
         self._cache: dict[uuid.UUID, tuple[float, TierInfo]] = {}
@@ -129,7 +129,7 @@ class TierSource:
         cached = self._cache.get(user_id)
         if cached and now - cached[0] < self._seconds:
             return cached[1]
-        tier: TierInfo = await self._lookup.tier(user_id)
+        tier = await self._lookup.tier(user_id)
         if len(self._cache) > 50_000:
             self._cache.clear()
         self._cache[user_id] = (now, tier)
