@@ -113,11 +113,18 @@ class IdentityClient:
         return await self.tier(user_id)
 
     async def set_user_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
-        await self._internal.SetUserTier(
-            identity_pb2.SetUserTierRequest(user_id=str(user_id), tier_code=tier_code),
-            metadata=self._peer.metadata(),
-            timeout=10,
-        )
+        """NotFound when identity knows no such (live) user or tier; Unavailable otherwise."""
+        try:
+            await self._internal.SetUserTier(
+                identity_pb2.SetUserTierRequest(user_id=str(user_id), tier_code=tier_code),
+                metadata=self._peer.metadata(),
+                timeout=10,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound("user or tier", f"{user_id} {tier_code}") from error
+            log.warning("identity set-tier failed", extra={"code": error.code().name})
+            raise Unavailable("identity did not take the tier change; try again") from error
         self._tier_cache.pop(user_id, None)
 
     async def events(

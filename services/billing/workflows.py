@@ -24,12 +24,11 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-import grpc
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Database
-from runtime.errors import FailedPrecondition, InvalidArgument
+from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from runtime.events import Event
 from runtime.metrics import Metrics
 from runtime.tombstones import Tombstones
@@ -309,10 +308,10 @@ class BillingWorkflows:
             if not superseded:
                 try:
                     await self._identity.set_user_tier(user_id, tier_code)
-                except grpc.aio.AioRpcError as error:
-                    if error.code() != grpc.StatusCode.NOT_FOUND:
-                        log.warning("identity did not take a tier change; will retry")
-                        continue
+                except Unavailable:
+                    log.warning("identity did not take a tier change; will retry")
+                    continue
+                except NotFound:
                     log.warning("identity knows no such user or tier; dropping the change")
                 await checkpoint("tier.relayed")
             async with self._database.transaction() as session:

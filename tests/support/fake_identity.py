@@ -62,6 +62,8 @@ class FakeIdentity:
     tiers: dict[str, identity_pb2.Tier] = field(default_factory=lambda: {"free": FREE, "pro": PRO})
     user_tiers: dict[str, str] = field(default_factory=dict)
     events: list[identity_pb2.Event] = field(default_factory=list)
+    # What SetUserTier answers instead of taking the change (None: it takes it).
+    set_tier_refusal: grpc.StatusCode | None = None
     server: grpc.aio.Server | None = None
     port: int = 0
 
@@ -156,6 +158,8 @@ class _Internal(identity_pb2_grpc.IdentityInternalServiceServicer):
         return identity_pb2.GetUserTierResponse(tier=self.fake.tiers[code])
 
     async def SetUserTier(self, request: Any, context: Any) -> identity_pb2.SetUserTierResponse:
+        if self.fake.set_tier_refusal is not None:
+            await context.abort(self.fake.set_tier_refusal, "refused by the test")
         self.fake.user_tiers[request.user_id] = request.tier_code
         return identity_pb2.SetUserTierResponse()
 

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.billing.server import build
 from services.billing.settings import BillingSettings
-from services.billing.tests.conftest import Billing, Metadata, StartBilling
+from services.billing.tests.conftest import Billing, Clock, Metadata, StartBilling
 from tests.support.fake_identity import FakeIdentity
 from tests.support.fake_stripe import (
     WEBHOOK_SECRET_PREVIOUS,
@@ -315,6 +315,57 @@ async def test_a_crash_between_any_two_steps_ends_consistent(
             await components.close()
         assert (await subscription_of(paid, token)).tier == "pro", step
         assert identity.user_tiers[str(crashing_user)] == "pro", step
+
+
+async def tier_changes_owed(settings: BillingSettings, user: uuid.UUID) -> int:
+    components = build(settings)
+    try:
+        async with components.database.read() as session:
+            owed = await session.scalar(
+                text(
+                    "SELECT count(*) FROM tier_outbox"
+                    " WHERE user_id = :user AND delivered_at IS NULL"
+                ),
+                {"user": user},
+            )
+            return int(owed or 0)
+    finally:
+        await components.close()
+
+
+@pytest.mark.parametrize("refusal", [grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.NOT_FOUND])
+async def test_a_tier_change_identity_refuses_is_relayed_later_or_dropped(
+    stripe_api: FakeStripe,
+    stripe_settings: BillingSettings,
+    identity: FakeIdentity,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+    refusal: grpc.StatusCode,
+) -> None:
+    """Identity down: the change stays owed and a later sweep delivers it. Identity not
+    knowing the user (deleted) or the tier: dropped, never retried forever."""
+    user, _ = new_user()
+    subscription = stripe_api.put_subscription(
+        new_subscription_id(), status="active", user_id=str(user)
+    )
+    payload = subscription_event("customer.subscription.created", subscription)
+    clock = Clock(datetime.datetime.now(datetime.UTC))
+    components = build(stripe_settings, clock=clock)
+    identity.set_tier_refusal = refusal
+    try:
+        # Billing's own record is the truth: the event is acknowledged either way.
+        assert await components.workflows.handle_webhook(payload, signature(payload))
+        assert identity.user_tiers[str(user)] == "free"
+        retried = refusal == grpc.StatusCode.UNAVAILABLE
+        assert await tier_changes_owed(stripe_settings, user) == (1 if retried else 0)
+
+        identity.set_tier_refusal = None
+        clock.advance(minutes=5)  # past the relay's retry delay
+        await components.workflows.sweep_once()
+    finally:
+        identity.set_tier_refusal = None
+        await components.close()
+    assert await tier_changes_owed(stripe_settings, user) == 0
+    assert identity.user_tiers[str(user)] == ("pro" if retried else "free")
 
 
 async def test_account_deletion_cancels_stripe_and_drops_usage_but_keeps_the_ledger(
