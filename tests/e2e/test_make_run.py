@@ -15,6 +15,7 @@ import uuid
 
 import httpx
 
+from tests.support.images import image_bytes
 from tools.pgcluster import free_port
 from tools.provision import ALL_SERVICES
 
@@ -72,6 +73,20 @@ def test_make_run_keeps_data_across_restarts(tmp_path: pathlib.Path) -> None:
     try:
         signed_up = httpx.post(f"{base}/v1/auth:signUp", json=credentials, timeout=30)
         assert signed_up.status_code == 200, signed_up.text
+        # make run starts billing, and assets charges uploads to it by default.
+        token = {"Authorization": f"Bearer {signed_up.json()['accessToken']}"}
+        picture = image_bytes("PNG", (40, 30))
+        uploaded = httpx.post(
+            f"{base}/v1/assets:upload?filename=run.png",
+            headers={**token, "Content-Type": "image/png"},
+            content=picture,
+            timeout=30,
+        )
+        assert uploaded.status_code == 200, uploaded.text
+        usage = httpx.get(f"{base}/v1/billing/usage", headers=token, timeout=30)
+        assert usage.status_code == 200, usage.text
+        storage = {m["metric"]: m for m in usage.json()["metrics"]}["USAGE_METRIC_STORAGE_BYTES"]
+        assert storage["used"] == str(len(picture))
     finally:
         assert _stop(process) == 0
     # Postgres was stopped with everything else; the service key was kept.
