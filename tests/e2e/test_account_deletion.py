@@ -178,6 +178,10 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
     assert uploaded.status_code == 200, uploaded.text
     preset = await create_preset(http, leaving)
     assert preset.status_code == 200, preset.text
+    readable = await http.get(
+        f"/v1/presets/{preset.json()['preset']['id']}", headers=bearer(staying)
+    )
+    assert readable.status_code == 200, readable.text  # unlisted: whoever has the link
     theirs = (await create_preset(http, staying)).json()["preset"]["id"]
     for target in (await a_system_preset(http, leaving), theirs):
         liked = await http.post(f"/v1/presets/{target}:like", headers=bearer(leaving), json={})
@@ -215,6 +219,12 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
     assert objects_of(suite, user_id) == []
     assert await tables_mentioning(db, leaving["email"]) == []
     assert await tables_mentioning(db, leaving["username"]) == []
+    # The probe: the unlisted preset made before the deletion was still readable and
+    # forkable by others 19 minutes later. Now it is gone for everyone.
+    mine = preset.json()["preset"]["id"]
+    assert (await http.get(f"/v1/presets/{mine}", headers=bearer(staying))).status_code == 404
+    forked = await http.post(f"/v1/presets/{mine}:fork", headers=bearer(staying), json={})
+    assert forked.status_code == 404, forked.text
     # The other user's preset lost the like, and is otherwise untouched.
     kept = await http.get(f"/v1/presets/{theirs}", headers=bearer(staying))
     assert kept.json()["preset"].get("likeCount", "0") == "0"  # proto3 omits zero
