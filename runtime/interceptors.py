@@ -181,10 +181,15 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         duration = time.perf_counter() - start
         if self._metrics is not None:
             self._metrics.observe_rpc(method, code.name, duration)
-        log.info(
-            "rpc",
-            extra={"method": method, "code": code.name, "duration_ms": round(duration * 1000, 2)},
-        )
+        if log.isEnabledFor(logging.INFO):  # no record built when the access log is off
+            log.info(
+                "rpc",
+                extra={
+                    "method": method,
+                    "code": code.name,
+                    "duration_ms": round(duration * 1000, 2),
+                },
+            )
 
     def _wrap_unary(self, behavior: Any, method: str, requirement: str) -> Any:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

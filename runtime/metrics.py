@@ -29,6 +29,9 @@ class Metrics:
         self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
         self._histograms: dict[str, dict[Labels, list[float]]] = defaultdict(dict)
         self._help: dict[str, tuple[str, str]] = {}
+        # Label tuples of the per-RPC series, built once per (method, code): every call
+        # records them.
+        self._rpc_labels: dict[tuple[str, str], tuple[Labels, Labels]] = {}
 
     def increment(self, name: str, help_text: str, amount: float = 1, **labels: str) -> None:
         self._help.setdefault(name, ("counter", help_text))
@@ -36,11 +39,14 @@ class Metrics:
 
     def observe(self, name: str, help_text: str, value: float, **labels: str) -> None:
         self._help.setdefault(name, ("histogram", help_text))
-        key = tuple(sorted(labels.items()))
-        series = self._histograms[name].get(key)
+        self._record(self._histograms[name], tuple(sorted(labels.items())), value)
+
+    @staticmethod
+    def _record(histogram: dict[Labels, list[float]], key: Labels, value: float) -> None:
+        series = histogram.get(key)
         if series is None:
             # bucket counts, then sum and count
-            series = self._histograms[name][key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
+            series = histogram[key] = [0.0] * (len(LATENCY_BUCKETS) + 2)
         index = bisect.bisect_left(LATENCY_BUCKETS, value)
         if index < len(LATENCY_BUCKETS):
             series[index] += 1
@@ -48,8 +54,16 @@ class Metrics:
         series[-1] += 1
 
     def observe_rpc(self, method: str, code: str, seconds: float) -> None:
-        self.increment("grpc_server_handled_total", "RPCs completed", method=method, code=code)
-        self.observe("grpc_server_handling_seconds", "RPC latency", seconds, method=method)
+        labels = self._rpc_labels.get((method, code))
+        if labels is None:
+            self._help.setdefault("grpc_server_handled_total", ("counter", "RPCs completed"))
+            self._help.setdefault("grpc_server_handling_seconds", ("histogram", "RPC latency"))
+            labels = self._rpc_labels[(method, code)] = (
+                (("code", code), ("method", method)),
+                (("method", method),),
+            )
+        self._counters["grpc_server_handled_total"][labels[0]] += 1
+        self._record(self._histograms["grpc_server_handling_seconds"], labels[1], seconds)
 
     def render(self) -> str:
         lines: list[str] = []
