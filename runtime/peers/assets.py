@@ -95,14 +95,25 @@ class AssetsClient:
         return info, bytes(data)
 
     async def store(
-        self, owner_id: uuid.UUID, data: bytes, *, filename: str, idempotency_key: str
+        self,
+        owner_id: uuid.UUID,
+        data: bytes,
+        *,
+        filename: str,
+        idempotency_key: str,
+        reservation_id: str | None = None,
+        reserved_bytes: int = 0,
     ) -> AssetInfo:
-        """Stores an edit result; the same key (and bytes) answers the same asset."""
+        """Stores an edit result; the same key (and bytes) answers the same asset. With a
+        storage reservation the caller made (`reserved_bytes` at least the data's size),
+        assets commits it instead of reserving anew and credits back what is unused."""
         header = assets_pb2.StoreAssetHeader(
             owner_id=str(owner_id),
             filename=filename,
             kind=assets_pb2.ASSET_KIND_EDIT_RESULT,
             idempotency_key=idempotency_key,
+            reservation_id=reservation_id or "",
+            reserved_bytes=reserved_bytes if reservation_id else 0,
         )
 
         async def messages() -> AsyncIterator[assets_pb2.StoreAssetRequest]:
@@ -115,6 +126,23 @@ class AssetsClient:
                 messages(), metadata=self._peer.metadata(), timeout=self._timeout
             )
         except grpc.aio.AioRpcError as error:
+            raise _domain_error(error) from error
+        return AssetInfo.from_proto(response.asset)
+
+    async def find_stored(self, owner_id: uuid.UUID, idempotency_key: str) -> AssetInfo | None:
+        """What `store` stored under the key: ready, or not ready while that store is
+        still under way; None when nothing was (or it was given up)."""
+        try:
+            response = await self._stub.FindStoredAsset(
+                assets_pb2.FindStoredAssetRequest(
+                    owner_id=str(owner_id), idempotency_key=idempotency_key
+                ),
+                metadata=self._peer.metadata(),
+                timeout=self._timeout,
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                return None
             raise _domain_error(error) from error
         return AssetInfo.from_proto(response.asset)
 

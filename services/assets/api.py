@@ -18,7 +18,7 @@ from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 from runtime import validation
 from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
-from runtime.errors import InvalidArgument
+from runtime.errors import InvalidArgument, NotFound
 from runtime.pagination import PageTokens, query_fingerprint
 from runtime.timestamps import to_timestamp
 from services.assets.errors import AssetNotFound
@@ -32,7 +32,7 @@ from services.assets.models import (
     IdempotencyScope,
 )
 from services.assets.service import AssetService, RetryKey
-from services.assets.workflows import AssetWorkflows
+from services.assets.workflows import AssetWorkflows, HandedReservation
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
@@ -122,6 +122,23 @@ def idempotency_key_header(context: Context) -> str | None:
     if not all(" " <= c <= "~" for c in value):
         raise InvalidArgument(IDEMPOTENCY_KEY_HEADER, "must hold printable ASCII characters only")
     return value
+
+
+def _handed_reservation(header: assets_pb2.StoreAssetHeader) -> HandedReservation | None:
+    """The caller's storage reservation for the stored bytes, when it sends one."""
+    reservation_id = validation.text(
+        header.reservation_id,
+        "header.reservation_id",
+        max_length=IDEMPOTENCY_KEY_MAX,
+        required=False,
+    )
+    if not reservation_id:
+        if header.reserved_bytes:
+            raise InvalidArgument("header.reserved_bytes", "needs header.reservation_id")
+        return None
+    if header.reserved_bytes < 1:
+        raise InvalidArgument("header.reserved_bytes", "must be at least 1 with a reservation")
+    return HandedReservation(reservation_id, header.reserved_bytes)
 
 
 class AssetApi(assets_pb2_grpc.AssetServiceServicer):
@@ -290,6 +307,7 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
         kind = _kind(header.kind, "header.kind", required=True)
         assert kind is not None
         idempotency_key = _idempotency_key(header.idempotency_key, "header.idempotency_key")
+        handed = _handed_reservation(header)
 
         async def chunks() -> AsyncIterator[bytes]:
             async for message in messages:
@@ -303,8 +321,27 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
             filename=filename,
             kind=kind,
             retry=RetryKey(IdempotencyScope.STORE, idempotency_key) if idempotency_key else None,
+            handed=handed,
         )
         return assets_pb2.StoreAssetResponse(asset=asset_to_proto(asset))
+
+    async def FindStoredAsset(
+        self, request: assets_pb2.FindStoredAssetRequest, context: Context
+    ) -> assets_pb2.FindStoredAssetResponse:
+        """What StoreAsset stored under a key (ready, or pending while it is under way):
+        a caller that crashed after storing adopts the result instead of losing it."""
+        current_service_caller()
+        owner_id = validation.required_uuid(request.owner_id, "owner_id")
+        key = _idempotency_key(request.idempotency_key, "idempotency_key")
+        if key is None:
+            raise InvalidArgument("idempotency_key", "is required")
+        async with self._database.read() as session:
+            found = await self._service.stored_under(
+                session, owner_id, RetryKey(IdempotencyScope.STORE, key)
+            )
+        if found is None or found.deleted_at is not None:
+            raise NotFound("asset stored under this key", key)
+        return assets_pb2.FindStoredAssetResponse(asset=asset_to_proto(found))
 
     async def GetAssetForOwner(
         self, request: assets_pb2.GetAssetForOwnerRequest, context: Context

@@ -140,6 +140,13 @@ assets = Table(
     # The storage-quota reservation taken before the object was written; cleared once
     # committed, so a commit that failed is retried by the sweeper.
     Column("reservation_id", Text, nullable=True),
+    Column(
+        "reserved_bytes",
+        BigInteger,
+        nullable=True,
+        comment="bytes of a reservation the caller made (StoreAsset); the surplus over "
+        "size_bytes is credited back once it is committed",
+    ),
     # Created by CreateUploadUrl: the client writes the object, ConfirmUpload validates it.
     Column("direct_upload", Boolean, nullable=False, server_default=false()),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
@@ -260,6 +267,8 @@ class Asset:
     purged_at: datetime.datetime | None
     next_attempt_at: datetime.datetime | None = None
     variants: tuple[Variant, ...] = ()
+    # Set when the reservation was made by the caller (StoreAsset's header), for its size.
+    reserved_bytes: int | None = None
 
     @property
     def prefix(self) -> str:

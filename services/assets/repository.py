@@ -74,6 +74,7 @@ def _asset(row: RowMapping, variants: Sequence[Variant] = ()) -> Asset:
             IdempotencyScope(row["idempotency_scope"]) if row["idempotency_scope"] else None
         ),
         reservation_id=row["reservation_id"],
+        reserved_bytes=row["reserved_bytes"],
         direct_upload=row["direct_upload"],
         created_at=row["created_at"],
         deleted_at=row["deleted_at"],
@@ -195,13 +196,16 @@ class AssetRepository:
         statement = statement.order_by(assets.c.created_at.desc(), assets.c.id.desc()).limit(limit)
         return await self._load(statement)
 
-    async def record_reservation(self, asset_id: uuid.UUID, reservation_id: str) -> bool:
-        """Notes the storage reservation of a pending upload; False when the row is gone
-        or being abandoned (then the caller releases the reservation)."""
+    async def record_reservation(
+        self, asset_id: uuid.UUID, reservation_id: str, *, reserved_bytes: int | None = None
+    ) -> bool:
+        """Notes the storage reservation of a pending upload (and its size, when the
+        caller made it); False when the row is gone or being abandoned (then the caller
+        releases the reservation)."""
         result = await self._session.execute(
             update(assets)
             .where(assets.c.id == asset_id, text(PENDING), assets.c.next_attempt_at.is_(None))
-            .values(reservation_id=reservation_id)
+            .values(reservation_id=reservation_id, reserved_bytes=reserved_bytes)
             .returning(assets.c.id)
         )
         return result.first() is not None

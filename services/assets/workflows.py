@@ -91,6 +91,12 @@ def reservation_key(asset_id: uuid.UUID) -> str:
     return f"asset:{asset_id}"
 
 
+def surplus_key(asset_id: uuid.UUID) -> str:
+    """Idempotency key of the credit that gives back what a caller's reservation held
+    beyond the stored bytes."""
+    return f"asset-surplus:{asset_id}"
+
+
 def credit_key(asset_id: uuid.UUID) -> str:
     """Idempotency key of the credit a deletion gives back: a retried purge credits once."""
     return f"asset-deleted:{asset_id}"
@@ -118,6 +124,15 @@ async def _to_the_end(write: Awaitable[None]) -> None:
             with contextlib.suppress(Exception):
                 await task
         raise
+
+
+@dataclass(frozen=True)
+class HandedReservation:
+    """A storage reservation the caller made for the bytes it stores (StoreAsset): assets
+    commits it instead of reserving anew, so nothing can take the room in between."""
+
+    reservation_id: str
+    reserved_bytes: int
 
 
 @dataclass(frozen=True)
@@ -176,6 +191,7 @@ class AssetWorkflows:
         filename: str,
         kind: AssetKind = AssetKind.UPLOAD,
         retry: RetryKey | None = None,
+        handed: HandedReservation | None = None,
     ) -> Asset:
         """Validates `data` by its content and stores it as a ready asset.
 
@@ -196,7 +212,7 @@ class AssetWorkflows:
         if pending.state is AssetState.READY:
             return pending
         await checkpoint("assets.upload.pending_recorded")
-        pending = await self._reserve(pending, "assets.upload")
+        pending = await self._reserve(pending, "assets.upload", handed)
         if pending.state is AssetState.READY:
             return pending
         ready = await self._complete(pending, data, image, "assets.upload")
@@ -212,6 +228,7 @@ class AssetWorkflows:
         filename: str,
         kind: AssetKind,
         retry: RetryKey | None = None,
+        handed: HandedReservation | None = None,
     ) -> Asset:
         """Like `upload`, reading the bytes from a stream that is abandoned as soon as it
         grows past the owner's limit."""
@@ -225,7 +242,7 @@ class AssetWorkflows:
                     reason="UPLOAD_TOO_LARGE",
                 )
         return await self.upload(
-            owner_id, bytes(received), filename=filename, kind=kind, retry=retry
+            owner_id, bytes(received), filename=filename, kind=kind, retry=retry, handed=handed
         )
 
     async def _stored_under(
@@ -259,26 +276,33 @@ class AssetWorkflows:
                 return stored
         raise Aborted("concurrent uploads with this idempotency key failed; retry")
 
-    async def _reserve(self, pending: Asset, steps: str) -> Asset:
-        """Reserves the pending row's storage with billing and records the reservation;
-        undoes the row when that fails (over quota, billing down, abandoned meanwhile).
-        Answers the ready asset instead when a concurrent retry completed it."""
+    async def _reserve(
+        self, pending: Asset, steps: str, handed: HandedReservation | None = None
+    ) -> Asset:
+        """Reserves the pending row's storage with billing (or takes the caller's
+        reservation when it covers the bytes) and records the reservation; undoes the row
+        when that fails (over quota, billing down, abandoned meanwhile). Answers the ready
+        asset instead when a concurrent retry completed it."""
+        reserved_bytes: int | None = None
         try:
-            reservation = await self._quota.reserve(
-                pending.owner_id,
-                Metric.STORAGE_BYTES,
-                pending.size_bytes,
-                reservation_key(pending.id),
-            )
+            if handed is not None and handed.reserved_bytes >= pending.size_bytes:
+                reservation, reserved_bytes = handed.reservation_id, handed.reserved_bytes
+            else:
+                reservation = await self._quota.reserve(
+                    pending.owner_id,
+                    Metric.STORAGE_BYTES,
+                    pending.size_bytes,
+                    reservation_key(pending.id),
+                )
         except (Exception, asyncio.CancelledError):
             await self._abandon(pending)
             raise
-        pending = replace(pending, reservation_id=reservation)
+        pending = replace(pending, reservation_id=reservation, reserved_bytes=reserved_bytes)
         await checkpoint(f"{steps}.reserved")
         try:
             async with self._database.transaction() as session:
                 recorded = await AssetRepository(session).record_reservation(
-                    pending.id, reservation
+                    pending.id, reservation, reserved_bytes=reserved_bytes
                 )
                 if not recorded and await self._service.is_ready(session, pending.id):
                     # A concurrent retry with the same key finished it first.
@@ -333,6 +357,12 @@ class AssetWorkflows:
             await self._quota.commit(asset.reservation_id)
             if steps:
                 await checkpoint(f"{steps}.reservation_committed")
+            surplus = (asset.reserved_bytes or 0) - asset.size_bytes
+            if surplus > 0:
+                # The caller's reservation held more than the image needed.
+                await self._quota.credit(
+                    asset.owner_id, Metric.STORAGE_BYTES, surplus, surplus_key(asset.id)
+                )
             async with self._database.transaction() as session:
                 await AssetRepository(session).clear_reservation(asset.id, asset.reservation_id)
         except Exception as error:

@@ -67,7 +67,7 @@ class Outcome:
     finish_reason: str
     input_tokens: int
     output_tokens: int
-    duration_ms: int
+    duration_ms: int | None
 
 
 # Parsed head paths kept per head edit: the path above an edit never changes (nothing is

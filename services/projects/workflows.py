@@ -6,7 +6,7 @@ ApplyEdit (ADR 0011, 0012):
     -> reserve ai_edits (AI actions) and room for the result (storage)
     -> [commit: edit pending, project claimed]            checkpoint apply.pending_recorded
     -> read the source, run the engine (no transaction)   checkpoint apply.engine_done
-    -> release the storage hold, store the result          checkpoint apply.result_stored
+    -> store the result, handing assets the storage hold   checkpoint apply.result_stored
     -> [commit: edit succeeded, head moved if still at the parent]
                                                           checkpoint apply.succeeded_recorded
     -> commit ai_edits, record the preset use -> [commit: settled]
@@ -14,10 +14,15 @@ ApplyEdit (ADR 0011, 0012):
 
 The edit id is derived from (owner, project, request id), so every reservation key and
 the result's storage key are the same on a retry: billing and assets answer the first
-reservation and asset again, and nothing is charged twice. The workflow runs in its own
-task, shielded from the caller: a client that goes away does not stop it, and a retry
-with the same request id joins the running task (or reads the outcome). The sweeper fails
-edits left pending by a crash and settles every edit whose reservations are still open.
+reservation and asset again, and nothing is charged twice. The storage hold is handed to
+assets with the result (StoreAsset commits it and credits back what the result does not
+use), so no upload can take the room between the engine and the store. The workflow runs
+in its own task, shielded from the caller: a client that goes away does not stop it, and
+a retry with the same request id joins the running task (or reads the outcome). An edit
+left pending by a crash is adopted when assets holds its result (`FindStoredAsset` under
+the edit's key): it ends succeeded, charged once, by the sweeper or by a retry with the
+same request id; otherwise the sweeper fails it and releases its reservations. The sweeper
+also settles every edit whose reservations are still open.
 
 CreateProject reserves and commits one `projects` unit around the insert; DeleteProject
 marks the project deleted and credits the unit back; the purge (a sweeper step, later)
@@ -27,6 +32,7 @@ deletes the project's result images through assets, then its rows.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime
 import logging
 import time
@@ -69,8 +75,17 @@ class Assets(Protocol):
     async def read(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> tuple[AssetInfo, bytes]: ...
 
     async def store(
-        self, owner_id: uuid.UUID, data: bytes, *, filename: str, idempotency_key: str
+        self,
+        owner_id: uuid.UUID,
+        data: bytes,
+        *,
+        filename: str,
+        idempotency_key: str,
+        reservation_id: str | None = None,
+        reserved_bytes: int = 0,
     ) -> AssetInfo: ...
+
+    async def find_stored(self, owner_id: uuid.UUID, idempotency_key: str) -> AssetInfo | None: ...
 
     async def delete(self, owner_id: uuid.UUID, asset_ids: list[uuid.UUID]) -> int: ...
 
@@ -132,6 +147,11 @@ def storage_key(edit_id: uuid.UUID) -> str:
     return f"edit:{edit_id}:storage"
 
 
+def result_key(edit_id: uuid.UUID) -> str:
+    """The idempotency key the result is stored under with assets (and found by)."""
+    return f"edit:{edit_id}"
+
+
 def _replay(edit: Edit) -> DomainError:
     """The error a failed edit answered, again (a retry of a failed edit)."""
     classes: dict[str, type[DomainError]] = {
@@ -146,6 +166,10 @@ def _replay(edit: Edit) -> DomainError:
     return cls(
         edit.error or "the edit failed", reason="EDIT_FAILED", metadata={"edit_id": str(edit.id)}
     )
+
+
+def _image_of(stored: AssetInfo) -> Image:
+    return Image(stored.id, stored.mime_type, stored.width, stored.height, stored.size_bytes)
 
 
 def _fraction(value: int, whole: int) -> float:
@@ -392,7 +416,7 @@ class EditWorkflows:
         if not created:
             return await self._outcome_of(owner_id, edit)
         await checkpoint("apply.pending_recorded")
-        return await self._execute(owner_id, edit)
+        return await self._execute(owner_id, edit, room)
 
     async def _prepare(
         self, owner_id: uuid.UUID, edit_id: uuid.UUID, request: EditRequest, image: Image
@@ -443,6 +467,9 @@ class EditWorkflows:
             and running is not asyncio.current_task()
         ):
             return await asyncio.shield(running)
+        if edit.status is EditStatus.PENDING:
+            # Left by a crash after the result was stored? Then it is this edit's outcome.
+            edit = await self.adopt_stored(edit) or edit
         deadline = time.monotonic() + self._settings.duplicate_wait_seconds
         delay = 0.05
         while edit.status is EditStatus.PENDING and time.monotonic() < deadline:
@@ -460,45 +487,43 @@ class EditWorkflows:
             edit = await self._service.get_edit(session, owner_id, edit.project_id, edit.id)
         return Applied(edit, project)
 
-    async def _execute(self, owner_id: uuid.UUID, edit: Edit) -> Applied:
+    async def _execute(self, owner_id: uuid.UUID, edit: Edit, room: int) -> Applied:
         started = time.monotonic()
         outcome = "failed"
         try:
             result = await self._run_engine(owner_id, edit)
             await checkpoint("apply.engine_done")
             duration_ms = round((time.monotonic() - started) * 1000)
-            if edit.storage_reservation_id:
-                # Assets reserves the stored bytes itself; the hold only made sure there
-                # was room before the engine cost anything.
-                await self._quietly(self._quota.release(edit.storage_reservation_id), "release")
+            hold = edit.storage_reservation_id
+            if hold and len(result.data) > room:
+                # Larger than the room held (rare): assets reserves the bytes itself.
+                await self._quietly(self._quota.release(hold), "release")
+                hold = None
+            # Assets commits the hold for the result (and credits back what it does not
+            # use): the room held before the engine ran is the room the result takes.
             stored = await self._assets.store(
                 owner_id,
                 result.data,
                 filename=f"edit-{edit.seq}.{_EXTENSIONS.get(result.mime_type, 'png')}",
-                idempotency_key=f"edit:{edit.id}",
+                idempotency_key=result_key(edit.id),
+                reservation_id=hold,
+                reserved_bytes=room if hold else 0,
             )
             await checkpoint("apply.result_stored")
-            async with self._database.transaction() as session:
-                done = await self._service.record_succeeded(
-                    session,
-                    edit,
-                    Outcome(
-                        result=Image(
-                            stored.id,
-                            stored.mime_type,
-                            stored.width,
-                            stored.height,
-                            stored.size_bytes,
-                        ),
-                        model=result.model,
-                        finish_reason=result.finish_reason,
-                        input_tokens=result.input_tokens,
-                        output_tokens=result.output_tokens,
-                        duration_ms=duration_ms,
-                    ),
-                )
+            done = await self._record_succeeded(
+                edit,
+                stored,
+                Outcome(
+                    result=_image_of(stored),
+                    model=result.model,
+                    finish_reason=result.finish_reason,
+                    input_tokens=result.input_tokens,
+                    output_tokens=result.output_tokens,
+                    duration_ms=duration_ms,
+                ),
+            )
             if done is None:
-                raise domain.Aborted("the edit took too long and was abandoned; try again")
+                done = await self._finished_elsewhere(edit, stored)
             outcome = "succeeded"
         except DomainError as error:
             await self._fail(edit, error, started)
@@ -521,6 +546,68 @@ class EditWorkflows:
         async with self._database.read() as session:
             shown = await self._service.get_edit(session, owner_id, edit.project_id, edit.id)
         return Applied(shown, project)
+
+    async def _record_succeeded(
+        self, edit: Edit, stored: AssetInfo, outcome: Outcome
+    ) -> Edit | None:
+        """[commit: succeeded, head moved if still at the parent]. The storage hold went
+        to assets with the result (or was released before it), so it is no longer the
+        edit's to release."""
+        async with self._database.transaction() as session:
+            done = await self._service.record_succeeded(session, edit, outcome)
+            if done is not None and done.storage_reservation_id:
+                await ProjectRepository(session).clear_storage_reservation(edit.id)
+                done = dataclasses.replace(done, storage_reservation_id=None)
+        return done
+
+    async def _finished_elsewhere(self, edit: Edit, stored: AssetInfo) -> Edit:
+        """The edit was no longer pending when this run stored its result: a retry or the
+        sweeper adopted the same result (then it succeeded once, there), or the sweeper
+        failed it first (then the result is nobody's and goes)."""
+        async with self._database.read() as session:
+            found = await ProjectRepository(session).get_edit(edit.project_id, edit.id)
+        if found is not None and found.status is EditStatus.SUCCEEDED:
+            return found
+        await self._quietly(self._assets.delete(edit.owner_id, [stored.id]), "delete an orphan")
+        raise domain.Aborted("the edit took too long and was abandoned; try again")
+
+    async def adopt_stored(self, edit: Edit) -> Edit | None:
+        """A pending edit whose result assets already stored (a crash after StoreAsset)
+        ends succeeded with that result, charged once; head moves only if it is still at
+        the edit's parent, else the edit stays off the head path, reachable by jump.
+        None when assets holds no finished result under the edit's key (or cannot say)."""
+        try:
+            stored = await self._assets.find_stored(edit.owner_id, result_key(edit.id))
+        except Exception as error:
+            log.warning("could not ask assets for a stored result", exc_info=error)
+            return None
+        if stored is None or not stored.ready:
+            return None
+        done = await self._record_succeeded(
+            edit,
+            stored,
+            Outcome(
+                result=_image_of(stored),
+                model="",
+                finish_reason="",
+                input_tokens=0,
+                output_tokens=0,
+                duration_ms=None,
+            ),
+        )
+        if done is None:  # finished meanwhile (by the run itself or another sweeper)
+            async with self._database.read() as session:
+                return await ProjectRepository(session).get_edit(edit.project_id, edit.id)
+        self._metrics.increment(
+            EDIT_OUTCOMES,
+            "Edits by outcome",
+            engine=edit.engine,
+            action=edit.action.value,
+            outcome="adopted",
+        )
+        await checkpoint("adopt.succeeded_recorded")
+        await self._settle(done)
+        return done
 
     async def _run_engine(self, owner_id: uuid.UUID, edit: Edit) -> EngineResult:
         _, source = await self._assets.read(owner_id, edit.source_asset_id)
@@ -559,9 +646,11 @@ class EditWorkflows:
     async def _fail(self, edit: Edit, error: DomainError, started: float) -> None:
         duration_ms = round((time.monotonic() - started) * 1000)
         async with self._database.transaction() as session:
-            await self._service.record_failed(
+            done = await self._service.record_failed(
                 session, edit, error=error.message, code=error.code.name, duration_ms=duration_ms
             )
+        if done is None:
+            return  # the sweeper failed it first, and settles it
         await checkpoint("apply.failed_recorded")
         await self._settle_failed(edit)
 
@@ -735,24 +824,27 @@ class ProjectSweeper:
 
     async def sweep_once(self, now: datetime.datetime | None = None) -> dict[str, int]:
         now = now or datetime.datetime.now(datetime.UTC)
-        report = {"failed_stuck": 0, "settled": 0, "projects_settled": 0, "purged": 0}
+        report = {
+            "adopted_stuck": 0,
+            "failed_stuck": 0,
+            "settled": 0,
+            "projects_settled": 0,
+            "purged": 0,
+        }
         batch = self._settings.sweep_batch_size
-        # Edits left pending by a crash: failed (the claim), then released.
+        # Edits left pending by a crash: adopted when assets holds their result, failed
+        # and released when it holds none. Nothing is claimed: asking assets only reads,
+        # and finishing an edit is conditional on it still being pending, so a second
+        # sweeper (or the run itself, if it was only slow) finishes it at most once.
         cutoff = now - datetime.timedelta(seconds=self._settings.pending_timeout_seconds)
         async with self._database.transaction() as session:
-            repository = ProjectRepository(session)
-            stuck = await repository.stuck_pending(created_before=cutoff, limit=batch)
-            for edit in stuck:
-                await self._workflows._service.record_failed(
-                    session,
-                    edit,
-                    error="the edit did not finish (interrupted)",
-                    code="UNAVAILABLE",
-                    duration_ms=None,
-                )
-        report["failed_stuck"] = len(stuck)
+            stuck = await ProjectRepository(session).stuck_pending(
+                created_before=cutoff, limit=batch
+            )
         for edit in stuck:
-            await self._workflows._settle_failed(edit)
+            outcome = await self.finish_stuck(edit)
+            if outcome is not None:
+                report[outcome] += 1
         # Finished edits whose reservations are still open (crash, or billing was down);
         # a grace period leaves the request path time to settle its own.
         settled_before = now - datetime.timedelta(seconds=SETTLE_GRACE_SECONDS)
@@ -793,6 +885,33 @@ class ProjectSweeper:
             if await self.purge_project(project, results[project.id]):
                 report["purged"] += 1
         return report
+
+    async def finish_stuck(self, edit: Edit) -> str | None:
+        """One edit pending past the deadline: succeeded with its stored result, failed
+        and released without one, or left for the next round while assets is still
+        storing it (or cannot be asked)."""
+        try:
+            stored = await self._assets.find_stored(edit.owner_id, result_key(edit.id))
+        except Exception as error:
+            log.warning("could not ask assets about a stuck edit", exc_info=error)
+            return None
+        if stored is not None:
+            if not stored.ready:
+                return None  # assets is storing it; its own sweeper ends that either way
+            adopted = await self._workflows.adopt_stored(edit)
+            return "adopted_stuck" if adopted is not None else None
+        async with self._database.transaction() as session:
+            failed = await self._workflows._service.record_failed(
+                session,
+                edit,
+                error="the edit did not finish (interrupted)",
+                code="UNAVAILABLE",
+                duration_ms=None,
+            )
+        if failed is None:
+            return None  # finished meanwhile
+        await self._workflows._settle_failed(edit)
+        return "failed_stuck"
 
     async def purge_project(self, project: Project, result_ids: list[uuid.UUID]) -> bool:
         try:

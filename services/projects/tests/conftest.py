@@ -90,7 +90,8 @@ async def stack_factory(
 
     async def make(**overrides: Any) -> Stack:
         chosen = settings if not overrides else _with(settings, **overrides)
-        assets, presets, quota = FakeAssets(), FakePresets(), RecordingQuota()
+        quota = RecordingQuota()
+        assets, presets = FakeAssets(quota=quota), FakePresets()
         engine = CountingEngine(build_engine(chosen))
         server = await start(
             chosen, port=0, quota=quota, engine=engine, assets=assets, presets=presets

@@ -11,6 +11,7 @@ import io
 import pathlib
 import uuid
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +19,7 @@ from PIL import Image, ImageOps
 
 from runtime.errors import FailedPrecondition, NotFound, QuotaExceeded
 from runtime.peers.assets import AssetInfo
-from runtime.peers.billing import AI_EDITS, Metric
+from runtime.peers.billing import AI_EDITS, STORAGE_BYTES, Metric
 from runtime.peers.presets import ResolvedPreset
 from services.projects.engines import EditEngine, EngineRequest, EngineResult
 from services.projects.engines.local import LocalEngine
@@ -57,9 +58,16 @@ def describe(data: bytes) -> tuple[str, int, int]:
 
 @dataclass
 class FakeAssets:
+    """Assets in memory. With `quota`, a store reserves and commits the result's bytes as
+    assets does (or commits the caller's reservation when it covers them, crediting back
+    the surplus); `on_store` runs as a store begins (what else happens at that moment)."""
+
     assets: dict[uuid.UUID, StoredAsset] = field(default_factory=dict)
     stores: int = 0
     fail_stores: int = 0
+    quota: RecordingQuota | None = None
+    on_store: Callable[[], Awaitable[None]] | None = None
+    handed: list[str] = field(default_factory=list)
 
     def upload(self, owner_id: uuid.UUID, data: bytes) -> uuid.UUID:
         mime, width, height = describe(data)
@@ -86,18 +94,51 @@ class FakeAssets:
         return found.info, found.data
 
     async def store(
-        self, owner_id: uuid.UUID, data: bytes, *, filename: str, idempotency_key: str
+        self,
+        owner_id: uuid.UUID,
+        data: bytes,
+        *,
+        filename: str,
+        idempotency_key: str,
+        reservation_id: str | None = None,
+        reserved_bytes: int = 0,
     ) -> AssetInfo:
         self.stores += 1
+        if self.on_store is not None:
+            await self.on_store()
         if self.fail_stores:
             self.fail_stores -= 1
             raise ConnectionError("assets is unreachable")
         for stored in self.assets.values():
             if stored.key == idempotency_key and stored.owner_id == owner_id:
                 return stored.info
+        if self.quota is not None:
+            await self.charge_storage(owner_id, len(data), reservation_id, reserved_bytes)
         asset_id = self.upload(owner_id, data)
         self.assets[asset_id].key = idempotency_key
         return self.assets[asset_id].info
+
+    async def charge_storage(
+        self, owner_id: uuid.UUID, size: int, reservation_id: str | None, reserved_bytes: int
+    ) -> None:
+        assert self.quota is not None
+        key = f"asset:{uuid.uuid4()}"
+        if reservation_id and reserved_bytes >= size:
+            self.handed.append(reservation_id)
+            await self.quota.commit(reservation_id)
+            if reserved_bytes > size:
+                await self.quota.credit(
+                    owner_id, STORAGE_BYTES, reserved_bytes - size, f"{key}:surplus"
+                )
+            return
+        own = await self.quota.reserve(owner_id, STORAGE_BYTES, size, key)
+        await self.quota.commit(own)
+
+    async def find_stored(self, owner_id: uuid.UUID, idempotency_key: str) -> AssetInfo | None:
+        for stored in self.assets.values():
+            if stored.key == idempotency_key and stored.owner_id == owner_id:
+                return None if stored.deleted else stored.info
+        return None
 
     async def delete(self, owner_id: uuid.UUID, asset_ids: list[uuid.UUID]) -> int:
         deleted = 0

@@ -19,6 +19,8 @@ from services.projects.tests.fakes import photo
 from services.projects.workflows import EditRequest
 
 LATER = datetime.timedelta(hours=1)
+# From here on assets holds the result: a crash there must not lose it.
+RESULT_STORED = ("apply.result_stored", "apply.succeeded_recorded")
 
 
 def warm(request_id: str | None = None) -> EditRequest:
@@ -67,10 +69,16 @@ async def test_a_crash_at_every_step_of_apply_edit_ends_consistent(stack: Stack)
         assert edit.settled_at is not None, step
         assert project.running_edit_id is None, step
         assert stack.quota.open(user_id) == [], step
-        if edit.status is EditStatus.SUCCEEDED:
+        if step in RESULT_STORED:
+            # The stored result is adopted: succeeded, charged once, head on it.
+            assert edit.status is EditStatus.SUCCEEDED, step
+            stored = await stack.assets.find_stored(user_id, f"edit:{edit.id}")
+            assert stored is not None, step
+            assert edit.result_asset_id == stored.id, step
             assert stack.quota.charged(user_id) == charged_before + 1, step
             assert project.head_edit_id == edit.id, step
         else:
+            assert edit.status is EditStatus.FAILED, step
             assert stack.quota.charged(user_id) == charged_before, step
         assert stack.engine.total <= calls_before + 1, step
         calls_after_crash = stack.engine.total

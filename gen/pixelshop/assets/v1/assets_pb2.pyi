@@ -177,16 +177,20 @@ class GetDownloadUrlResponse(_message.Message):
     def __init__(self, url: _Optional[str] = ..., expire_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class StoreAssetHeader(_message.Message):
-    __slots__ = ("owner_id", "filename", "kind", "idempotency_key")
+    __slots__ = ("owner_id", "filename", "kind", "idempotency_key", "reservation_id", "reserved_bytes")
     OWNER_ID_FIELD_NUMBER: _ClassVar[int]
     FILENAME_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    RESERVATION_ID_FIELD_NUMBER: _ClassVar[int]
+    RESERVED_BYTES_FIELD_NUMBER: _ClassVar[int]
     owner_id: str
     filename: str
     kind: AssetKind
     idempotency_key: str
-    def __init__(self, owner_id: _Optional[str] = ..., filename: _Optional[str] = ..., kind: _Optional[_Union[AssetKind, str]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    reservation_id: str
+    reserved_bytes: int
+    def __init__(self, owner_id: _Optional[str] = ..., filename: _Optional[str] = ..., kind: _Optional[_Union[AssetKind, str]] = ..., idempotency_key: _Optional[str] = ..., reservation_id: _Optional[str] = ..., reserved_bytes: _Optional[int] = ...) -> None: ...
 
 class StoreAssetRequest(_message.Message):
     __slots__ = ("header", "chunk")
@@ -197,6 +201,20 @@ class StoreAssetRequest(_message.Message):
     def __init__(self, header: _Optional[_Union[StoreAssetHeader, _Mapping]] = ..., chunk: _Optional[bytes] = ...) -> None: ...
 
 class StoreAssetResponse(_message.Message):
+    __slots__ = ("asset",)
+    ASSET_FIELD_NUMBER: _ClassVar[int]
+    asset: Asset
+    def __init__(self, asset: _Optional[_Union[Asset, _Mapping]] = ...) -> None: ...
+
+class FindStoredAssetRequest(_message.Message):
+    __slots__ = ("owner_id", "idempotency_key")
+    OWNER_ID_FIELD_NUMBER: _ClassVar[int]
+    IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    owner_id: str
+    idempotency_key: str
+    def __init__(self, owner_id: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+
+class FindStoredAssetResponse(_message.Message):
     __slots__ = ("asset",)
     ASSET_FIELD_NUMBER: _ClassVar[int]
     asset: Asset

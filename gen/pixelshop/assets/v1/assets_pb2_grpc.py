@@ -425,6 +425,11 @@ class AssetInternalServiceStub:
                 request_serializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.StoreAssetRequest.SerializeToString,
                 response_deserializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.StoreAssetResponse.FromString,
                 _registered_method=True)
+        self.FindStoredAsset = channel.unary_unary(
+                '/pixelshop.assets.v1.AssetInternalService/FindStoredAsset',
+                request_serializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.FindStoredAssetRequest.SerializeToString,
+                response_deserializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.FindStoredAssetResponse.FromString,
+                _registered_method=True)
         self.GetAssetForOwner = channel.unary_unary(
                 '/pixelshop.assets.v1.AssetInternalService/GetAssetForOwner',
                 request_serializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.GetAssetForOwnerRequest.SerializeToString,
@@ -453,6 +458,13 @@ class AssetInternalServiceServicer:
 
     def StoreAsset(self, request_iterator, context):
         """Stores an image for a user from a stream: a header message, then data chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def FindStoredAsset(self, request, context):
+        """Returns the asset StoreAsset stored (or is storing) under a key, if any.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -493,6 +505,11 @@ def add_AssetInternalServiceServicer_to_server(servicer, server):
                     servicer.StoreAsset,
                     request_deserializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.StoreAssetRequest.FromString,
                     response_serializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.StoreAssetResponse.SerializeToString,
+            ),
+            'FindStoredAsset': grpc.unary_unary_rpc_method_handler(
+                    servicer.FindStoredAsset,
+                    request_deserializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.FindStoredAssetRequest.FromString,
+                    response_serializer=pixelshop_dot_assets_dot_v1_dot_assets__pb2.FindStoredAssetResponse.SerializeToString,
             ),
             'GetAssetForOwner': grpc.unary_unary_rpc_method_handler(
                     servicer.GetAssetForOwner,
@@ -543,6 +560,33 @@ class AssetInternalService:
             '/pixelshop.assets.v1.AssetInternalService/StoreAsset',
             pixelshop_dot_assets_dot_v1_dot_assets__pb2.StoreAssetRequest.SerializeToString,
             pixelshop_dot_assets_dot_v1_dot_assets__pb2.StoreAssetResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FindStoredAsset(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/pixelshop.assets.v1.AssetInternalService/FindStoredAsset',
+            pixelshop_dot_assets_dot_v1_dot_assets__pb2.FindStoredAssetRequest.SerializeToString,
+            pixelshop_dot_assets_dot_v1_dot_assets__pb2.FindStoredAssetResponse.FromString,
             options,
             channel_credentials,
             insecure,
