@@ -102,6 +102,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
         self._verifier = verifier
         self._service_tokens = service_tokens
         self._metrics = metrics
+        # The wrapped handler per method, built on its first call: the server answers the
+        # same handler object for a method every time, so every later call reuses it.
+        self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
         self,
@@ -110,9 +113,19 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
         method = handler_call_details.method
+        cached = self._wrapped.get(method)
+        if cached is not None and cached[0] is handler:
+            return cached[1]
         requirement = self._policy.requirement(method)
         if handler is None or requirement is None:
             return handler
+        wrapped = self._wrap(handler, method, requirement)
+        self._wrapped[method] = (handler, wrapped)
+        return wrapped
+
+    def _wrap(
+        self, handler: grpc.RpcMethodHandler, method: str, requirement: str
+    ) -> grpc.RpcMethodHandler:
         if handler.unary_unary:
             return grpc.unary_unary_rpc_method_handler(
                 self._wrap_unary(handler.unary_unary, method, requirement),
