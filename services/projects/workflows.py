@@ -571,16 +571,17 @@ class EditWorkflows:
         await self._quietly(self._assets.delete(edit.owner_id, [stored.id]), "delete an orphan")
         raise domain.Aborted("the edit took too long and was abandoned; try again")
 
-    async def adopt_stored(self, edit: Edit) -> Edit | None:
+    async def adopt_stored(self, edit: Edit, stored: AssetInfo | None = None) -> Edit | None:
         """A pending edit whose result assets already stored (a crash after StoreAsset)
         ends succeeded with that result, charged once; head moves only if it is still at
         the edit's parent, else the edit stays off the head path, reachable by jump.
         None when assets holds no finished result under the edit's key (or cannot say)."""
-        try:
-            stored = await self._assets.find_stored(edit.owner_id, result_key(edit.id))
-        except Exception as error:
-            log.warning("could not ask assets for a stored result", exc_info=error)
-            return None
+        if stored is None:
+            try:
+                stored = await self._assets.find_stored(edit.owner_id, result_key(edit.id))
+            except Exception as error:
+                log.warning("could not ask assets for a stored result", exc_info=error)
+                return None
         if stored is None or not stored.ready:
             return None
         done = await self._record_succeeded(
@@ -898,7 +899,7 @@ class ProjectSweeper:
         if stored is not None:
             if not stored.ready:
                 return None  # assets is storing it; its own sweeper ends that either way
-            adopted = await self._workflows.adopt_stored(edit)
+            adopted = await self._workflows.adopt_stored(edit, stored)
             return "adopted_stuck" if adopted is not None else None
         async with self._database.transaction() as session:
             failed = await self._workflows._service.record_failed(
