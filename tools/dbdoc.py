@@ -202,6 +202,11 @@ INDEX_QUERIES: dict[str, str] = {
     "placing a new edit on the tree; the self-referencing CASCADE foreign key",
     "projects.ix_edits_latest_child_id": "the SET NULL foreign key of the redo pointer "
     "(a project's purge)",
+    "projects.ix_projects_owner_id": "PurgeUser: every project of an owner, live and "
+    "deleted (`owned_project_ids`)",
+    "projects.ix_projects_quota_reservation_id": "the sweeper: projects whose quota "
+    "reservation is not yet committed (`unsettled_projects`, with ix_projects_awaiting_purge "
+    "for the other arm of its OR)",
     "projects.ix_projects_head_edit_id": "the SET NULL foreign key of head (a project's purge)",
     "projects.ix_projects_root_latest_child_id": "the SET NULL foreign key of the original's "
     "redo pointer (a project's purge)",
@@ -216,8 +221,10 @@ INDEX_QUERIES: dict[str, str] = {
     "an event is about; one row per Stripe subscription",
     "billing.uq_subscriptions_user_id_manual": "at most one manual (set-tier) subscription "
     "per user",
-    "billing.ix_tier_outbox_next_attempt_at": "the relay claiming undelivered tier changes "
-    "that are due",
+    "billing.ix_tier_outbox_undelivered_created_at": "the relay claiming undelivered tier "
+    "changes that are due, oldest first (read in order, no sort)",
+    "billing.ix_tier_outbox_user_id_created_at": "the relay skipping a change a newer one for "
+    "the same user supersedes (`superseded`)",
     "billing.uq_usage_counters_user_id_metric_period_start": "Reserve / Commit / GetUsage: "
     "the counter of one user, metric and period (the conditional UPDATE)",
     "billing.ix_usage_ledger_user_id_metric_period_start": "the ledger of one counter "

@@ -116,21 +116,58 @@ assets = Table(
     "assets",
     metadata,
     Column("id", UUID(as_uuid=True), primary_key=True),
-    Column("owner_id", UUID(as_uuid=True), nullable=False),
-    Column("kind", Text, nullable=False),
-    Column("state", Text, nullable=False),
-    Column("storage_key", String(STORAGE_KEY_MAX), nullable=False),
+    Column("owner_id", UUID(as_uuid=True), nullable=False, comment="identity user id"),
+    Column("kind", Text, nullable=False, comment="upload or edit_result"),
+    Column("state", Text, nullable=False, comment="pending (object not yet validated) or ready"),
+    Column(
+        "storage_key",
+        String(STORAGE_KEY_MAX),
+        nullable=False,
+        comment="the original object's key in the bucket",
+    ),
     # Sniffed from the content; NULL only while a direct upload is pending.
-    Column("mime_type", Text, nullable=True),
+    Column(
+        "mime_type",
+        Text,
+        nullable=True,
+        comment="sniffed from the content; NULL only while a direct upload is pending",
+    ),
     # Of the original object; while a direct upload is pending, the announced size.
-    Column("size_bytes", BigInteger, nullable=False),
+    Column(
+        "size_bytes",
+        BigInteger,
+        nullable=False,
+        comment="of the original object; while a direct upload is pending, the announced size",
+    ),
     # After EXIF orientation, as the image is shown.
-    Column("width", Integer, nullable=True),
-    Column("height", Integer, nullable=True),
-    Column("sha256", String(64), nullable=True),
-    Column("filename", String(FILENAME_MAX), nullable=False),
+    Column(
+        "width",
+        Integer,
+        nullable=True,
+        comment="width in pixels after EXIF orientation; NULL while pending",
+    ),
+    Column(
+        "height",
+        Integer,
+        nullable=True,
+        comment="height in pixels after EXIF orientation; NULL while pending",
+    ),
+    Column(
+        "sha256",
+        String(64),
+        nullable=True,
+        comment="hex SHA-256 of the original object; NULL while pending",
+    ),
+    Column(
+        "filename", String(FILENAME_MAX), nullable=False, comment="the file name the client gave"
+    ),
     # The client's retry key, unique per owner and scope (NULLs never collide).
-    Column("idempotency_key", String(IDEMPOTENCY_KEY_MAX), nullable=True),
+    Column(
+        "idempotency_key",
+        String(IDEMPOTENCY_KEY_MAX),
+        nullable=True,
+        comment="the client's retry key, unique per owner and scope",
+    ),
     Column(
         "idempotency_scope",
         Text,
@@ -139,7 +176,12 @@ assets = Table(
     ),
     # The storage-quota reservation taken before the object was written; cleared once
     # committed, so a commit that failed is retried by the sweeper.
-    Column("reservation_id", Text, nullable=True),
+    Column(
+        "reservation_id",
+        Text,
+        nullable=True,
+        comment="the storage-quota reservation not yet committed; cleared once committed",
+    ),
     Column(
         "reserved_bytes",
         BigInteger,
@@ -148,11 +190,27 @@ assets = Table(
         "size_bytes is credited back once it is committed",
     ),
     # Created by CreateUploadUrl: the client writes the object, ConfirmUpload validates it.
-    Column("direct_upload", Boolean, nullable=False, server_default=false()),
+    Column(
+        "direct_upload",
+        Boolean,
+        nullable=False,
+        server_default=false(),
+        comment="CreateUploadUrl: the client writes the object, ConfirmUpload validates it",
+    ),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
-    Column("deleted_at", DateTime(timezone=True), nullable=True),
+    Column(
+        "deleted_at",
+        DateTime(timezone=True),
+        nullable=True,
+        comment="soft delete: when it was deleted; NULL while live",
+    ),
     # When the objects of a deleted asset were removed and its storage credited back.
-    Column("purged_at", DateTime(timezone=True), nullable=True),
+    Column(
+        "purged_at",
+        DateTime(timezone=True),
+        nullable=True,
+        comment="when its objects were removed and its storage credited back",
+    ),
     # A workflow step's lease (ADR 0011): the sweeper (or the request itself) claimed the
     # row until then to abandon, purge or settle it. A pending row that was ever claimed
     # is being abandoned and can never become ready.
@@ -218,11 +276,16 @@ asset_variants = Table(
         nullable=False,
     ),
     Column("name", Text, nullable=False),
-    Column("storage_key", String(STORAGE_KEY_MAX), nullable=False),
-    Column("mime_type", Text, nullable=False),
-    Column("size_bytes", BigInteger, nullable=False),
-    Column("width", Integer, nullable=False),
-    Column("height", Integer, nullable=False),
+    Column(
+        "storage_key",
+        String(STORAGE_KEY_MAX),
+        nullable=False,
+        comment="the variant's object key in the bucket",
+    ),
+    Column("mime_type", Text, nullable=False, comment="MIME type of the variant"),
+    Column("size_bytes", BigInteger, nullable=False, comment="size of the variant object in bytes"),
+    Column("width", Integer, nullable=False, comment="variant width in pixels"),
+    Column("height", Integer, nullable=False, comment="variant height in pixels"),
     Column("created_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
     # One variant of each name per asset; also serves the foreign key's lookups.
     UniqueConstraint("asset_id", "name"),

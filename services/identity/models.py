@@ -304,7 +304,9 @@ refresh_tokens = Table(
         unique=True,
         comment="SHA-256 of the opaque token; the token itself is never stored",
     ),
-    _timestamp("issued_at", default_now=True),
+    _timestamp(
+        "issued_at", default_now=True, comment="when the token was issued (created or rotated to)"
+    ),
     _timestamp("expires_at"),
     # When it was exchanged for its child (spent); presenting it again is reuse.
     _timestamp(
@@ -341,7 +343,13 @@ signing_keys = Table(
         primary_key=True,
         comment="key id, in the JWT header and the JWKS",
     ),
-    Column("algorithm", Text, nullable=False, server_default=text("'EdDSA'")),
+    Column(
+        "algorithm",
+        Text,
+        nullable=False,
+        server_default=text("'EdDSA'"),
+        comment="the JWT signing algorithm; only EdDSA (Ed25519)",
+    ),
     # PEM (SubjectPublicKeyInfo / PKCS#8). The private key is erased once the key retires.
     Column(
         "public_key",
@@ -432,9 +440,22 @@ outbox = Table(
         unique=True,
         comment="orders the rows of one transaction; not commit order across transactions",
     ),
-    Column("type", Text, nullable=False),
-    Column("user_id", Uuid, nullable=True),
-    Column("payload", JSONB, nullable=False, server_default=text("'{}'::jsonb")),
+    Column(
+        "type",
+        Text,
+        nullable=False,
+        comment="the event type, e.g. user.deleted or user.tier_changed",
+    ),
+    Column(
+        "user_id", Uuid, nullable=True, comment="the user the event is about, when it is about one"
+    ),
+    Column(
+        "payload",
+        JSONB,
+        nullable=False,
+        server_default=text("'{}'::jsonb"),
+        comment="the event's payload (ids and codes, no personal data)",
+    ),
     _timestamp("created_at", default_now=True),
     # Written by the column default, never by the application (ADR 0015).
     Column(
@@ -503,7 +524,9 @@ mail_requests = Table(
         nullable=True,
         comment="the account the mail is about, when the request names one",
     ),
-    _timestamp("requested_at"),
+    _timestamp(
+        "requested_at", comment="when the mail was asked for (the worker handles oldest first)"
+    ),
     _timestamp(
         "next_attempt_at",
         comment="a worker's claim lasts until then; a crashed worker's row is retried after it",
@@ -544,7 +567,10 @@ mail_sends = Table(
         nullable=False,
         comment="the kind of mail; the cooldown counts each kind, the daily cap all kinds",
     ),
-    _timestamp("sent_at"),
+    _timestamp(
+        "sent_at",
+        comment="when the mail was sent; the cooldown and the daily cap count from it",
+    ),
     CheckConstraint("octet_length(subject_hash) = 32", name="subject_hash_is_sha256"),
     Index("ix_mail_sends_subject_hash_sent_at", "subject_hash", "sent_at"),
     Index("ix_mail_sends_sent_at", "sent_at"),
