@@ -501,14 +501,22 @@ class EditWorkflows:
                 hold = None
             # Assets commits the hold for the result (and credits back what it does not
             # use): the room held before the engine ran is the room the result takes.
-            stored = await self._assets.store(
-                owner_id,
-                result.data,
-                filename=f"edit-{edit.seq}.{_EXTENSIONS.get(result.mime_type, 'png')}",
-                idempotency_key=result_key(edit.id),
-                reservation_id=hold,
-                reserved_bytes=room if hold else 0,
-            )
+            try:
+                stored = await self._assets.store(
+                    owner_id,
+                    result.data,
+                    filename=f"edit-{edit.seq}.{_EXTENSIONS.get(result.mime_type, 'png')}",
+                    idempotency_key=result_key(edit.id),
+                    reservation_id=hold,
+                    reserved_bytes=room if hold else 0,
+                )
+            except Exception:
+                # An answer lost on the way back (a timeout) may hide a stored result,
+                # whose hold assets is committing: look before failing and releasing it.
+                found = await self._stored_anyway(edit)
+                if found is None:
+                    raise
+                stored = found
             await checkpoint("apply.result_stored")
             done = await self._record_succeeded(
                 edit,
@@ -559,6 +567,14 @@ class EditWorkflows:
                 await ProjectRepository(session).clear_storage_reservation(edit.id)
                 done = dataclasses.replace(done, storage_reservation_id=None)
         return done
+
+    async def _stored_anyway(self, edit: Edit) -> AssetInfo | None:
+        try:
+            found = await self._assets.find_stored(edit.owner_id, result_key(edit.id))
+        except Exception as error:
+            log.warning("could not ask assets for a stored result", exc_info=error)
+            return None
+        return found if found is not None and found.ready else None
 
     async def _finished_elsewhere(self, edit: Edit, stored: AssetInfo) -> Edit:
         """The edit was no longer pending when this run stored its result: a retry or the

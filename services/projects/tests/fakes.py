@@ -65,6 +65,8 @@ class FakeAssets:
     assets: dict[uuid.UUID, StoredAsset] = field(default_factory=dict)
     stores: int = 0
     fail_stores: int = 0
+    # Stores that store, then answer an error (the answer lost on the way back).
+    lose_answers: int = 0
     quota: RecordingQuota | None = None
     on_store: Callable[[], Awaitable[None]] | None = None
     handed: list[str] = field(default_factory=list)
@@ -116,6 +118,9 @@ class FakeAssets:
             await self.charge_storage(owner_id, len(data), reservation_id, reserved_bytes)
         asset_id = self.upload(owner_id, data)
         self.assets[asset_id].key = idempotency_key
+        if self.lose_answers:
+            self.lose_answers -= 1
+            raise TimeoutError("assets did not answer in time")
         return self.assets[asset_id].info
 
     async def charge_storage(

@@ -135,3 +135,20 @@ async def test_a_concurrent_upload_cannot_take_the_room_held_for_a_result(stack:
     assert edit.result_bytes is not None
     assert stack.quota.used(user_id, int(STORAGE_BYTES)) == edit.result_bytes
     assert stack.quota.open(user_id) == []
+
+
+async def test_a_store_whose_answer_is_lost_still_ends_with_its_result(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    created = await stack.project(auth, user_id, photo())
+    stack.assets.lose_answers = 1
+    done = await stack.apply(auth, created.id, filter=pb.FilterParams(prompt="warmer"))
+    assert done.edit.status == pb.EDIT_STATUS_SUCCEEDED
+    stored = await stack.assets.find_stored(user_id, f"edit:{done.edit.id}")
+    assert stored is not None
+    assert done.edit.result_asset_id == str(stored.id)
+    assert stack.quota.charged(user_id) == 1
+    # The hold went to assets with the result and was not released behind its back.
+    hold = f"reservation:{storage_key(uuid.UUID(done.edit.id))}"
+    assert stack.assets.handed == [hold]
+    assert hold not in stack.quota.released
+    assert stack.quota.open(user_id) == []
