@@ -47,7 +47,7 @@ SKIPPED_PREFIXES = (
     "COMMIT",
 )
 _EXPANDED_LIST = re.compile(r"\((\$\d+(?:::[\w\[\]]+)?)(?:, \$\d+(?:::[\w\[\]]+)?)+\)")
-REDACTED = "-----BEGIN PRIVATE KEY----- (redacted) -----END PRIVATE KEY-----"
+REDACTED = "(a PEM private key, redacted)"
 _seen: dict[str, dict[str, Any]] = {}
 _lock = threading.Lock()
 
