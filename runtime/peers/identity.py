@@ -108,10 +108,6 @@ class IdentityClient:
             self._tier_cache.clear()
         return tier
 
-    async def user_tier(self, user_id: uuid.UUID) -> TierInfo:
-        """The former name of `tier`, kept until assets moves to `TierLookup`."""
-        return await self.tier(user_id)
-
     async def set_user_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
         """NotFound when identity knows no such (live) user or tier; Unavailable otherwise."""
         try:

@@ -49,7 +49,7 @@ from runtime.errors import DomainError, FailedPrecondition, InvalidArgument, Per
 from runtime.metrics import Metrics
 from runtime.peers.assets import AssetInfo
 from runtime.peers.billing import AI_EDITS, PROJECTS, STORAGE_BYTES, Quota
-from runtime.peers.identity import TierInfo
+from runtime.peers.identity import TierLookup
 from runtime.peers.presets import ADJUSTMENT, FILTER, ResolvedPreset
 from runtime.workflow import checkpoint
 from services.projects.engines import EditEngine, EngineRequest, EngineResult, Point
@@ -94,10 +94,6 @@ class Presets(Protocol):
     async def resolve(self, preset_id: uuid.UUID, user_id: uuid.UUID) -> ResolvedPreset: ...
 
     async def record_use(self, preset_id: uuid.UUID, edit_id: uuid.UUID) -> None: ...
-
-
-class Tiers(Protocol):
-    async def user_tier(self, user_id: uuid.UUID) -> TierInfo: ...
 
 
 WriteGuard = Callable[[AsyncSession, uuid.UUID], Awaitable[None]]
@@ -274,7 +270,7 @@ class EditWorkflows:
         assets: Assets,
         presets: Presets,
         quota: Quota,
-        tiers: Tiers,
+        tiers: TierLookup,
         engine: EditEngine,
         settings: ProjectsSettings,
         metrics: Metrics | None = None,
@@ -421,7 +417,7 @@ class EditWorkflows:
     async def _prepare(
         self, owner_id: uuid.UUID, edit_id: uuid.UUID, request: EditRequest, image: Image
     ) -> NewEdit:
-        tier = await self._tiers.user_tier(owner_id)
+        tier = await self._tiers.tier(owner_id)
         flag = f"{request.action.value}_edits"
         if tier.features.get(flag, True) is False:
             plan = tier.name or tier.code
