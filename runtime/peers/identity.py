@@ -63,8 +63,15 @@ class TierLookup(Protocol):
     async def tier(self, user_id: uuid.UUID) -> TierInfo: ...
 
 
+class CachedTierLookup(TierLookup, Protocol):
+    """A TierLookup with a cache whose entry for one user can be dropped at once (billing
+    forgets a tier the moment it changes it, so the next reservation sees the new one)."""
+
+    def forget_tier(self, user_id: uuid.UUID) -> None: ...
+
+
 class IdentityClient:
-    """Identity's public and internal RPCs; implements `TierLookup`."""
+    """Identity's public and internal RPCs; implements `CachedTierLookup`."""
 
     def __init__(self, peer: PeerChannel, *, tier_cache_seconds: float = 30.0) -> None:
         self._peer = peer
@@ -107,6 +114,9 @@ class IdentityClient:
         if len(self._tier_cache) > 10_000:
             self._tier_cache.clear()
         return tier
+
+    def forget_tier(self, user_id: uuid.UUID) -> None:
+        self._tier_cache.pop(user_id, None)
 
     async def set_user_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
         """NotFound when identity knows no such (live) user or tier; Unavailable otherwise."""

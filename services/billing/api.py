@@ -18,10 +18,11 @@ from runtime import validation
 from runtime.context import current_principal
 from runtime.db import Database
 from runtime.errors import InvalidArgument, Unauthenticated
+from runtime.peers.identity import CachedTierLookup
 from runtime.timestamps import to_timestamp
 from runtime.tombstones import DELETED_MESSAGE, Tombstones
 from services.billing.models import IDEMPOTENCY_KEY_MAX, Metric, Reservation, ReservationState
-from services.billing.service import SubscriptionService, TierSource, UsageService
+from services.billing.service import SubscriptionService, UsageService
 from services.billing.workflows import BillingWorkflows
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -79,7 +80,7 @@ class BillingApi(billing_pb2_grpc.BillingServiceServicer):
         database: Database,
         usage: UsageService,
         subscriptions: SubscriptionService,
-        tiers: TierSource,
+        tiers: CachedTierLookup,
         workflows: BillingWorkflows,
         checkout_success_url: str,
         checkout_cancel_url: str,
@@ -179,7 +180,7 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         *,
         database: Database,
         usage: UsageService,
-        tiers: TierSource,
+        tiers: CachedTierLookup,
         workflows: BillingWorkflows,
         tombstones: Tombstones,
     ) -> None:

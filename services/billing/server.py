@@ -28,7 +28,7 @@ from runtime.events import USER_DELETED, USER_TIER_CHANGED, CursorStore, OutboxF
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
-from runtime.peers.identity import IdentityClient
+from runtime.peers.identity import CachedTierLookup, IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.settings import SettingsError
 from runtime.tombstones import Tombstones
@@ -37,7 +37,6 @@ from services.billing.models import SCHEMA, deleted_users, event_cursors, parked
 from services.billing.service import (
     Clock,
     SubscriptionService,
-    TierSource,
     UsageService,
     utc_now,
 )
@@ -59,7 +58,7 @@ class BillingComponents:
     settings: BillingSettings
     database: Database
     identity: IdentityClient
-    tiers: TierSource
+    tiers: CachedTierLookup
     tombstones: Tombstones
     usage: UsageService
     subscriptions: SubscriptionService
@@ -77,23 +76,18 @@ def build(
     settings: BillingSettings,
     *,
     clock: Clock = utc_now,
-    tier_lookup: Any | None = None,
     identity_tiers: Any | None = None,
 ) -> BillingComponents:
-    """`tier_lookup` replaces identity as the source of users' tiers and `identity_tiers`
-    as the receiver of tier changes (tests)."""
+    """`identity_tiers` replaces identity as the receiver of tier changes (tests)."""
     tokens = ServiceTokens(settings.internal_secret.reveal(), settings.service_name)
     closers: list[Callable[[], Awaitable[None]]] = []
     database = Database.connect(settings.database_url.reveal(), SCHEMA, settings.db_pool_size)
     closers.append(database.close)
     identity_peer = PeerChannel(settings.identity_addr, tokens)
     closers.append(identity_peer.close)
-    # Billing caches tiers itself (TierSource), so that it can forget one it changed.
-    identity = IdentityClient(identity_peer, tier_cache_seconds=0)
-    tiers = TierSource(
-        tier_lookup if tier_lookup is not None else identity,
-        cache_seconds=settings.tier_cache_seconds,
-    )
+    # The client's tier cache; billing forgets a user's entry the moment it changes it.
+    identity = IdentityClient(identity_peer, tier_cache_seconds=settings.tier_cache_seconds)
+    tiers = identity
     metrics = Metrics(settings.service_name)
     tombstones = Tombstones(database, deleted_users)
     usage = UsageService(
@@ -135,12 +129,9 @@ async def start(
     *,
     port: int | None = None,
     clock: Clock = utc_now,
-    tier_lookup: Any | None = None,
     identity_tiers: Any | None = None,
 ) -> RunningServer:
-    components = build(
-        settings, clock=clock, tier_lookup=tier_lookup, identity_tiers=identity_tiers
-    )
+    components = build(settings, clock=clock, identity_tiers=identity_tiers)
     registrations = [
         Registration(
             PUBLIC_SERVICE,

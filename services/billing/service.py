@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded, Unauthenticated
 from runtime.metrics import Metrics
-from runtime.peers.identity import TierInfo, TierLookup
+from runtime.peers.identity import TierInfo
 from runtime.tombstones import Tombstones
 from services.billing.models import (
     FREE_TIER,
@@ -113,30 +112,6 @@ def usage_period(
     ):
         return Period(chosen.current_period_start, chosen.current_period_end)
     return calendar_month(now)
-
-
-class TierSource:
-    """Users' tiers through identity, cached here so billing can forget one the moment it
-    changes it (a tier change applies to the very next reservation)."""
-
-    def __init__(self, lookup: TierLookup, *, cache_seconds: float) -> None:
-        self._lookup = lookup
-        self._seconds = cache_seconds
-        self._cache: dict[uuid.UUID, tuple[float, TierInfo]] = {}
-
-    async def tier(self, user_id: uuid.UUID) -> TierInfo:
-        now = time.monotonic()
-        cached = self._cache.get(user_id)
-        if cached and now - cached[0] < self._seconds:
-            return cached[1]
-        tier = await self._lookup.tier(user_id)
-        if len(self._cache) > 50_000:
-            self._cache.clear()
-        self._cache[user_id] = (now, tier)
-        return tier
-
-    def forget(self, user_id: uuid.UUID) -> None:
-        self._cache.pop(user_id, None)
 
 
 @dataclass(frozen=True)

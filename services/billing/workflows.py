@@ -31,6 +31,7 @@ from runtime.db import Database
 from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from runtime.events import Event
 from runtime.metrics import Metrics
+from runtime.peers.identity import CachedTierLookup
 from runtime.tombstones import Tombstones
 from runtime.workflow import checkpoint
 from services.billing.errors import BadWebhook, BillingNotConfigured
@@ -40,7 +41,6 @@ from services.billing.service import (
     Clock,
     StripeSubscriptionState,
     SubscriptionService,
-    TierSource,
     UsageService,
     utc_now,
 )
@@ -102,7 +102,7 @@ class BillingWorkflows:
         settings: BillingSettings,
         usage: UsageService,
         subscriptions: SubscriptionService,
-        tiers: TierSource,
+        tiers: CachedTierLookup,
         identity: Any,
         tombstones: Tombstones,
         stripe_api: StripeApi | None,
@@ -284,7 +284,7 @@ class BillingWorkflows:
         self._count_event(type_, outcome)
         await checkpoint("webhook.applied")
         if change is not None:
-            self._tiers.forget(change.user_id)
+            self._tiers.forget_tier(change.user_id)
             try:
                 await self.relay_tier_changes()
             except Exception:  # the sweeper relays it later
@@ -316,7 +316,7 @@ class BillingWorkflows:
                 await checkpoint("tier.relayed")
             async with self._database.transaction() as session:
                 await BillingRepository(session).mark_delivered(entry_id, self._clock())
-            self._tiers.forget(user_id)
+            self._tiers.forget_tier(user_id)
             delivered += 1
         return delivered
 
@@ -325,7 +325,7 @@ class BillingWorkflows:
         async with self._database.transaction() as session:
             await self._tombstones.guard_write(session, user_id)
             await self._subscriptions.record_manual_tier(session, user_id, tier_code)
-        self._tiers.forget(user_id)
+        self._tiers.forget_tier(user_id)
 
     # --- account deletion -------------------------------------------------------------
 
@@ -336,7 +336,7 @@ class BillingWorkflows:
 
     async def tier_changed(self, session: AsyncSession, event: Event) -> None:
         """identity's `user.tier_changed`: the next reservation reads the new limits."""
-        self._tiers.forget(event.user_id)
+        self._tiers.forget_tier(event.user_id)
 
     async def purge_deleted_users(self) -> int:
         """After each follower round, with no transaction open: the purges owed."""
@@ -359,7 +359,7 @@ class BillingWorkflows:
         await checkpoint("deletion.stripe_canceled")
         async with self._database.transaction() as session:
             await self._subscriptions.forget_user(session, user_id)
-        self._tiers.forget(user_id)
+        self._tiers.forget_tier(user_id)
 
     # --- sweeper ----------------------------------------------------------------------
 
