@@ -4,23 +4,35 @@ Transactions belong to the RPC boundary: the gRPC API module opens one unit of w
 call (`async with database.transaction() as session`), service code may flush but never
 commits. A workflow (workflows.py) opens one short transaction per step instead and makes
 its remote calls between them. Reads that need no snapshot across statements use
-`database.read()`, which runs in autocommit and saves the BEGIN and COMMIT round trips on
-hot paths. While either is open, `refuse_remote_call` (used by runtime/clients.py and every
+`database.read()`, which runs in autocommit and saves the BEGIN and COMMIT round trips.
+The hottest reads (a page of history, a project, a preset) skip the session too:
+`database.reader()` lends a connection of a small asyncpg pool of its own (SQLAlchemy's
+checkout alone costs more than such a read), and a `Query` compiled once from a Core
+statement runs on it with no ORM or result processing (ADR 0020); inside a transaction
+`await reader(session)` runs the same queries on the session's connection.
+While any of these is open, `refuse_remote_call` (used by runtime/clients.py and every
 adapter of an outside system) raises: no remote call ever waits with a transaction, a row
 lock or a pooled connection held (ADR 0011).
 
 A restarted Postgres is survived without pinging every connection on checkout: the first
-statement that meets a dead connection fails, SQLAlchemy then drops the whole pool, and
-the interceptor answers that call UNAVAILABLE (safe to retry); the next call reconnects.
+statement that meets a dead connection fails, SQLAlchemy then drops the whole pool (and
+`reader()` expires every connection of its own), and the interceptor answers that call
+UNAVAILABLE (safe to retry); the next call reconnects.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+import json
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
+from dataclasses import dataclass
+from typing import Any
 
+import asyncpg
 from sqlalchemy import MetaData
+from sqlalchemy.dialects.postgresql.asyncpg import PGDialect_asyncpg
 from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -28,6 +40,8 @@ from sqlalchemy.ext.asyncio import (
     async_sessionmaker,
     create_async_engine,
 )
+from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.expression import ClauseElement
 
 # Constraint names Alembic can diff and docs/database.md can show.
 NAMING_CONVENTION = {
@@ -83,6 +97,12 @@ def async_url(url: str) -> str:
     return parsed.set(drivername="postgresql+asyncpg").render_as_string(hide_password=False)
 
 
+def server_settings(schema: str) -> dict[str, str]:
+    """Session settings of every connection of a service: its schema, and its name in
+    pg_stat_activity."""
+    return {"search_path": schema, "application_name": f"pixelshop-{schema}"}
+
+
 def create_engine(url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
     return create_async_engine(
         async_url(url),
@@ -92,19 +112,99 @@ def create_engine(url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
         # Statement parameters would put password hashes and keys into exception text.
         hide_parameters=True,
         connect_args={
-            "server_settings": {
-                "search_path": schema,
-                "application_name": f"pixelshop-{schema}",
-            },
+            "server_settings": server_settings(schema),
             # Prepared statements are cached per connection by asyncpg; keep the default.
         },
     )
 
 
-class Database:
-    """One engine and its session factory; the composition root owns it."""
+_DIALECT = PGDialect_asyncpg()
+# What asyncpg raises when the server or the socket went away: retryable for the caller
+# (runtime/interceptors.py answers UNAVAILABLE); a Reader's pool is then dropped, as
+# SQLAlchemy drops it when a session meets a dead connection.
+CONNECTION_LOST = (
+    OSError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.CannotConnectNowError,
+    asyncpg.exceptions.AdminShutdownError,
+    asyncpg.exceptions.InterfaceError,
+)
 
-    def __init__(self, engine: AsyncEngine) -> None:
+
+@dataclass(frozen=True)
+class Query:
+    """A Core statement compiled once for asyncpg: its SQL with $n placeholders (and the
+    casts SQLAlchemy renders for them) and the order of its named parameters."""
+
+    sql: str
+    names: tuple[str, ...]
+
+    @classmethod
+    def of(cls, statement: ClauseElement) -> Query:
+        compiled = statement.compile(dialect=_DIALECT)
+        assert isinstance(compiled, SQLCompiler)
+        return cls(str(compiled), tuple(compiled.positiontup or ()))
+
+    def arguments(self, parameters: Mapping[str, Any]) -> list[Any]:
+        missing = [name for name in self.names if name not in parameters]
+        if missing:
+            raise TypeError(f"query parameters missing: {', '.join(missing)}")
+        return [parameters[name] for name in self.names]
+
+
+class Reader:
+    """Queries straight on a driver connection. Rows are asyncpg Records, read by position;
+    values come as asyncpg decodes them (uuid.UUID, aware datetimes), json and jsonb as
+    Python values (the codecs of both pools agree)."""
+
+    def __init__(self, driver: Any) -> None:
+        self._driver = driver
+
+    async def fetch(self, query: Query, **parameters: Any) -> list[Any]:
+        return list(await self._driver.fetch(query.sql, *query.arguments(parameters)))
+
+    async def fetch_one(self, query: Query, **parameters: Any) -> Any | None:
+        return await self._driver.fetchrow(query.sql, *query.arguments(parameters))
+
+
+async def reader(session: AsyncSession) -> Reader:
+    """The session's own connection as a Reader: its queries run in the session's
+    transaction (which this begins, if it had not)."""
+    connection = await session.connection()
+    raw = await connection.get_raw_connection()
+    return Reader(raw.driver_connection)
+
+
+async def _keep_session_state(connection: asyncpg.Connection) -> None:
+    """A pool `reset` that sends nothing."""
+
+
+async def _json_codecs(connection: asyncpg.Connection) -> None:
+    """json and jsonb decoded to Python values, as SQLAlchemy's dialect does on its own
+    connections (jsonb's binary form is a version byte, then the text)."""
+    await connection.set_type_codec(
+        "json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog"
+    )
+    await connection.set_type_codec(
+        "jsonb",
+        encoder=lambda value: b"\x01" + json.dumps(value).encode(),
+        decoder=lambda data: json.loads(data[1:]),
+        schema="pg_catalog",
+        format="binary",
+    )
+
+
+class Database:
+    """One engine and its session factory, and the driver pool `reader()` lends from; the
+    composition root owns it."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        *,
+        schema: str | None = None,
+        reader_pool_size: int | None = None,
+    ) -> None:
         self.engine = engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False, autoflush=False)
         self._read_sessions = async_sessionmaker(
@@ -112,10 +212,15 @@ class Database:
             expire_on_commit=False,
             autoflush=False,
         )
+        self._reader_settings = server_settings(schema) if schema else {}
+        self._reader_pool_size = reader_pool_size or 10
+        self._reader_pool: asyncpg.Pool | None = None
+        self._reader_pool_lock = asyncio.Lock()
 
     @classmethod
     def connect(cls, url: str, schema: str, pool_size: int = 10) -> Database:
-        return cls(create_engine(url, schema, pool_size))
+        engine = create_engine(url, schema, pool_size)
+        return cls(engine, schema=schema, reader_pool_size=pool_size)
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
@@ -129,5 +234,40 @@ class Database:
         async with _counted(), self._read_sessions() as session:
             yield session
 
+    @asynccontextmanager
+    async def reader(self) -> AsyncIterator[Reader]:
+        """A driver connection in autocommit, for the hot reads of one or two statements,
+        where a session's (and SQLAlchemy's pool's) own bookkeeping is most of the cost."""
+        async with _counted():
+            pool = self._reader_pool or await self._open_reader_pool()
+            async with pool.acquire() as driver:
+                try:
+                    yield Reader(driver)
+                except CONNECTION_LOST:
+                    # The server restarted or the socket died: every pooled connection is
+                    # suspect and is replaced on its next use; this call fails retryably.
+                    await pool.expire_connections()
+                    raise
+
+    async def _open_reader_pool(self) -> asyncpg.Pool:
+        async with self._reader_pool_lock:
+            if self._reader_pool is None:
+                url = self.engine.url.set(drivername="postgresql")
+                self._reader_pool = await asyncpg.create_pool(
+                    url.render_as_string(hide_password=False),
+                    min_size=0,
+                    max_size=self._reader_pool_size,
+                    # Readers change no session state (no transaction, SET, LISTEN or
+                    # advisory lock), so the default reset's round trip per release is
+                    # skipped.
+                    reset=_keep_session_state,
+                    init=_json_codecs,
+                    server_settings=self._reader_settings,
+                )
+            return self._reader_pool
+
     async def close(self) -> None:
+        if self._reader_pool is not None:
+            await self._reader_pool.close()
+            self._reader_pool = None
         await self.engine.dispose()

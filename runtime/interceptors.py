@@ -25,6 +25,7 @@ from sqlalchemy.exc import DBAPIError
 
 from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTokens, bearer_token
 from runtime.context import client_var, principal_var, request_id_var, service_caller_var
+from runtime.db import CONNECTION_LOST
 from runtime.errors import Aborted, DomainError, Unauthenticated, Unavailable, internal_status
 from runtime.metrics import Metrics
 from runtime.tombstones import DELETED_MESSAGE
@@ -79,15 +80,7 @@ def _lost_connection(error: BaseException) -> bool:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
     cause = error.orig if isinstance(error, DBAPIError) else error
-    return isinstance(
-        cause,
-        (
-            ConnectionError,
-            OSError,
-            asyncpg.exceptions.ConnectionDoesNotExistError,
-            asyncpg.exceptions.CannotConnectNowError,
-        ),
-    )
+    return isinstance(cause, CONNECTION_LOST)
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):

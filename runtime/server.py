@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Sequence
@@ -121,6 +122,10 @@ async def start_server(
 
 async def serve(running: RunningServer, grace: float) -> None:
     """Runs until SIGINT or SIGTERM, then shuts down gracefully."""
+    # Everything built at start-up (modules, the composition root) lives as long as the
+    # process: moved out of the collector's generations, it is no longer walked by every
+    # full collection, which otherwise lands as a pause of milliseconds in some request.
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

@@ -284,8 +284,13 @@ def json_claims(token: str) -> dict[str, str]:
     return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))
 
 
-async def main_async(seconds: float) -> list[str]:
-    report = await ingest_benchmark()
+GROUPS = ("ingest", "rpc", "reset", "quota", "projects")
+
+
+async def main_async(seconds: float, only: frozenset[str] = frozenset(GROUPS)) -> list[str]:
+    report = await ingest_benchmark() if "ingest" in only else []
+    if not only - {"ingest"}:
+        return report
     with tempfile.TemporaryDirectory(prefix="pixelshop-bench-") as tmp:
         root = pathlib.Path(tmp)
         with throwaway_cluster(root / "pg") as cluster:
@@ -305,15 +310,17 @@ async def main_async(seconds: float) -> list[str]:
                 env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
             children, port = await asyncio.to_thread(start_suite, admin_url, env)
             try:
-                report += await rpc_benchmarks(f"http://127.0.0.1:{port}", env, seconds)
-                report += await reset_request_benchmark(env)
-                report += await quota_benchmark(f"http://127.0.0.1:{port}", env)
-                if "projects" in runnable_services():
+                base_url = f"http://127.0.0.1:{port}"
+                if "rpc" in only:
+                    report += await rpc_benchmarks(base_url, env, seconds)
+                if "reset" in only:
+                    report += await reset_request_benchmark(env)
+                if "quota" in only:
+                    report += await quota_benchmark(base_url, env)
+                if "projects" in only and "projects" in runnable_services():
                     from tools.bench_projects import run as projects_benchmarks
 
-                    report += await projects_benchmarks(
-                        f"http://127.0.0.1:{port}", env, admin_url, seconds
-                    )
+                    report += await projects_benchmarks(base_url, env, admin_url, seconds)
             finally:
                 stop_children(children)
     return report + pending()
@@ -322,12 +329,19 @@ async def main_async(seconds: float) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=5.0, help="per measurement")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=GROUPS,
+        help="run only this group of measurements (repeatable; default: all)",
+    )
     parser.add_argument("--echo-server", type=int, help=argparse.SUPPRESS)
     options = parser.parse_args(argv)
     if options.echo_server:
         serve_echo(options.echo_server)
         return 0
-    report = asyncio.run(main_async(options.seconds))
+    only = frozenset(options.only or GROUPS)
+    report = asyncio.run(main_async(options.seconds, only))
     print("\n".join(report))
     return 0
 

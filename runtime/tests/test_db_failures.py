@@ -8,9 +8,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import text
+from sqlalchemy import Integer, bindparam, text
+from sqlalchemy import select as select_literal
 
-from runtime.db import Database
+from runtime.db import Database, Query
 from runtime.interceptors import _lost_connection, _lost_race
 from tools.pgcluster import PostgresCluster, throwaway_cluster
 
@@ -49,6 +50,32 @@ async def _select_two(database: Database) -> Exception | None:
     except Exception as error:
         return error
     return None
+
+
+async def test_a_restarted_postgres_is_survived_by_readers(own_cluster: PostgresCluster) -> None:
+    database = Database.connect(own_cluster.admin_url(), "public", pool_size=3)
+    select = Query.of(select_literal(bindparam("n", type_=Integer)))
+    try:
+        # Three pooled driver connections, all idle when the server goes away.
+        async with database.reader() as a, database.reader() as b, database.reader() as c:
+            for n, reader in enumerate((a, b, c)):
+                assert (await reader.fetch_one(select, n=n))[0] == n
+
+        own_cluster.restart()
+
+        # At most one read fails, retryably: asyncpg sees most closed sockets itself, and
+        # a read that meets a dead connection expires the others.
+        errors = []
+        for n in range(4):
+            try:
+                async with database.reader() as reader:
+                    assert (await reader.fetch_one(select, n=n))[0] == n
+            except Exception as error:
+                errors.append(error)
+        assert len(errors) <= 1, errors
+        assert all(_lost_connection(error) for error in errors), errors
+    finally:
+        await database.close()
 
 
 async def test_a_stopped_postgres_is_unavailable_not_internal(own_cluster: PostgresCluster) -> None:

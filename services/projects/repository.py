@@ -22,6 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.db import Query, Reader, reader
 from services.projects.models import (
     AWAITING_PURGE,
     EDIT_FIELDS,
@@ -62,16 +63,55 @@ def _project_with_head() -> Any:
     )
 
 
-# The hot reads are built once: a statement object memoizes its cache key, so executing
-# it again skips building the expression and hashing it (most of a short read's cost).
-_GET_PROJECT = _project_with_head().where(
+# The reads every screen makes are compiled once and run on the driver connection itself
+# (runtime.db.Query, ADR 0020): no statement building, caching or result processing per
+# call, and rows are read by position.
+_GET_PROJECT_STATEMENT = _project_with_head().where(
     projects.c.id == bindparam("project_id"),
     projects.c.owner_id == bindparam("owner_id"),
     text(f"projects.{LIVE}"),
 )
-_GET_PROJECT_FOR_UPDATE = _GET_PROJECT.with_for_update(of=projects)
-_GET_EDIT = _edits_with_branch_seq().where(
-    edits.c.project_id == bindparam("project_id"), edits.c.id == bindparam("edit_id")
+_GET_PROJECT = Query.of(_GET_PROJECT_STATEMENT)
+_GET_PROJECT_FOR_UPDATE = Query.of(_GET_PROJECT_STATEMENT.with_for_update(of=projects))
+_GET_PROJECT_ANY = Query.of(_project_with_head().where(projects.c.id == bindparam("project_id")))
+_owned_live = _project_with_head().where(
+    projects.c.owner_id == bindparam("owner_id"), text(f"projects.{LIVE}")
+)
+_newest_first = (projects.c.created_at.desc(), projects.c.id.desc())
+_LIST_PROJECTS = Query.of(
+    _owned_live.order_by(*_newest_first).limit(bindparam("limit", type_=Integer))
+)
+_LIST_PROJECTS_AFTER = Query.of(
+    _owned_live.where(
+        tuple_(projects.c.created_at, projects.c.id)
+        < tuple_(bindparam("after_created_at"), bindparam("after_id"))
+    )
+    .order_by(*_newest_first)
+    .limit(bindparam("limit", type_=Integer))
+)
+_UNSETTLED_PROJECTS = Query.of(
+    _project_with_head()
+    .where(
+        or_(
+            projects.c.quota_reservation_id.is_not(None),
+            and_(projects.c.deleted_at.is_not(None), projects.c.credited_at.is_(None)),
+        )
+    )
+    .limit(bindparam("limit", type_=Integer))
+    .with_for_update(of=projects, skip_locked=True)
+)
+_GET_EDIT = Query.of(
+    _edits_with_branch_seq().where(
+        edits.c.project_id == bindparam("project_id"), edits.c.id == bindparam("edit_id")
+    )
+)
+_EDIT_BY_REQUEST = Query.of(
+    select(*_edit_columns).where(
+        edits.c.project_id == bindparam("project_id"), edits.c.request_id == bindparam("request_id")
+    )
+)
+_BRANCH_START = Query.of(
+    select(edits.c.seq, edits.c.branch_path).where(edits.c.id == bindparam("branch_id"))
 )
 # The page first (the (project_id, seq) index, LIMIT), then one primary-key probe per row
 # for its branch's first seq: the plan cannot join the whole history.
@@ -82,7 +122,7 @@ _page = (
     .limit(bindparam("limit", type_=Integer))
     .subquery("page")
 )
-_LIST_EDITS = (
+_LIST_EDITS = Query.of(
     select(_page, _branch_start.c.seq.label("branch_seq"))
     .select_from(_page.join(_branch_start, _branch_start.c.id == _page.c.branch_id))
     .order_by(_page.c.seq)
@@ -98,9 +138,9 @@ if {f.name for f in dataclasses.fields(Edit)} != {*_edit_names, *_EDIT_EXTRA_FIE
 
 
 def _edit(values: Any, *, branch_seq: int | None = None, path: HeadPath | None = None) -> Edit:
-    """An edit from the values of `_edit_columns`, in order. A history page builds 100 of
-    them: rows are read by position and the frozen dataclass is filled directly, which
-    costs a fiftieth of its generated __init__ (44 guarded setattrs)."""
+    """An edit from a driver row's values of `_edit_columns`, in order. A history page
+    builds 100 of them: rows are read by position and the frozen dataclass is filled
+    directly, which costs a fiftieth of its generated __init__ (44 guarded setattrs)."""
     fields = dict(zip(_edit_names, values, strict=True))
     fields["action"] = _actions[fields["action"]]
     fields["status"] = _statuses[fields["status"]]
@@ -113,7 +153,7 @@ def _edit(values: Any, *, branch_seq: int | None = None, path: HeadPath | None =
 
 
 def _project(row: Any) -> Project:
-    """A project from a `_project_with_head` row (by position), with its head edit."""
+    """A project from a driver row of `_project_with_head` (by position), with its head."""
     head_values = row[_project_width : _project_width + _edit_width]
     head = _edit(head_values) if head_values[0] is not None else None
     m = dict(zip(_project_names, row[:_project_width], strict=True))
@@ -143,32 +183,26 @@ def _project(row: Any) -> Project:
     )
 
 
-class ProjectRepository:
-    def __init__(self, session: AsyncSession) -> None:
-        self._session = session
+class ProjectReads:
+    """The reads of projects and their history, on a Reader: the bare driver connection of
+    `Database.reader()`, or a transaction's own (`ProjectRepository.reads()`)."""
 
-    # -- projects -----------------------------------------------------------------------
-
-    async def insert_project(self, **values: Any) -> Project:
-        row = (
-            await self._session.execute(insert(projects).values(**values).returning(projects))
-        ).one()
-        return Project.from_row(row)
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
 
     async def get_project(
         self, project_id: uuid.UUID, owner_id: uuid.UUID, *, for_update: bool = False
     ) -> Project | None:
         """A live project of `owner_id` with its head edit; None otherwise."""
-        statement = _GET_PROJECT_FOR_UPDATE if for_update else _GET_PROJECT
-        row = (
-            await self._session.execute(statement, {"project_id": project_id, "owner_id": owner_id})
-        ).one_or_none()
+        row = await self._reader.fetch_one(
+            _GET_PROJECT_FOR_UPDATE if for_update else _GET_PROJECT,
+            project_id=project_id,
+            owner_id=owner_id,
+        )
         return _project(row) if row is not None else None
 
     async def get_project_any(self, project_id: uuid.UUID) -> Project | None:
-        row = (
-            await self._session.execute(_project_with_head().where(projects.c.id == project_id))
-        ).one_or_none()
+        row = await self._reader.fetch_one(_GET_PROJECT_ANY, project_id=project_id)
         return _project(row) if row is not None else None
 
     async def list_projects(
@@ -178,17 +212,65 @@ class ProjectRepository:
         after: tuple[datetime.datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[Project]:
-        statement = _project_with_head().where(
-            projects.c.owner_id == owner_id, text(f"projects.{LIVE}")
-        )
-        if after is not None:
-            statement = statement.where(
-                tuple_(projects.c.created_at, projects.c.id) < tuple_(*after)
+        if after is None:
+            rows = await self._reader.fetch(_LIST_PROJECTS, owner_id=owner_id, limit=limit)
+        else:
+            rows = await self._reader.fetch(
+                _LIST_PROJECTS_AFTER,
+                owner_id=owner_id,
+                after_created_at=after[0],
+                after_id=after[1],
+                limit=limit,
             )
-        statement = statement.order_by(projects.c.created_at.desc(), projects.c.id.desc()).limit(
-            limit
+        return [_project(row) for row in rows]
+
+    async def unsettled_projects(self, *, limit: int) -> list[Project]:
+        """Created with a reservation not yet committed, or deleted and not yet credited;
+        locked, skipping the ones another sweeper holds (inside a transaction)."""
+        return [_project(row) for row in await self._reader.fetch(_UNSETTLED_PROJECTS, limit=limit)]
+
+    async def get_edit(self, project_id: uuid.UUID, edit_id: uuid.UUID) -> Edit | None:
+        row = await self._reader.fetch_one(_GET_EDIT, project_id=project_id, edit_id=edit_id)
+        return _edit(row[:_edit_width], branch_seq=row[-1]) if row is not None else None
+
+    async def find_by_request_id(self, project_id: uuid.UUID, request_id: str) -> Edit | None:
+        row = await self._reader.fetch_one(
+            _EDIT_BY_REQUEST, project_id=project_id, request_id=request_id
         )
-        return [_project(row) for row in await self._session.execute(statement)]
+        return _edit(row) if row is not None else None
+
+    async def branch_start(self, branch_id: uuid.UUID) -> tuple[int, list[list[Any]]]:
+        """The seq and stored path of a branch's first edit."""
+        row = await self._reader.fetch_one(_BRANCH_START, branch_id=branch_id)
+        assert row is not None, "every edit's branch starts at an edit of its project"
+        return int(row[0]), list(row[1] or [])
+
+    async def list_edits(
+        self, project_id: uuid.UUID, *, after_seq: int, limit: int, path: HeadPath | None = None
+    ) -> list[Edit]:
+        rows = await self._reader.fetch(
+            _LIST_EDITS, project_id=project_id, after_seq=after_seq, limit=limit
+        )
+        return [_edit(row[:_edit_width], branch_seq=row[_edit_width], path=path) for row in rows]
+
+
+class ProjectRepository:
+    """The writes (and the reads a write needs) on the caller's session; reads run through
+    `reads()`, on the session's own connection and in its transaction."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def reads(self) -> ProjectReads:
+        return ProjectReads(await reader(self._session))
+
+    # -- projects -----------------------------------------------------------------------
+
+    async def insert_project(self, **values: Any) -> Project:
+        row = (
+            await self._session.execute(insert(projects).values(**values).returning(projects))
+        ).one()
+        return Project.from_row(row)
 
     async def count_live_projects(self, owner_id: uuid.UUID) -> int:
         return int(
@@ -221,21 +303,6 @@ class ProjectRepository:
             .where(projects.c.id == project_id, projects.c.quota_reservation_id == reservation_id)
             .values(quota_reservation_id=None)
         )
-
-    async def unsettled_projects(self, *, limit: int) -> list[Project]:
-        """Created with a reservation not yet committed, or deleted and not yet credited."""
-        statement = (
-            _project_with_head()
-            .where(
-                or_(
-                    projects.c.quota_reservation_id.is_not(None),
-                    and_(projects.c.deleted_at.is_not(None), projects.c.credited_at.is_(None)),
-                )
-            )
-            .limit(limit)
-            .with_for_update(of=projects, skip_locked=True)
-        )
-        return [_project(row) for row in await self._session.execute(statement)]
 
     async def mark_credited(self, project_id: uuid.UUID) -> None:
         await self._session.execute(
@@ -285,36 +352,11 @@ class ProjectRepository:
 
     # -- edits --------------------------------------------------------------------------
 
-    async def get_edit(self, project_id: uuid.UUID, edit_id: uuid.UUID) -> Edit | None:
-        row = (
-            await self._session.execute(_GET_EDIT, {"project_id": project_id, "edit_id": edit_id})
-        ).one_or_none()
-        return _edit(row[:_edit_width], branch_seq=row[-1]) if row is not None else None
-
     async def get_edit_by_id(self, edit_id: uuid.UUID) -> Edit | None:
         row = (
             await self._session.execute(select(*_edit_columns).where(edits.c.id == edit_id))
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
-
-    async def find_by_request_id(self, project_id: uuid.UUID, request_id: str) -> Edit | None:
-        row = (
-            await self._session.execute(
-                select(*_edit_columns).where(
-                    edits.c.project_id == project_id, edits.c.request_id == request_id
-                )
-            )
-        ).one_or_none()
-        return Edit.from_row(row) if row is not None else None
-
-    async def branch_start(self, branch_id: uuid.UUID) -> tuple[int, list[list[Any]]]:
-        """The seq and stored path of a branch's first edit."""
-        row = (
-            await self._session.execute(
-                select(edits.c.seq, edits.c.branch_path).where(edits.c.id == branch_id)
-            )
-        ).one()
-        return int(row.seq), list(row.branch_path or [])
 
     async def has_children(self, project_id: uuid.UUID, parent_id: uuid.UUID) -> bool:
         found = await self._session.scalar(
@@ -330,14 +372,6 @@ class ProjectRepository:
             await self._session.execute(insert(edits).values(**values).returning(*_edit_columns))
         ).one()
         return Edit.from_row(row)
-
-    async def list_edits(
-        self, project_id: uuid.UUID, *, after_seq: int, limit: int, path: HeadPath | None = None
-    ) -> list[Edit]:
-        result = await self._session.execute(
-            _LIST_EDITS, {"project_id": project_id, "after_seq": after_seq, "limit": limit}
-        )
-        return [_edit(row[:_edit_width], branch_seq=row[_edit_width], path=path) for row in result]
 
     async def finish_edit(self, edit_id: uuid.UUID, **values: Any) -> Edit | None:
         """Moves a pending edit to succeeded or failed; None when it was not pending."""

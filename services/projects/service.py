@@ -33,7 +33,7 @@ from services.projects.models import (
     Image,
     Project,
 )
-from services.projects.repository import ProjectRepository
+from services.projects.repository import ProjectReads, ProjectRepository
 
 
 @dataclass(frozen=True)
@@ -79,33 +79,29 @@ class ProjectService:
     def __init__(self) -> None:
         self._head_paths: OrderedDict[uuid.UUID, HeadPath] = OrderedDict()
 
-    async def get(
-        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
-    ) -> Project:
-        project = await ProjectRepository(session).get_project(project_id, owner_id)
+    async def get(self, reads: ProjectReads, owner_id: uuid.UUID, project_id: uuid.UUID) -> Project:
+        project = await reads.get_project(project_id, owner_id)
         if project is None:
             raise ProjectNotFound(project_id)
         return project
 
     async def _locked(
-        self, repository: ProjectRepository, owner_id: uuid.UUID, project_id: uuid.UUID
+        self, reads: ProjectReads, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
-        project = await repository.get_project(project_id, owner_id, for_update=True)
+        project = await reads.get_project(project_id, owner_id, for_update=True)
         if project is None:
             raise ProjectNotFound(project_id)
         return project
 
     async def list(
         self,
-        session: AsyncSession,
+        reads: ProjectReads,
         owner_id: uuid.UUID,
         *,
         after: tuple[datetime.datetime, uuid.UUID] | None,
         page_size: int,
     ) -> tuple[list[Project], tuple[datetime.datetime, uuid.UUID] | None]:
-        rows = await ProjectRepository(session).list_projects(
-            owner_id, after=after, limit=page_size + 1
-        )
+        rows = await reads.list_projects(owner_id, after=after, limit=page_size + 1)
         page = rows[:page_size]
         more = len(rows) > page_size
         return page, ((page[-1].created_at, page[-1].id) if more and page else None)
@@ -119,18 +115,20 @@ class ProjectService:
         expected_version: int | None,
     ) -> Project:
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
         if expected_version is not None and project.version != expected_version:
             raise StaleVersion()
         if project.name != name:
             await repository.update_project(project_id, name=name)
-        return await self.get(session, owner_id, project_id)
+        return await self.get(reads, owner_id, project_id)
 
     async def delete(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
         await repository.update_project(project_id, deleted_at=datetime.datetime.now(datetime.UTC))
         return project
 
@@ -151,39 +149,42 @@ class ProjectService:
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
         if project.head is None:
             raise NothingToMove("nothing to undo: the project is at its original", "AT_ORIGINAL")
         parent = (
-            await repository.get_edit(project.id, project.head.parent_id)
+            await reads.get_edit(project.id, project.head.parent_id)
             if project.head.parent_id
             else None
         )
         await self._move_head(repository, project, parent)
-        return await self.get(session, owner_id, project_id)
+        return await self.get(reads, owner_id, project_id)
 
     async def redo(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
         child_id = (
             project.root_latest_child_id if project.head is None else project.head.latest_child_id
         )
         if child_id is None:
             raise NothingToMove("nothing to redo: head has no later edit", "NOTHING_TO_REDO")
-        child = await repository.get_edit(project.id, child_id)
+        child = await reads.get_edit(project.id, child_id)
         assert child is not None
         assert child.status is EditStatus.SUCCEEDED
         await self._move_head(repository, project, child)
-        return await self.get(session, owner_id, project_id)
+        return await self.get(reads, owner_id, project_id)
 
     async def jump(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
-        target = await repository.get_edit(project.id, edit_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
+        target = await reads.get_edit(project.id, edit_id)
         if target is None:
             raise EditNotFound(edit_id)
         if target.status is not EditStatus.SUCCEEDED:
@@ -192,20 +193,21 @@ class ProjectService:
                 reason="EDIT_NOT_SUCCEEDED",
             )
         await self._move_head(repository, project, target)
-        return await self.get(session, owner_id, project_id)
+        return await self.get(reads, owner_id, project_id)
 
     async def reset(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
         if project.head is not None:
             await self._move_head(repository, project, None)
-        return await self.get(session, owner_id, project_id)
+        return await self.get(reads, owner_id, project_id)
 
     # -- history ----------------------------------------------------------------------
 
-    async def head_path(self, repository: ProjectRepository, project: Project) -> HeadPath:
+    async def head_path(self, reads: ProjectReads, project: Project) -> HeadPath:
         head = project.head
         if head is None:
             return HeadPath.of(None, 0, None)
@@ -213,7 +215,7 @@ class ProjectService:
         if cached is not None:
             self._head_paths.move_to_end(head.id)
             return cached
-        start_seq, path = await repository.branch_start(head.branch_id)
+        start_seq, path = await reads.branch_start(head.branch_id)
         found = HeadPath.of(head, start_seq, path)
         self._head_paths[head.id] = found
         if len(self._head_paths) > HEAD_PATH_CACHE_SIZE:
@@ -222,39 +224,38 @@ class ProjectService:
 
     async def list_edits(
         self,
-        session: AsyncSession,
+        reads: ProjectReads,
         owner_id: uuid.UUID,
         project_id: uuid.UUID,
         *,
         after_seq: int,
         page_size: int,
     ) -> EditsPage:
-        repository = ProjectRepository(session)
-        project = await self.get(session, owner_id, project_id)
-        path = await self.head_path(repository, project)
-        rows = await repository.list_edits(
+        project = await self.get(reads, owner_id, project_id)
+        path = await self.head_path(reads, project)
+        rows = await reads.list_edits(
             project_id, after_seq=after_seq, limit=page_size + 1, path=path
         )
         page = rows[:page_size]
         return EditsPage(page, page[-1].seq if len(rows) > page_size and page else None)
 
     async def get_edit(
-        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
+        self, reads: ProjectReads, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
     ) -> Edit:
-        repository = ProjectRepository(session)
-        project = await self.get(session, owner_id, project_id)
-        edit = await repository.get_edit(project_id, edit_id)
+        project = await self.get(reads, owner_id, project_id)
+        edit = await reads.get_edit(project_id, edit_id)
         if edit is None:
             raise EditNotFound(edit_id)
         if edit.id == project.head_edit_id:  # e.g. the edit ApplyEdit just made head
             return dataclasses.replace(edit, on_head_path=True)
-        return _with_path(edit, await self.head_path(repository, project))
+        return _with_path(edit, await self.head_path(reads, project))
 
     async def find_edit(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, request_id: str
     ) -> Edit | None:
-        await self.get(session, owner_id, project_id)
-        return await ProjectRepository(session).find_by_request_id(project_id, request_id)
+        reads = await ProjectRepository(session).reads()
+        await self.get(reads, owner_id, project_id)
+        return await reads.find_by_request_id(project_id, request_id)
 
     # -- the steps ApplyEdit records -----------------------------------------------------
 
@@ -271,14 +272,15 @@ class ProjectService:
         """Claims the project for the edit and records it pending; answers (edit, created).
         An edit already recorded under the request id is answered as it is."""
         repository = ProjectRepository(session)
-        project = await self._locked(repository, owner_id, project_id)
-        existing = await repository.find_by_request_id(project_id, new.request_id)
+        reads = await repository.reads()
+        project = await self._locked(reads, owner_id, project_id)
+        existing = await reads.find_by_request_id(project_id, new.request_id)
         if existing is not None:
             return existing, False
         if project.running_edit_id is not None:
             raise EditRunning()
         source = project.current
-        placement = await HistoryTree(repository).place(project)
+        placement = await HistoryTree(repository, reads).place(project)
         edit = await repository.insert_edit(
             id=new.edit_id,
             project_id=project.id,
@@ -369,8 +371,9 @@ class HistoryTree:
     """Where a new edit goes: on its parent's branch if the parent has no child yet,
     else on a new branch that stores the path to its parent (ADR 0012)."""
 
-    def __init__(self, repository: ProjectRepository) -> None:
+    def __init__(self, repository: ProjectRepository, reads: ProjectReads) -> None:
         self._repository = repository
+        self._reads = reads
 
     async def place(self, project: Project) -> Placement:
         head = project.head
@@ -378,7 +381,7 @@ class HistoryTree:
             return Placement(depth=1, branch_id=None, branch_path=[])
         if not await self._repository.has_children(project.id, head.id):
             return Placement(depth=head.depth + 1, branch_id=head.branch_id, branch_path=None)
-        start_seq, path = await self._repository.branch_start(head.branch_id)
+        start_seq, path = await self._reads.branch_start(head.branch_id)
         return Placement(
             depth=head.depth + 1,
             branch_id=None,

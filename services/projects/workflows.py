@@ -56,7 +56,7 @@ from services.projects.engines import EditEngine, EngineRequest, EngineResult, P
 from services.projects.engines.crop import ASPECT_RATIOS, CropBox, crop, fit_ratio, matches_ratio
 from services.projects.errors import EditNotFound, ProjectNotFound
 from services.projects.models import Edit, EditAction, EditStatus, Image, Project
-from services.projects.repository import ProjectRepository
+from services.projects.repository import ProjectReads, ProjectRepository
 from services.projects.service import NewEdit, Outcome, ProjectService
 from services.projects.settings import ProjectsSettings
 
@@ -326,8 +326,8 @@ class EditWorkflows:
             raise
         await checkpoint("create_project.recorded")
         await self._commit_project_unit(project_id, reservation)
-        async with self._database.read() as session:
-            return await self._service.get(session, owner_id, project_id)
+        async with self._database.reader() as reader:
+            return await self._service.get(ProjectReads(reader), owner_id, project_id)
 
     async def _commit_project_unit(self, project_id: uuid.UUID, reservation: str) -> None:
         await self._quota.commit(reservation)
@@ -368,17 +368,16 @@ class EditWorkflows:
             task.exception()  # retrieved: a caller that went away need not see it
 
     async def _project(self, owner_id: uuid.UUID, project_id: uuid.UUID) -> Project:
-        async with self._database.read() as session:
-            return await self._service.get(session, owner_id, project_id)
+        async with self._database.reader() as reader:
+            return await self._service.get(ProjectReads(reader), owner_id, project_id)
 
     async def _apply(
         self, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID, request: EditRequest
     ) -> Applied:
-        async with self._database.read() as session:
-            project = await self._service.get(session, owner_id, project_id)
-            existing = await ProjectRepository(session).find_by_request_id(
-                project_id, request.request_id
-            )
+        async with self._database.reader() as reader:
+            reads = ProjectReads(reader)
+            project = await self._service.get(reads, owner_id, project_id)
+            existing = await reads.find_by_request_id(project_id, request.request_id)
         if existing is not None:
             _check_same_request(existing, request)
             return await self._outcome_of(owner_id, existing)
@@ -471,16 +470,18 @@ class EditWorkflows:
         while edit.status is EditStatus.PENDING and time.monotonic() < deadline:
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
-            async with self._database.read() as session:
-                found = await ProjectRepository(session).get_edit(edit.project_id, edit.id)
+            async with self._database.reader() as reader:
+                found = await ProjectReads(reader).get_edit(edit.project_id, edit.id)
             if found is None:
                 raise EditNotFound(edit.id)
             edit = found
         if edit.status is EditStatus.FAILED:
             raise _replay(edit)
         project = await self._project(owner_id, edit.project_id)
-        async with self._database.read() as session:
-            edit = await self._service.get_edit(session, owner_id, edit.project_id, edit.id)
+        async with self._database.reader() as reader:
+            edit = await self._service.get_edit(
+                ProjectReads(reader), owner_id, edit.project_id, edit.id
+            )
         return Applied(edit, project)
 
     async def _execute(self, owner_id: uuid.UUID, edit: Edit, room: int) -> Applied:
@@ -547,8 +548,10 @@ class EditWorkflows:
         await checkpoint("apply.succeeded_recorded")
         await self._settle(done)
         project = await self._project(owner_id, edit.project_id)
-        async with self._database.read() as session:
-            shown = await self._service.get_edit(session, owner_id, edit.project_id, edit.id)
+        async with self._database.reader() as reader:
+            shown = await self._service.get_edit(
+                ProjectReads(reader), owner_id, edit.project_id, edit.id
+            )
         return Applied(shown, project)
 
     async def _record_succeeded(
@@ -576,8 +579,8 @@ class EditWorkflows:
         """The edit was no longer pending when this run stored its result: a retry or the
         sweeper adopted the same result (then it succeeded once, there), or the sweeper
         failed it first (then the result is nobody's and goes)."""
-        async with self._database.read() as session:
-            found = await ProjectRepository(session).get_edit(edit.project_id, edit.id)
+        async with self._database.reader() as reader:
+            found = await ProjectReads(reader).get_edit(edit.project_id, edit.id)
         if found is not None and found.status is EditStatus.SUCCEEDED:
             return found
         await self._quietly(self._assets.delete(edit.owner_id, [stored.id]), "delete an orphan")
@@ -609,8 +612,8 @@ class EditWorkflows:
             ),
         )
         if done is None:  # finished meanwhile (by the run itself or another sweeper)
-            async with self._database.read() as session:
-                return await ProjectRepository(session).get_edit(edit.project_id, edit.id)
+            async with self._database.reader() as reader:
+                return await ProjectReads(reader).get_edit(edit.project_id, edit.id)
         self._metrics.increment(
             EDIT_OUTCOMES,
             "Edits by outcome",
@@ -738,11 +741,12 @@ class EditWorkflows:
             )
         else:
             assert source_project_id is not None
-            async with self._database.read() as session:
-                await self._service.get(session, owner_id, source_project_id)
+            async with self._database.reader() as reader:
+                reads = ProjectReads(reader)
+                await self._service.get(reads, owner_id, source_project_id)
                 sources = []
                 for index, edit_id in enumerate(edit_ids):
-                    found = await ProjectRepository(session).get_edit(source_project_id, edit_id)
+                    found = await reads.get_edit(source_project_id, edit_id)
                     if found is None:
                         raise InvalidArgument(
                             f"edit_ids[{index}]", "is not an edit of the source project"
@@ -763,8 +767,8 @@ class EditWorkflows:
             except DomainError as error:
                 result.failed_step = index
                 result.error = error.message
-                async with self._database.read() as session:
-                    failed = await ProjectRepository(session).find_by_request_id(
+                async with self._database.reader() as reader:
+                    failed = await ProjectReads(reader).find_by_request_id(
                         project_id, request.request_id
                     )
                 if failed is not None:
@@ -876,7 +880,8 @@ class ProjectSweeper:
             report["settled"] += 1
         # Projects whose unit was reserved but not committed, or deleted and not credited.
         async with self._database.transaction() as session:
-            projects_open = await ProjectRepository(session).unsettled_projects(limit=batch)
+            reads = await ProjectRepository(session).reads()
+            projects_open = await reads.unsettled_projects(limit=batch)
         for project in projects_open:
             try:
                 if project.deleted_at is not None:
@@ -942,10 +947,10 @@ class ProjectSweeper:
         """Every project of the user, now (account deletion): results, then rows."""
         async with self._database.transaction() as session:
             repository = ProjectRepository(session)
+            reads = await repository.reads()
             ids = await repository.owned_project_ids(owner_id)
             found = [
-                (await repository.get_project_any(i), await repository.result_asset_ids(i))
-                for i in ids
+                (await reads.get_project_any(i), await repository.result_asset_ids(i)) for i in ids
             ]
         purged = 0
         for project, results in found:

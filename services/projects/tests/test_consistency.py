@@ -13,7 +13,7 @@ from pixelshop.projects.v1 import projects_pb2 as pb
 from runtime.errors import DomainError, Unavailable
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.projects.models import EditAction, EditStatus
-from services.projects.repository import ProjectRepository
+from services.projects.repository import ProjectReads
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
 from services.projects.workflows import EditRequest
@@ -30,10 +30,10 @@ def warm(request_id: str | None = None) -> EditRequest:
 
 
 async def _state(stack: Stack, project_id: uuid.UUID, request_id: str) -> tuple:
-    async with stack.components.database.read() as session:
-        repository = ProjectRepository(session)
-        edit = await repository.find_by_request_id(project_id, request_id)
-        project = await repository.get_project_any(project_id)
+    async with stack.components.database.reader() as reader:
+        reads = ProjectReads(reader)
+        edit = await reads.find_by_request_id(project_id, request_id)
+        project = await reads.get_project_any(project_id)
     assert project is not None
     return edit, project
 
@@ -157,6 +157,6 @@ async def test_a_deleted_project_is_purged_with_its_results(stack: Stack) -> Non
     result = stack.assets.assets[uuid.UUID(done.edit.result_asset_id)]
     assert result.deleted
     _edit, project = None, None
-    async with stack.components.database.read() as session:
-        project = await ProjectRepository(session).get_project_any(uuid.UUID(created.id))
+    async with stack.components.database.reader() as reader:
+        project = await ProjectReads(reader).get_project_any(uuid.UUID(created.id))
     assert project is None

@@ -9,6 +9,7 @@ import uuid
 from pixelshop.projects.v1 import projects_pb2 as pb
 
 from services.projects.models import EditAction, Image
+from services.projects.repository import ProjectRepository
 from services.projects.service import NewEdit, Outcome
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
@@ -28,7 +29,8 @@ async def grow(stack: Stack, owner_id: uuid.UUID, project_id: uuid.UUID, steps: 
             for _ in range(min(100, steps - done)):
                 done += 1
                 if done % 7 == 0:
-                    project = await service.get(session, owner_id, project_id)
+                    reads = await ProjectRepository(session).reads()
+                    project = await service.get(reads, owner_id, project_id)
                     for _undo in range(2):
                         if project.can_undo:
                             project = await service.undo(session, owner_id, project_id)

@@ -14,7 +14,7 @@ from runtime.errors import QuotaExceeded
 from runtime.peers.billing import STORAGE_BYTES
 from runtime.workflow import SimulatedCrash, crash_at
 from services.projects.models import EditAction, EditStatus
-from services.projects.repository import ProjectRepository
+from services.projects.repository import ProjectReads
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
 from services.projects.workflows import EditRequest, storage_key
@@ -27,10 +27,10 @@ def warm() -> EditRequest:
 
 
 async def _edit(stack: Stack, project_id: uuid.UUID, request_id: str):  # type: ignore[no-untyped-def]
-    async with stack.components.database.read() as session:
-        repository = ProjectRepository(session)
-        edit = await repository.find_by_request_id(project_id, request_id)
-        project = await repository.get_project_any(project_id)
+    async with stack.components.database.reader() as reader:
+        reads = ProjectReads(reader)
+        edit = await reads.find_by_request_id(project_id, request_id)
+        project = await reads.get_project_any(project_id)
     assert edit is not None
     assert project is not None
     return edit, project
