@@ -142,15 +142,6 @@ async def _seed(
         )
 
 
-async def _median_ms(call: Callable[[], Awaitable[Any]], rounds: int) -> float:
-    timings = []
-    for _ in range(rounds):
-        started = time.perf_counter()
-        await call()
-        timings.append(time.perf_counter() - started)
-    return statistics.median(timings) * 1000
-
-
 async def run(base_url: str, env: dict[str, str], admin_url: str, seconds: float) -> list[str]:
     """Called by tools/bench.py with the running suite."""
     import asyncio
@@ -239,53 +230,69 @@ async def projects_benchmarks(
             finally:
                 await owner.close()
 
-            async def undo_redo(project_id: str) -> tuple[float, float]:
-                undo_ms, redo_ms = [], []
-                for _ in range(ROUNDS):
-                    started = time.perf_counter()
-                    await stub.Undo(
+            # Each round times the long and the short project back to back (an A/B pair,
+            # in alternating order), so the machine's drift meets both sides of a ratio.
+            async def paired(
+                calls: Callable[[str], list[Callable[[], Awaitable[Any]]]], rounds: int
+            ) -> list[tuple[float, float]]:
+                """Median ms of each step `calls(project_id)` lists, long then short."""
+                timings: dict[str, list[list[float]]] = {long.id: [], short.id: []}
+                for round_ in range(rounds):
+                    order = (long.id, short.id) if round_ % 2 == 0 else (short.id, long.id)
+                    for project_id in order:
+                        steps = []
+                        for call in calls(project_id):
+                            started = time.perf_counter()
+                            await call()
+                            steps.append(time.perf_counter() - started)
+                        timings[project_id].append(steps)
+                medians = []
+                for step in range(len(timings[long.id][0])):
+                    long_ms, short_ms = (
+                        statistics.median(t[step] for t in timings[p]) * 1000
+                        for p in (long.id, short.id)
+                    )
+                    medians.append((long_ms, short_ms))
+                return medians
+
+            def undo_then_redo(project_id: str) -> list[Callable[[], Awaitable[Any]]]:
+                return [
+                    lambda: stub.Undo(
                         projects_pb2.UndoRequest(project_id=project_id), metadata=metadata
-                    )
-                    undo_ms.append(time.perf_counter() - started)
-                    started = time.perf_counter()
-                    await stub.Redo(
+                    ),
+                    lambda: stub.Redo(
                         projects_pb2.RedoRequest(project_id=project_id), metadata=metadata
-                    )
-                    redo_ms.append(time.perf_counter() - started)
-                return statistics.median(undo_ms) * 1000, statistics.median(redo_ms) * 1000
+                    ),
+                ]
 
-            async def jumps(project_id: str, targets: list[str]) -> float:
-                picks = iter(random.choices(targets, k=ROUNDS))
-                return await _median_ms(
+            targets = {
+                long.id: [str(r["id"]) for r in rows],
+                short.id: [str(r["id"]) for r in short_rows],
+            }
+
+            def jump(project_id: str) -> list[Callable[[], Awaitable[Any]]]:
+                edit_id = random.choice(targets[project_id])
+                return [
                     lambda: stub.Jump(
-                        projects_pb2.JumpRequest(project_id=project_id, edit_id=next(picks)),
+                        projects_pb2.JumpRequest(project_id=project_id, edit_id=edit_id),
                         metadata=metadata,
-                    ),
-                    ROUNDS,
-                )
+                    )
+                ]
 
-            async def crops(project_id: str) -> float:
-                crop = projects_pb2.CropParams(
-                    x=0, y=0, width=asset["width"], height=asset["height"]
-                )
-                return await _median_ms(
-                    lambda: stub.ApplyEdit(
-                        projects_pb2.ApplyEditRequest(
-                            project_id=project_id, request_id=str(uuid.uuid4()), crop=crop
-                        ),
-                        metadata=metadata,
-                    ),
-                    CROPS,
-                )
+            crop = projects_pb2.CropParams(x=0, y=0, width=asset["width"], height=asset["height"])
 
-            long_undo, long_redo = await undo_redo(long.id)
-            short_undo, short_redo = await undo_redo(short.id)
-            long_jump = await jumps(long.id, [str(r["id"]) for r in rows])
-            short_jump = await jumps(short.id, [str(r["id"]) for r in short_rows])
+            def apply_crop(project_id: str) -> list[Callable[[], Awaitable[Any]]]:
+                request = projects_pb2.ApplyEditRequest(
+                    project_id=project_id, request_id=str(uuid.uuid4()), crop=crop
+                )
+                return [lambda: stub.ApplyEdit(request, metadata=metadata)]
+
+            (long_undo, short_undo), (long_redo, short_redo) = await paired(undo_then_redo, ROUNDS)
+            [(long_jump, short_jump)] = await paired(jump, ROUNDS)
             await stub.Jump(
                 projects_pb2.JumpRequest(project_id=long.id, edit_id=str(head)), metadata=metadata
             )
-            long_crop, short_crop = await crops(long.id), await crops(short.id)
+            [(long_crop, short_crop)] = await paired(apply_crop, CROPS)
             for name, long_ms, short_ms in (
                 ("undo", long_undo, short_undo),
                 ("redo", long_redo, short_redo),

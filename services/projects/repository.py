@@ -63,6 +63,10 @@ def _project_with_head() -> Any:
     )
 
 
+_parent = edits.alias("parent")
+_parent_columns = [_parent.c[name].label(f"parent_{name}") for name in _edit_names]
+
+
 # The reads every screen makes are compiled once and run on the driver connection itself
 # (runtime.db.Query, ADR 0020): no statement building, caching or result processing per
 # call, and rows are read by position.
@@ -73,6 +77,21 @@ _GET_PROJECT_STATEMENT = _project_with_head().where(
 )
 _GET_PROJECT = Query.of(_GET_PROJECT_STATEMENT)
 _GET_PROJECT_FOR_UPDATE = Query.of(_GET_PROJECT_STATEMENT.with_for_update(of=projects))
+# Undo reads head's parent with the locked project: one statement, however deep head is.
+_GET_PROJECT_AND_PARENT_FOR_UPDATE = Query.of(
+    select(projects, *_head_columns, *_parent_columns)
+    .select_from(
+        projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id).outerjoin(
+            _parent, _parent.c.id == _head.c.parent_id
+        )
+    )
+    .where(
+        projects.c.id == bindparam("project_id"),
+        projects.c.owner_id == bindparam("owner_id"),
+        text(f"projects.{LIVE}"),
+    )
+    .with_for_update(of=projects)
+)
 _GET_PROJECT_ANY = Query.of(_project_with_head().where(projects.c.id == bindparam("project_id")))
 _owned_live = _project_with_head().where(
     projects.c.owner_id == bindparam("owner_id"), text(f"projects.{LIVE}")
@@ -201,6 +220,20 @@ class ProjectReads:
         )
         return _project(row) if row is not None else None
 
+    async def lock_project_and_parent(
+        self, project_id: uuid.UUID, owner_id: uuid.UUID
+    ) -> tuple[Project, Edit | None] | None:
+        """A live project of `owner_id`, locked, and its head's parent (None: the original
+        or no head); None when there is no such project."""
+        row = await self._reader.fetch_one(
+            _GET_PROJECT_AND_PARENT_FOR_UPDATE, project_id=project_id, owner_id=owner_id
+        )
+        if row is None:
+            return None
+        start = _project_width + _edit_width
+        parent_values = row[start : start + _edit_width]
+        return _project(row), _edit(parent_values) if parent_values[0] is not None else None
+
     async def get_project_any(self, project_id: uuid.UUID) -> Project | None:
         row = await self._reader.fetch_one(_GET_PROJECT_ANY, project_id=project_id)
         return _project(row) if row is not None else None
@@ -296,6 +329,27 @@ class ProjectRepository:
             statement = statement.where(projects.c.version == expected_version)
         result = await self._session.execute(statement)
         return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def move_head(
+        self, project: Project, target: Edit | None, *, thumbnail_asset_id: uuid.UUID
+    ) -> Project:
+        """Moves a locked project's head to `target` (None: the original); answers the
+        project as it now is, without reading it again."""
+        row = (
+            await self._session.execute(
+                update(projects)
+                .where(projects.c.id == project.id, projects.c.version == project.version)
+                .values(
+                    head_edit_id=None if target is None else target.id,
+                    thumbnail_asset_id=thumbnail_asset_id,
+                    version=projects.c.version + 1,
+                    updated_at=func.now(),
+                )
+                .returning(projects)
+            )
+        ).one_or_none()
+        assert row is not None, "the caller holds the project's row lock"
+        return Project.from_row(row, head=target)
 
     async def clear_quota_reservation(self, project_id: uuid.UUID, reservation_id: str) -> None:
         await self._session.execute(

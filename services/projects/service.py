@@ -136,30 +136,22 @@ class ProjectService:
 
     async def _move_head(
         self, repository: ProjectRepository, project: Project, target: Edit | None
-    ) -> None:
+    ) -> Project:
         thumbnail = project.original.asset_id if target is None else target.result_asset_id
-        await repository.update_project(
-            project.id,
-            expected_version=project.version,
-            head_edit_id=None if target is None else target.id,
-            thumbnail_asset_id=thumbnail,
-        )
+        assert thumbnail is not None, "head is only ever a succeeded edit"
+        return await repository.move_head(project, target, thumbnail_asset_id=thumbnail)
 
     async def undo(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        reads = await repository.reads()
-        project = await self._locked(reads, owner_id, project_id)
+        found = await (await repository.reads()).lock_project_and_parent(project_id, owner_id)
+        if found is None:
+            raise ProjectNotFound(project_id)
+        project, parent = found
         if project.head is None:
             raise NothingToMove("nothing to undo: the project is at its original", "AT_ORIGINAL")
-        parent = (
-            await reads.get_edit(project.id, project.head.parent_id)
-            if project.head.parent_id
-            else None
-        )
-        await self._move_head(repository, project, parent)
-        return await self.get(reads, owner_id, project_id)
+        return await self._move_head(repository, project, parent)
 
     async def redo(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
@@ -175,8 +167,7 @@ class ProjectService:
         child = await reads.get_edit(project.id, child_id)
         assert child is not None
         assert child.status is EditStatus.SUCCEEDED
-        await self._move_head(repository, project, child)
-        return await self.get(reads, owner_id, project_id)
+        return await self._move_head(repository, project, child)
 
     async def jump(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
@@ -192,18 +183,16 @@ class ProjectService:
                 f"edit {edit_id} is {target.status.value}; head can only be a succeeded edit",
                 reason="EDIT_NOT_SUCCEEDED",
             )
-        await self._move_head(repository, project, target)
-        return await self.get(reads, owner_id, project_id)
+        return await self._move_head(repository, project, target)
 
     async def reset(
         self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID
     ) -> Project:
         repository = ProjectRepository(session)
-        reads = await repository.reads()
-        project = await self._locked(reads, owner_id, project_id)
-        if project.head is not None:
-            await self._move_head(repository, project, None)
-        return await self.get(reads, owner_id, project_id)
+        project = await self._locked(await repository.reads(), owner_id, project_id)
+        if project.head is None:
+            return project
+        return await self._move_head(repository, project, None)
 
     # -- history ----------------------------------------------------------------------
 
