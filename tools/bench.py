@@ -82,6 +82,31 @@ async def load(
     return Measurement(name, len(latencies), time.perf_counter() - start, latencies)
 
 
+SLICES = 5
+
+
+async def interleaved_load(
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]], seconds: float
+) -> list[Measurement]:
+    """`load` of each call in `SLICES` slices of `seconds / SLICES`, the calls taking turns
+    (the order rotating each slice), summed per call: a ratio of two of them sees the same
+    machine, whatever drifts during the run."""
+    parts: list[list[Measurement]] = [[] for _ in calls]
+    for slice_ in range(SLICES):
+        for index in (*range(slice_ % len(calls), len(calls)), *range(slice_ % len(calls))):
+            name, call = calls[index]
+            parts[index].append(await load(name, call, seconds / SLICES, warmup=0.1))
+    return [
+        Measurement(
+            measured[0].name,
+            sum(m.calls for m in measured),
+            sum(m.seconds for m in measured),
+            [latency for m in measured for latency in m.latencies],
+        )
+        for measured in parts
+    ]
+
+
 def serve_echo(port: int) -> None:
     """A bare grpc.aio service: the ceiling any real RPC is compared with."""
 
@@ -121,33 +146,39 @@ async def rpc_benchmarks(base_url: str, env: dict[str, str], seconds: float) -> 
     try:
         token = await sign_up(base_url)
         metadata = (("authorization", f"Bearer {token}"),)
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as echo_channel:
+        presets_address = f"127.0.0.1:{env['PIXELSHOP_PRESETS_PORT']}"
+        request = presets_pb2.GetPresetRequest(preset_id=SYNTHWAVE)
+        payload = b"x" * 64
+        async with (
+            grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as echo_channel,
+            grpc.aio.insecure_channel(presets_address) as channel,
+            # aiohttp's client: httpx costs more CPU per request than the gateway itself.
+            aiohttp.ClientSession(
+                base_url,
+                headers={"Authorization": f"Bearer {token}"},
+                connector=aiohttp.TCPConnector(limit=CONCURRENCY),
+            ) as http,
+        ):
             await echo_channel.channel_ready()
             call_echo = echo_channel.unary_unary(ECHO_METHOD)
-            payload = b"x" * 64
-            bare = await load("bare grpc.aio echo", lambda: call_echo(payload), seconds)
-        presets_address = f"127.0.0.1:{env['PIXELSHOP_PRESETS_PORT']}"
-        async with grpc.aio.insecure_channel(presets_address) as channel:
             stub = presets_pb2_grpc.PresetServiceStub(channel)
-            request = presets_pb2.GetPresetRequest(preset_id=SYNTHWAVE)
-            direct = await load(
-                "presets.GetPreset over gRPC",
-                lambda: stub.GetPreset(request, metadata=metadata),
-                seconds,
-            )
-        # aiohttp's client: httpx costs more CPU per request than the gateway itself.
-        async with aiohttp.ClientSession(
-            base_url,
-            headers={"Authorization": f"Bearer {token}"},
-            connector=aiohttp.TCPConnector(limit=CONCURRENCY),
-        ) as http:
 
             async def get_preset() -> None:
                 async with http.get(f"/v1/presets/{SYNTHWAVE}") as response:
                     await response.read()
                     response.raise_for_status()
 
-            via_http = await load("presets.GetPreset over HTTP (gateway)", get_preset, seconds)
+            bare, direct, via_http = await interleaved_load(
+                [
+                    ("bare grpc.aio echo", lambda: call_echo(payload)),
+                    (
+                        "presets.GetPreset over gRPC",
+                        lambda: stub.GetPreset(request, metadata=metadata),
+                    ),
+                    ("presets.GetPreset over HTTP (gateway)", get_preset),
+                ],
+                seconds,
+            )
     finally:
         echo.terminate()
         await echo.wait()

@@ -147,7 +147,7 @@ async def run(base_url: str, env: dict[str, str], admin_url: str, seconds: float
     import asyncio
     import sys
 
-    from tools.bench import ECHO_METHOD, load, sign_up
+    from tools.bench import ECHO_METHOD, sign_up
     from tools.pgcluster import free_port
     from tools.run import internal_secret, service_database_url
 
@@ -159,21 +159,19 @@ async def run(base_url: str, env: dict[str, str], admin_url: str, seconds: float
         async with grpc.aio.insecure_channel(f"127.0.0.1:{echo_port}") as echo_channel:
             await echo_channel.channel_ready()
             call_echo = echo_channel.unary_unary(ECHO_METHOD)
-            bare = await load("bare grpc.aio echo", lambda: call_echo(b"x" * 64), seconds)
+            return await projects_benchmarks(
+                base_url,
+                env,
+                service_database_url(admin_url, "projects"),
+                admin_url,
+                env.get("PIXELSHOP_INTERNAL_SECRET") or internal_secret(),
+                lambda: call_echo(b"x" * 64),
+                await sign_up(base_url),
+                seconds,
+            )
     finally:
         echo.terminate()
         await echo.wait()
-    return await projects_benchmarks(
-        base_url,
-        env,
-        service_database_url(admin_url, "projects"),
-        admin_url,
-        env.get("PIXELSHOP_INTERNAL_SECRET") or internal_secret(),
-        load,
-        bare.throughput,
-        await sign_up(base_url),
-        seconds,
-    )
 
 
 async def projects_benchmarks(
@@ -182,11 +180,12 @@ async def projects_benchmarks(
     database_url: str,
     admin_url: str,
     internal_secret: str,
-    load: Callable[..., Awaitable[Any]],
-    echo_throughput: float,
+    echo: Callable[[], Awaitable[Any]],
     token: str,
     seconds: float,
 ) -> list[str]:
+    from tools.bench import interleaved_load
+
     metadata = (("authorization", f"Bearer {token}"),)
     async with httpx.AsyncClient(base_url=base_url) as http:
         uploaded = await http.post(
@@ -326,14 +325,19 @@ async def projects_benchmarks(
             )
 
             get = projects_pb2.GetProjectRequest(project_id=long.id)
-            measured = await load(
-                "projects.GetProject over gRPC",
-                lambda: stub.GetProject(get, metadata=metadata),
+            bare, measured = await interleaved_load(
+                [
+                    ("bare grpc.aio echo", echo),
+                    (
+                        "projects.GetProject over gRPC",
+                        lambda: stub.GetProject(get, metadata=metadata),
+                    ),
+                ],
                 seconds,
             )
-            lines.append(measured.line())
+            lines += [bare.line(), measured.line()]
             lines.append(
-                f"  GetProject / bare echo throughput: {measured.throughput / echo_throughput:.2f}"
+                f"  GetProject / bare echo throughput: {measured.throughput / bare.throughput:.2f}"
                 f"   (target >= 0.50), p99 {measured.p99_ms:.1f} ms (target <= 20 ms)"
             )
     finally:
