@@ -33,6 +33,7 @@ from services.presets.models import (
     Scope,
     Visibility,
 )
+from services.presets.repository import PresetReads
 from services.presets.service import (
     Browse,
     PresetCatalog,
@@ -224,8 +225,8 @@ class PresetApi(presets_pb2_grpc.PresetServiceServicer):
     ) -> presets_pb2.GetPresetResponse:
         viewer_id = current_principal().user_id
         preset_id = validation.required_uuid(request.preset_id, "preset_id")
-        async with self._database.read() as session:  # one statement: no snapshot needed
-            preset = await self._catalog.get(session, preset_id, viewer_id)
+        async with self._database.reader() as reader:  # one statement, no session (ADR 0020)
+            preset = await self._catalog.get(PresetReads(reader), preset_id, viewer_id)
         return presets_pb2.GetPresetResponse(preset=preset_message(preset))
 
     async def CreatePreset(

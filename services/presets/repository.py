@@ -9,7 +9,7 @@ concurrency without reading it first. The repository never commits.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.sql import FromClause
 
+from runtime.db import Query, Reader, reader
 from runtime.pagination import Keyset
 from services.presets.models import (
     Category,
@@ -208,27 +209,42 @@ def _find_visible_statement() -> Select[Any]:
     return _with_viewer_fields(rows, viewer)
 
 
-_FIND_VISIBLE = _find_visible_statement()
+# Compiled once and run on the driver connection (runtime.db.Query, ADR 0020): GetPreset
+# is a hot path, and building, caching and processing this select costs more than running it.
+_FIND_VISIBLE = Query.of(_find_visible_statement())
 
 
-def _preset(row: Any) -> Preset:
+def _preset(m: Mapping[str, Any]) -> Preset:
+    """A preset from a row's mapping: a driver Record, or a SQLAlchemy row's `_mapping`."""
     return Preset(
-        id=row.id,
-        owner_id=row.owner_id,
-        name=row.name,
-        description=row.description,
-        prompt=row.prompt,
-        category=Category(row.category),
-        visibility=Visibility(row.visibility),
-        forked_from_id=row.forked_from_id,
-        forked_from_name=row.forked_from_name,
-        like_count=row.like_count,
-        use_count=row.use_count,
-        version=row.version,
-        liked=row.liked,
-        created_at=row.created_at,
-        updated_at=row.updated_at,
+        id=m["id"],
+        owner_id=m["owner_id"],
+        name=m["name"],
+        description=m["description"],
+        prompt=m["prompt"],
+        category=Category(m["category"]),
+        visibility=Visibility(m["visibility"]),
+        forked_from_id=m["forked_from_id"],
+        forked_from_name=m["forked_from_name"],
+        like_count=m["like_count"],
+        use_count=m["use_count"],
+        version=m["version"],
+        liked=m["liked"],
+        created_at=m["created_at"],
+        updated_at=m["updated_at"],
     )
+
+
+class PresetReads:
+    """The one-preset read, on a Reader: the bare driver connection of
+    `Database.reader()`, or a transaction's own (`PresetRepository.find_visible`)."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    async def find_visible(self, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset | None:
+        row = await self._reader.fetch_one(_FIND_VISIBLE, preset_id=preset_id, viewer_id=viewer_id)
+        return None if row is None else _preset(row)
 
 
 class PresetRepository:
@@ -236,13 +252,12 @@ class PresetRepository:
         self._session = session
 
     async def find_visible(self, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset | None:
-        parameters = {"preset_id": preset_id, "viewer_id": viewer_id}
-        row = (await self._session.execute(_FIND_VISIBLE, parameters)).one_or_none()
-        return None if row is None else _preset(row)
+        """As `PresetReads.find_visible`, inside this session's transaction."""
+        return await PresetReads(await reader(self._session)).find_visible(preset_id, viewer_id)
 
     async def list_page(self, listing: Listing) -> list[Preset]:
         result = await self._session.execute(listing_statement(listing))
-        return [_preset(row) for row in result]
+        return [_preset(row._mapping) for row in result]
 
     async def lock(
         self, preset_id: uuid.UUID, mode: Literal["change", "reference"]

@@ -48,6 +48,7 @@ from services.presets.repository import (
     Listing,
     NewPreset,
     PresetAccess,
+    PresetReads,
     PresetRepository,
 )
 
@@ -176,10 +177,11 @@ class PresetCatalog:
         if access is None or not _visible(access, user_id):
             raise PresetNotFound(preset_id)
 
-    async def get(
-        self, session: AsyncSession, preset_id: uuid.UUID, viewer_id: uuid.UUID
-    ) -> Preset:
-        return await self._visible_preset(PresetRepository(session), preset_id, viewer_id)
+    async def get(self, reads: PresetReads, preset_id: uuid.UUID, viewer_id: uuid.UUID) -> Preset:
+        preset = await reads.find_visible(preset_id, viewer_id)
+        if preset is None:
+            raise PresetNotFound(preset_id)
+        return preset
 
     async def browse(
         self, session: AsyncSession, viewer_id: uuid.UUID, request: Browse
