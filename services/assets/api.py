@@ -31,6 +31,7 @@ from services.assets.models import (
     AssetState,
     IdempotencyScope,
 )
+from services.assets.repository import AssetReads
 from services.assets.service import AssetService, RetryKey
 from services.assets.workflows import AssetWorkflows, HandedReservation
 
@@ -206,8 +207,8 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
     ) -> assets_pb2.GetAssetResponse:
         owner_id = current_principal().user_id
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
-        async with self._database.transaction() as session:
-            asset = await self._service.get(session, owner_id, asset_id)
+        async with self._database.reader() as reader:
+            asset = await self._service.get(AssetReads(reader), owner_id, asset_id)
         return assets_pb2.GetAssetResponse(asset=asset_to_proto(asset))
 
     async def DeleteAsset(
@@ -225,8 +226,8 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
         owner_id = current_principal().user_id
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
         variant = _variant(request.variant)
-        async with self._database.transaction() as session:
-            content = await self._service.locate(session, owner_id, asset_id, variant)
+        async with self._database.reader() as reader:
+            content = await self._service.locate(AssetReads(reader), owner_id, asset_id, variant)
         data = await self._service.read(content)
         # The gateway (like Envoy) turns initial metadata into response headers.
         await context.send_initial_metadata(
@@ -275,8 +276,8 @@ class AssetApi(assets_pb2_grpc.AssetServiceServicer):
         owner_id = current_principal().user_id
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
         variant = _variant(request.variant)
-        async with self._database.transaction() as session:
-            content = await self._service.locate(session, owner_id, asset_id, variant)
+        async with self._database.reader() as reader:
+            content = await self._service.locate(AssetReads(reader), owner_id, asset_id, variant)
         presigned = await self._service.download_url(content)
         return assets_pb2.GetDownloadUrlResponse(
             url=presigned.url, expire_time=to_timestamp(presigned.expires_at)
@@ -349,8 +350,8 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
         current_service_caller()
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
         owner_id = validation.required_uuid(request.owner_id, "owner_id")
-        async with self._database.transaction() as session:
-            asset = await self._service.get(session, owner_id, asset_id)
+        async with self._database.reader() as reader:
+            asset = await self._service.get(AssetReads(reader), owner_id, asset_id)
         return assets_pb2.GetAssetForOwnerResponse(asset=asset_to_proto(asset))
 
     async def ReadAsset(
@@ -360,8 +361,8 @@ class AssetInternalApi(assets_pb2_grpc.AssetInternalServiceServicer):
         asset_id = validation.required_uuid(request.asset_id, "asset_id")
         owner_id = validation.required_uuid(request.owner_id, "owner_id")
         variant = _variant(request.variant)
-        async with self._database.transaction() as session:
-            content = await self._service.locate(session, owner_id, asset_id, variant)
+        async with self._database.reader() as reader:
+            content = await self._service.locate(AssetReads(reader), owner_id, asset_id, variant)
         first = True
         async for chunk in self._service.stream(content):
             if first:  # metadata in the first message only

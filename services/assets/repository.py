@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import (
     RowMapping,
     Select,
+    bindparam,
     case,
     delete,
     func,
@@ -29,6 +30,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.db import Query, Reader, reader
 from runtime.pagination import Keyset
 from services.assets.models import (
     AWAITING_PURGE,
@@ -84,9 +86,54 @@ def _asset(row: RowMapping, variants: Sequence[Variant] = ()) -> Asset:
     )
 
 
+# The owner's ready asset with its variants, one row per variant (a row of NULLs when it
+# has none): compiled once and run on the driver connection (runtime.db.Query, ADR 0020).
+_GET_LISTED = Query.of(
+    select(assets, *(column.label(f"variant_{column.name}") for column in asset_variants.c))
+    .select_from(assets.outerjoin(asset_variants, asset_variants.c.asset_id == assets.c.id))
+    .where(
+        assets.c.id == bindparam("asset_id"),
+        assets.c.owner_id == bindparam("owner_id"),
+        text(f"assets.{LISTED}"),
+    )
+    .order_by(asset_variants.c.name)
+)
+
+
+class AssetReads:
+    """The one-asset read every download and every edit makes, on a Reader: the bare
+    driver connection of `Database.reader()`, or a transaction's own."""
+
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    async def get_listed(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> Asset | None:
+        """The owner's ready, undeleted asset; None for anything else."""
+        rows = await self._reader.fetch(_GET_LISTED, asset_id=asset_id, owner_id=owner_id)
+        if not rows:
+            return None
+        variants = [
+            Variant(
+                name=row["variant_name"],
+                storage_key=row["variant_storage_key"],
+                mime_type=row["variant_mime_type"],
+                size_bytes=row["variant_size_bytes"],
+                width=row["variant_width"],
+                height=row["variant_height"],
+            )
+            for row in rows
+            if row["variant_name"] is not None
+        ]
+        return _asset(rows[0], variants)
+
+
 class AssetRepository:
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
+
+    async def reads(self) -> AssetReads:
+        """The reads, on this session's connection and in its transaction."""
+        return AssetReads(await reader(self._session))
 
     async def _load(self, statement: Select[Any]) -> list[Asset]:
         """Rows of `assets` with their variants (one extra query for the whole batch)."""
@@ -166,15 +213,6 @@ class AssetRepository:
 
     async def get(self, asset_id: uuid.UUID) -> Asset | None:
         found = await self._load(select(assets).where(assets.c.id == asset_id))
-        return found[0] if found else None
-
-    async def get_listed(self, owner_id: uuid.UUID, asset_id: uuid.UUID) -> Asset | None:
-        """The owner's ready, undeleted asset; None for anything else."""
-        found = await self._load(
-            select(assets).where(
-                assets.c.id == asset_id, assets.c.owner_id == owner_id, text(LISTED)
-            )
-        )
         return found[0] if found else None
 
     async def list_listed(

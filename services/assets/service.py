@@ -40,7 +40,7 @@ from services.assets.models import (
     Variant,
     object_key,
 )
-from services.assets.repository import AssetRepository
+from services.assets.repository import AssetReads, AssetRepository
 from services.assets.settings import AssetsSettings
 from services.assets.storage import (
     DOWNLOAD_URL_NEEDS_S3,
@@ -129,8 +129,8 @@ class AssetService:
 
     # -- reads --------------------------------------------------------------------------
 
-    async def get(self, session: AsyncSession, owner_id: uuid.UUID, asset_id: uuid.UUID) -> Asset:
-        asset = await AssetRepository(session).get_listed(owner_id, asset_id)
+    async def get(self, reads: AssetReads, owner_id: uuid.UUID, asset_id: uuid.UUID) -> Asset:
+        asset = await reads.get_listed(owner_id, asset_id)
         if asset is None:
             raise AssetNotFound(asset_id)
         return asset
@@ -151,10 +151,10 @@ class AssetService:
         return page_of(found, page_size, lambda asset: Keyset(asset.created_at, asset.id))
 
     async def locate(
-        self, session: AsyncSession, owner_id: uuid.UUID, asset_id: uuid.UUID, variant: str
+        self, reads: AssetReads, owner_id: uuid.UUID, asset_id: uuid.UUID, variant: str
     ) -> AssetContent:
         """The object behind the asset ("" = the original) or one of its variants."""
-        asset = await self.get(session, owner_id, asset_id)
+        asset = await self.get(reads, owner_id, asset_id)
         if not variant:
             assert asset.mime_type is not None  # ready rows always have one (CHECK)
             return AssetContent(

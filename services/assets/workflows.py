@@ -306,7 +306,8 @@ class AssetWorkflows:
                 )
                 if not recorded and await self._service.is_ready(session, pending.id):
                     # A concurrent retry with the same key finished it first.
-                    return await self._service.get(session, pending.owner_id, pending.id)
+                    reads = await AssetRepository(session).reads()
+                    return await self._service.get(reads, pending.owner_id, pending.id)
                 if not recorded:
                     # Taken over by the account's purge? Then say so (UNAUTHENTICATED).
                     await self._service.refuse_if_deleted(session, pending.owner_id)
@@ -338,7 +339,8 @@ class AssetWorkflows:
                 ready = await self._service.make_ready(session, pending, image)
                 if ready is None and await self._service.is_ready(session, pending.id):
                     # A concurrent confirmation of the same direct upload won.
-                    ready = await self._service.get(session, pending.owner_id, pending.id)
+                    reads = await AssetRepository(session).reads()
+                    ready = await self._service.get(reads, pending.owner_id, pending.id)
             if ready is None:
                 raise Aborted("the upload took too long and was abandoned; try again")
         except (Exception, asyncio.CancelledError):
