@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -152,6 +152,12 @@ class Query:
         return [parameters[name] for name in self.names]
 
 
+# Called with (sql, arguments, application_name) before each Reader statement, when any
+# is installed: tools/hot_statements.py records them as it records SQLAlchemy's.
+StatementObserver = Callable[[str, Sequence[Any], str], None]
+statement_observers: list[StatementObserver] = []
+
+
 class Reader:
     """Queries straight on a driver connection. Rows are asyncpg Records, read by position;
     values come as asyncpg decodes them (uuid.UUID, aware datetimes), json and jsonb as
@@ -161,10 +167,19 @@ class Reader:
         self._driver = driver
 
     async def fetch(self, query: Query, **parameters: Any) -> list[Any]:
-        return list(await self._driver.fetch(query.sql, *query.arguments(parameters)))
+        arguments = self._arguments(query, parameters)
+        return list(await self._driver.fetch(query.sql, *arguments))
 
     async def fetch_one(self, query: Query, **parameters: Any) -> Any | None:
-        return await self._driver.fetchrow(query.sql, *query.arguments(parameters))
+        return await self._driver.fetchrow(query.sql, *self._arguments(query, parameters))
+
+    def _arguments(self, query: Query, parameters: Mapping[str, Any]) -> list[Any]:
+        arguments = query.arguments(parameters)
+        if statement_observers:
+            name = str(self._driver.get_settings().application_name)
+            for observe in statement_observers:
+                observe(query.sql, arguments, name)
+        return arguments
 
 
 async def reader(session: AsyncSession) -> Reader:

@@ -3,7 +3,8 @@
     python -m tools.hot_statements          # runs the service and e2e suites, recording
 
 The root conftest.py calls `install` when PIXELSHOP_RECORD_STATEMENTS names a file: a
-SQLAlchemy `before_cursor_execute` listener on every engine keeps each distinct statement
+SQLAlchemy `before_cursor_execute` listener on every engine, and an observer of the
+statements runtime.db's Readers run on the bare driver, keep each distinct statement
 (normalized: an expanded `IN (...)` list counts once) issued from service or runtime code
 (never from a test's own SQL), with one sample of its parameters, the function that
 issued it and the schema it ran in (the connection's application_name). At exit the
@@ -106,6 +107,10 @@ def decode(value: Any) -> Any:
     return raw
 
 
+# Frames between a statement's issuer and the recorder: this module, and the Reader.
+_PASSED_THROUGH = {"tools/hot_statements.py", "runtime/db.py"}
+
+
 def _origin(frame: types.FrameType | None) -> str | None:
     """The first service or runtime frame (not a test) that led to the statement."""
     while frame is not None:
@@ -116,6 +121,9 @@ def _origin(frame: types.FrameType | None) -> str | None:
             frame = frame.f_back
             continue
         parts = relative.parts
+        if relative.as_posix() in _PASSED_THROUGH:
+            frame = frame.f_back
+            continue
         if parts and ("migrations" in parts or "migrations.py" in parts or parts[0] == "tools"):
             return None
         if parts and parts[0] in ("services", "runtime") and "tests" not in parts:
@@ -129,7 +137,7 @@ def _origin(frame: types.FrameType | None) -> str | None:
 def _caller() -> str | None:
     """Where the statement came from. SQLAlchemy's asyncio layer runs the sync code in a
     greenlet, so the service's coroutine is found through the parent greenlet's frame."""
-    origin = _origin(sys._getframe(2))
+    origin = _origin(sys._getframe(1))
     if origin is not None:
         return origin
     try:
@@ -152,6 +160,10 @@ def _schema(connection: Any) -> str:
         name = str(raw.get_settings().application_name)
     except Exception:
         return ""
+    return _schema_of_application(name)
+
+
+def _schema_of_application(name: str) -> str:
     return name.removeprefix("pixelshop-") if name.startswith("pixelshop-") else ""
 
 
@@ -168,6 +180,17 @@ def _record(
     context: Any,
     executemany: bool,
 ) -> None:
+    """SQLAlchemy's `before_cursor_execute` listener."""
+    sample = parameters[0] if executemany and parameters else parameters
+    _keep(statement, sample, lambda: _schema(connection))
+
+
+def _record_read(statement: str, arguments: Any, application_name: str) -> None:
+    """runtime.db's observer of the statements a Reader runs on the bare driver."""
+    _keep(statement, arguments, lambda: _schema_of_application(application_name))
+
+
+def _keep(statement: str, sample: Any, schema_of_connection: Any) -> None:
     text = " ".join(statement.split())
     upper = text.upper()
     if upper.startswith(SKIPPED_PREFIXES) or "alembic_version" in text or "pg_catalog" in text:
@@ -178,12 +201,11 @@ def _record(
     origin = _caller()
     if origin is None:
         return
-    sample = parameters[0] if executemany and parameters else parameters
     if isinstance(sample, dict):
         params: Any = {k: encode(v) for k, v in sample.items()}
     else:
         params = [encode(v) for v in (sample or ())]
-    schema = _schema(connection) or _schema_named_in(text)
+    schema = schema_of_connection() or _schema_named_in(text)
     with _lock:
         _seen.setdefault(
             key,
@@ -217,9 +239,12 @@ def install(path: str) -> None:
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    from runtime import db
+
     if event.contains(Engine, "before_cursor_execute", _record):
         return
     event.listen(Engine, "before_cursor_execute", _record)
+    db.statement_observers.append(_record_read)
     atexit.register(lambda: merge(pathlib.Path(path), dict(_seen)))
 
 
