@@ -7,7 +7,7 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from sqlalchemy import and_, delete, func, insert, literal, or_, select, text, update
+from sqlalchemy import and_, any_, delete, func, insert, literal, or_, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -230,7 +230,7 @@ class BillingRepository:
         )
         rows = await self._session.execute(
             update(usage_reservations)
-            .where(r.id.in_(expired))
+            .where(r.id == any_(func.array(expired)))  # as claim_tier_changes
             .values(state=ReservationState.RELEASED.value, settled_at=now)
             .returning(*usage_reservations.c)
         )
@@ -423,9 +423,12 @@ class BillingRepository:
             .with_for_update(skip_locked=True)
             .scalar_subquery()
         )
+        # `= ANY(ARRAY(…))`, not `IN (…)`: the claimed ids are computed once and each is a
+        # primary-key probe; with IN the planner may hash-join the subquery with a scan of
+        # the whole table, which nothing prunes (docs/database.md, the scale check).
         rows = await self._session.execute(
             update(tier_outbox)
-            .where(o.id.in_(due))
+            .where(o.id == any_(func.array(due)))
             .values(next_attempt_at=retry_at, attempts=o.attempts + 1)
             .returning(o.id, o.user_id, o.tier_code, o.created_at)
         )

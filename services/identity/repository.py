@@ -22,6 +22,7 @@ from sqlalchemy import (
     Select,
     Update,
     and_,
+    any_,
     delete,
     false,
     func,
@@ -857,7 +858,8 @@ class IdentityRepository:
         )
         rows = await self._session.execute(
             update(mail_requests)
-            .where(mail_requests.c.id.in_(due))
+            # = ANY(ARRAY(…)): the claimed ids once, each a primary-key probe (ADR 0019).
+            .where(mail_requests.c.id == any_(func.array(due)))
             .values(next_attempt_at=now + lease, attempts=mail_requests.c.attempts + 1)
             .returning(*mail_requests.c)
         )
