@@ -17,6 +17,17 @@ from services.assets.models import owner_prefix
 from services.assets.server import AssetsComponents
 from services.assets.tests import images
 from services.assets.tests.conftest import Metadata
+from services.assets.tests.modes import (
+    HIGH,
+    LEFT,
+    RIGHT,
+    SOURCES,
+    THUMBNAIL_SIZE,
+    WIDE,
+    close_to,
+    encode_as,
+    expected_rgba,
+)
 
 NewUser = Callable[..., tuple[uuid.UUID, Metadata]]
 
@@ -335,3 +346,36 @@ async def test_a_16_bit_greyscale_png_of_2100_px_is_accepted_with_its_thumbnail(
     thumbnail = images.decode(body.data)
     assert (body.content_type, thumbnail.mode, thumbnail.size) == ("image/jpeg", "L", (512, 341))
     assert 120 < thumbnail.getpixel((100, 100)) < 136  # type: ignore[operator]
+
+
+@pytest.mark.parametrize("image_format", ["PNG", "JPEG", "WEBP"])
+@pytest.mark.parametrize("source", list(SOURCES))
+async def test_every_mode_uploads_whole_with_a_thumbnail_that_shows_it(
+    assets: assets_pb2_grpc.AssetServiceStub, new_user: NewUser, source: str, image_format: str
+) -> None:
+    # Through the real server and store: the original comes back byte for byte, and the
+    # stored thumbnail shows the source's colours (16-bit grey, palette with transparency,
+    # CMYK, grey with alpha, each as the format holds it).
+    _, auth = new_user()
+    data = encode_as(source, image_format)
+    mime_type = f"image/{image_format.lower()}"
+    asset = await upload(
+        assets, auth, data, content_type=mime_type, filename=f"{source}.{image_format.lower()}"
+    )
+
+    assert (asset.mime_type, asset.width, asset.height) == (mime_type, WIDE, HIGH)
+    original, _ = await content(assets, auth, asset.id)
+    assert original.data == data
+    body, _ = await content(assets, auth, asset.id, "thumbnail")
+    thumbnail = images.decode(body.data)
+    assert thumbnail.size == THUMBNAIL_SIZE
+    transparent = images.decode(data).has_transparency_data
+    assert body.content_type == (
+        ("image/webp" if image_format == "WEBP" else "image/png") if transparent else "image/jpeg"
+    )
+    left, right = expected_rgba(data, source)
+    shown = thumbnail.convert("RGBA")
+    scale = THUMBNAIL_SIZE[0] / WIDE
+    for point, expected in ((LEFT, left), (RIGHT, right)):
+        seen = shown.getpixel((int(point[0] * scale), int(point[1] * scale)))
+        assert close_to(seen, expected), f"{point}: {seen} instead of {expected}"  # type: ignore[arg-type]
