@@ -203,9 +203,31 @@ class EdgePolicy:
     upstream_timeout_seconds: Mapping[str, float] = dataclasses.field(
         default_factory=lambda: MappingProxyType({"projects": 180.0})
     )
+    # Per RPC (full name, as RpcMethod.full_name spells it), before the upstream's: Envoy
+    # gives each an exact route of its own. Every name must be a routed RPC (tested).
+    method_timeout_seconds: Mapping[str, float] = dataclasses.field(
+        default_factory=lambda: MappingProxyType(
+            {
+                # One AI edit: the engine's edit timeout (projects' EDIT_TIMEOUT_SECONDS,
+                # 120 s) plus the reservation, the upload of the result and the settling.
+                # Listed so that it does not follow a change of the projects default.
+                "pixelshop.projects.v1.ProjectService.ApplyEdit": 180.0,
+                # Several AI edits in a row (up to MAX_REAPPLY_STEPS, 20, each bounded by
+                # the edit timeout): 900 s holds 7 edits at their worst, or 20 that take
+                # 45 s on average. A longer one is cut off with 504, and a retry with the
+                # same requestId resumes it (step n is keyed `<requestId>/n`, so finished
+                # steps are answered from the history, not run again).
+                "pixelshop.projects.v1.ProjectService.Reapply": 900.0,
+            }
+        )
+    )
     default_upstream_timeout_seconds: float = 30.0
 
-    def upstream_timeout(self, upstream: str) -> float:
+    def timeout(self, upstream: str, method: str | None = None) -> float:
+        """Deadline of a call to `method` (an RPC full name) on `upstream`: the method's
+        entry, else the upstream's, else the default. Without a method: the upstream's."""
+        if method is not None and method in self.method_timeout_seconds:
+            return self.method_timeout_seconds[method]
         return self.upstream_timeout_seconds.get(upstream, self.default_upstream_timeout_seconds)
 
 

@@ -299,7 +299,7 @@ class Gateway:
     ) -> web.StreamResponse:
         assert self._upstreams is not None, "the application is not running"
         invoke = self._upstreams.callable_for(route.method)
-        timeout = self._settings.upstream_timeout(route.method.upstream)
+        timeout = self._settings.upstream_timeout(route.method.upstream, route.method.full_name)
         call = invoke(message, metadata=metadata, timeout=timeout)
         try:
             if route.method.server_streaming:

@@ -93,8 +93,8 @@ class GatewaySettings:
     request_decompression: str = ""
     # Per client address, on the RPCs bound under /v1/auth: (edge.py); 0 turns it off.
     auth_rate_limit_per_minute: int = EDGE.rate_limits[0].requests_per_minute
-    # Deadline of every upstream call; 0 keeps the per-upstream table in edge.py (30 s,
-    # projects 180 s), the same as Envoy's route timeouts.
+    # Deadline of every upstream call, overriding edge.py's tables; 0 keeps them (per
+    # method, then per upstream: 30 s, projects 180 s, Reapply 900 s), as Envoy's routes.
     timeout_seconds: float = 0.0
     # Client-side timeouts (408 or a closed connection), as Envoy's connection manager.
     request_headers_timeout_seconds: float = EDGE.timeouts.request_headers
@@ -144,7 +144,7 @@ class GatewaySettings:
             raise SettingsError(f"{env_name('log_level')} must be DEBUG, INFO, WARNING or ERROR")
         if not (math.isfinite(self.timeout_seconds) and self.timeout_seconds >= 0):
             raise SettingsError(
-                f"{env_name('timeout_seconds')} must be 0 (the per-upstream table) or a "
+                f"{env_name('timeout_seconds')} must be 0 (the edge table) or a "
                 f"positive number of seconds, got {self.timeout_seconds}"
             )
         for name in (
@@ -159,9 +159,11 @@ class GatewaySettings:
                     f"{env_name(name)} must be a positive number of seconds, got {value}"
                 )
 
-    def upstream_timeout(self, upstream: str) -> float:
-        """Deadline of a call to `upstream`: the setting when given, else edge.py's table."""
-        return self.timeout_seconds or EDGE.upstream_timeout(upstream)
+    def upstream_timeout(self, upstream: str, method: str | None = None) -> float:
+        """Deadline of a call to `method` (an RPC full name) on `upstream`. A nonzero
+        `timeout_seconds` is the deadline of every call, per-method entries included
+        (shorter or longer); 0 keeps edge.py's tables, which Envoy's routes are made from."""
+        return self.timeout_seconds or EDGE.timeout(upstream, method)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> GatewaySettings:

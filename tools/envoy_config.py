@@ -21,9 +21,10 @@ How a request flows, and why the config is shaped this way:
    endpoint-less cluster because nothing is ever forwarded on an HTTP path.
 2. The transcoder turns the JSON request into a gRPC one, rewrites `:path` to
    `/<package>.<Service>/<Method>` and clears the route cache, so Envoy matches routes
-   again on the gRPC path. Routing is therefore by gRPC service, and because the match is
-   on the exact public service name, a native gRPC call to an `...InternalService` finds
-   no upstream route even though the transcoder lets gRPC requests pass untouched.
+   again on the gRPC path. Routing is therefore by gRPC service (an RPC with its own
+   timeout or no-store header gets an exact route before its service's), and because the
+   match is on the exact public service name, a native gRPC call to an `...InternalService`
+   finds no upstream route even though the transcoder lets gRPC requests pass untouched.
    Before those, two kinds of HTTP route do edge work: a request with a Content-Encoding
    gets a direct 415 (the transcoder and buffer filters are disabled on it), and each raw
    google.api.HttpBody binding gets the upload body limit; every other body is buffered
@@ -116,8 +117,13 @@ class Upstream:
 
     @property
     def timeout_seconds(self) -> float:
-        """Route timeout of every call to it (edge table; AI edits take minutes)."""
-        return EDGE.upstream_timeout(self.name)
+        """Route timeout of its prefix route (edge table; AI edits take minutes)."""
+        return EDGE.timeout(self.name)
+
+    def timeout_for(self, method: str | None) -> float:
+        """Route timeout of a call to `method` (an RPC full name): its own entry in
+        EDGE.method_timeout_seconds (an exact route), else the prefix route's."""
+        return EDGE.timeout(self.name, method)
 
     def address(self, name: str) -> str:
         return self.host or f"{name}.{NAMESPACE}.svc.{CLUSTER_DOMAIN}"
@@ -370,9 +376,16 @@ def _routes(
     grpc_only: dict[str, Any] = {"grpc": {}}
     routes: list[Any] = _http_routes(table)
     no_store = {r.method.full_name for r in table.routes if r.method.carries_credentials}
+    timed = dict(EDGE.method_timeout_seconds)
+    unrouted = sorted(set(timed) - {r.method.full_name for r in table.routes})
+    if unrouted:
+        raise EnvoyConfigError(
+            f"edge.py gives {', '.join(unrouted)} a timeout, but no HTTP rule routes it: "
+            "fix the name in EdgePolicy.method_timeout_seconds"
+        )
 
-    def forward(upstream: str) -> dict[str, Any]:
-        timeout = _duration(upstreams[upstream].timeout_seconds)
+    def forward(upstream: str, method: str | None = None) -> dict[str, Any]:
+        timeout = _duration(upstreams[upstream].timeout_for(method))
         # idle_timeout overrides stream_idle_timeout (the body idle timeout) once routed:
         # waiting for a slow upstream is bounded by the route timeout alone.
         return {
@@ -388,6 +401,10 @@ def _routes(
         if len(owners) != 1:
             raise EnvoyConfigError(f"auth endpoints span several services: {sorted(owners)}")
         upstream = next(s.upstream for s in services if s.full_name in owners)
+        shared = sorted(name for name in timed if _grpc_path(name) in auth)
+        if shared:
+            # The auth methods share one route (one bucket), hence one timeout.
+            raise EnvoyConfigError(f"auth RPCs cannot have their own timeout: {shared}")
         # One route for all auth methods, so that one bucket per address covers them all
         # (a per-route rate limit config keeps its buckets per route).
         regex = "|".join(re.escape(path) for path in auth)
@@ -403,17 +420,22 @@ def _routes(
             auth_route["response_headers_to_add"] = _no_store()
         routes.append(auth_route)
         no_store -= {name for name in no_store if _grpc_path(name) in auth}
+    # An exact route per RPC that needs its own response headers or timeout, before its
+    # service's prefix route. Transcoded calls match it too: the transcoder rewrites
+    # `:path` to the gRPC path and clears the route cache, and the router takes the
+    # timeout (and the HCM the idle timeout) from the route matched then, never from the
+    # HTTP-path routes above, which forward nothing.
     by_service = {s.full_name: s for s in services}
-    for name in sorted(no_store):
+    for name in sorted(no_store | set(timed)):
         service = by_service[name.rpartition(".")[0]]
-        routes.append(
-            {
-                "name": f"no-store {name}",
-                "match": {"path": _grpc_path(name), **grpc_only},
-                "route": forward(service.upstream),
-                "response_headers_to_add": _no_store(),
-            }
-        )
+        own: dict[str, Any] = {
+            "name": f"{'no-store' if name in no_store else 'timeout'} {name}",
+            "match": {"path": _grpc_path(name), **grpc_only},
+            "route": forward(service.upstream, name),
+        }
+        if name in no_store:
+            own["response_headers_to_add"] = _no_store()
+        routes.append(own)
     for service in services:
         routes.append(
             {

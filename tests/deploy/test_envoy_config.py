@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import importlib.util
 import json
@@ -26,6 +27,7 @@ from gateway.routes import RouteTable
 from gateway.server import Gateway
 from gateway.settings import GatewaySettings
 from gateway.transcoder import BodyMode
+from services.projects.settings import ProjectsSettings
 from tools import envoy_config
 
 TYPE_PREFIX = "type.googleapis.com/"
@@ -513,6 +515,79 @@ def test_rate_limit_and_no_store_agree_with_the_python_gateway(
             route.method.full_name
         )
     assert "pixelshop.identity.v1.IdentityService.LogIn" in gateway.no_store
+
+
+def test_every_rpc_has_the_same_deadline_behind_either_gateway(
+    config: dict[str, Any], table: RouteTable
+) -> None:
+    """The route Envoy picks for a call (transcoded ones match on the gRPC path) has the
+    deadline the Python gateway gives it: per-method entries of edge.py included."""
+    settings = GatewaySettings.from_env({})
+    for route in table.routes:
+        method = route.method
+        envoy_route = route_for(config, method.grpc_path)
+        assert envoy_route is not None, method.full_name
+        deadline = f"{settings.upstream_timeout(method.upstream, method.full_name):g}s"
+        assert envoy_route["route"]["timeout"] == deadline, method.full_name
+        assert envoy_route["route"]["idle_timeout"] == deadline, method.full_name
+    assert set(EDGE.method_timeout_seconds) <= {r.method.full_name for r in table.routes}
+
+
+def _projects_default(name: str) -> Any:
+    (field,) = [f for f in dataclasses.fields(ProjectsSettings) if f.name == name]
+    return field.default
+
+
+def test_reapply_has_its_own_longer_route_before_the_projects_prefix(
+    config: dict[str, Any],
+) -> None:
+    """A Reapply runs up to MAX_REAPPLY_STEPS AI edits, each bounded by the edit timeout."""
+    projects = "pixelshop.projects.v1.ProjectService"
+    edit_timeout = _projects_default("edit_timeout_seconds")
+    reapply = EDGE.timeout("projects", f"{projects}.Reapply")
+    apply_edit = EDGE.timeout("projects", f"{projects}.ApplyEdit")
+    assert reapply == 900
+    assert reapply >= 5 * edit_timeout
+    assert apply_edit == EDGE.timeout("projects") == 180
+    assert apply_edit > edit_timeout
+
+    names = [r["name"] for r in routes(config)]
+    prefix = route_for(config, f"/{projects}/Undo")
+    assert prefix is not None
+    assert prefix["name"] == projects
+    for method, seconds in (("Reapply", reapply), ("ApplyEdit", apply_edit)):
+        own = route_for(config, f"/{projects}/{method}")
+        assert own is not None
+        assert own["match"] == {"path": f"/{projects}/{method}", "grpc": {}}
+        assert names.index(own["name"]) < names.index(projects)
+        # Everything the prefix route does, with the method's timeout.
+        assert own["route"] == {
+            **prefix["route"],
+            "timeout": f"{seconds:g}s",
+            "idle_timeout": f"{seconds:g}s",
+        }
+    # Before transcoding the browser's path only meets edge routes that forward nothing;
+    # the router's timeout comes from the gRPC route above.
+    http = route_for(config, "/v1/projects/p-1:reapply", grpc=False, headers={":method": "POST"})
+    assert http is not None
+    assert http["route"] == {"cluster": envoy_config.UNTRANSCODED_CLUSTER}
+
+
+@pytest.mark.parametrize(
+    ("method", "message"),
+    [
+        ("pixelshop.projects.v1.ProjectService.Reaply", "no HTTP rule routes"),
+        ("pixelshop.projects.v1.ProjectInternalService.PurgeUser", "no HTTP rule routes"),
+        ("pixelshop.identity.v1.IdentityService.LogIn", "auth RPCs cannot have their own"),
+    ],
+)
+def test_method_timeouts_must_name_routed_rpcs_outside_the_auth_route(
+    monkeypatch: pytest.MonkeyPatch, method: str, message: str
+) -> None:
+    edge_table = dataclasses.replace(EDGE, method_timeout_seconds={method: 60.0})
+    monkeypatch.setattr(envoy_config, "EDGE", edge_table)
+    with pytest.raises(envoy_config.EnvoyConfigError, match=message):
+        envoy_config.render(envoy_config.DESCRIPTOR_SET)
 
 
 def test_a_local_envoy_can_front_one_grpc_server(tmp_path: pathlib.Path) -> None:

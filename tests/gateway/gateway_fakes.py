@@ -38,6 +38,8 @@ class Received:
     path: str  # "/pixelshop.projects.v1.ProjectService/GetProject"
     request: Any
     metadata: dict[str, str]
+    # Seconds left of the call's deadline when it arrived (None: no deadline).
+    time_remaining: float | None = None
 
 
 @dataclasses.dataclass
@@ -151,7 +153,7 @@ def _handler(recorder: Recorder, path: str, method: Any) -> grpc.RpcMethodHandle
 
     async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
         metadata = {key: value for key, value in context.invocation_metadata() or ()}
-        recorder.calls.append(Received(path, request, metadata))
+        recorder.calls.append(Received(path, request, metadata, context.time_remaining()))
         if behavior is not None:
             return await behavior(request, context)
         return response_class()

@@ -11,8 +11,10 @@ import pytest
 from gateway_fakes import Recorder
 from gateway_harness import run_gateway
 
+from gateway.edge import EDGE
 from gateway.settings import GatewaySettings
 
+PROJECTS = "pixelshop.projects.v1.ProjectService"
 # Envoy's table; every code not listed in it is a 500.
 EXPECTED_HTTP_STATUS = {
     "CANCELLED": 499,
@@ -102,6 +104,57 @@ async def test_upstream_deadline_is_504(base_settings: GatewaySettings) -> None:
 
     assert response.status_code == 504
     assert response.json()["code"] == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+
+async def test_each_rpc_gets_its_deadline_from_the_edge_table(
+    base_settings: GatewaySettings, recorder: Recorder
+) -> None:
+    """A Reapply runs several AI edits: its own entry in edge.py gives it a longer deadline
+    than the rest of projects (ApplyEdit keeps one edit's); the setting overrides them all."""
+    calls = {
+        "Reapply": ("POST", "/v1/projects/p-1:reapply"),
+        "ApplyEdit": ("POST", "/v1/projects/p-1/edits"),
+        "GetProject": ("GET", "/v1/projects/p-1"),
+        "ListTiers": ("GET", "/v1/tiers"),
+    }
+
+    async def remaining(client: httpx.AsyncClient) -> dict[str, float]:
+        recorder.calls.clear()
+        for http_method, url in calls.values():
+            body = {"json": {}} if http_method == "POST" else {}
+            assert (await client.request(http_method, url, **body)).status_code == 200, url
+        left: dict[str, float] = {}
+        for call in recorder.calls:
+            assert call.time_remaining is not None, f"{call.path} arrived without a deadline"
+            left[call.path.rpartition("/")[2]] = call.time_remaining
+        assert set(left) == set(calls)
+        return left
+
+    def given(seconds: float) -> float:
+        """The deadline a call that arrived with `seconds` left was given: gRPC rounds a
+        timeout up on the wire (to whole units), and the way there takes a little."""
+        return next((d for d in sorted(deadlines) if d / 2 < seconds <= d + 1), None)
+
+    deadlines = {
+        EDGE.timeout("projects", f"{PROJECTS}.Reapply"),
+        EDGE.timeout("projects", f"{PROJECTS}.ApplyEdit"),
+        EDGE.timeout("projects"),
+        EDGE.timeout("identity"),
+        2.5,
+    }
+    assert len(deadlines) == 4  # ApplyEdit keeps projects' 180 s
+    async with run_gateway(base_settings) as client:
+        left = await remaining(client)
+    assert {name: given(seconds) for name, seconds in left.items()} == {
+        "Reapply": 900.0,
+        "ApplyEdit": 180.0,
+        "GetProject": 180.0,
+        "ListTiers": 30.0,
+    }
+
+    async with run_gateway(dataclasses.replace(base_settings, timeout_seconds=2.5)) as client:
+        overridden = await remaining(client)
+    assert all(seconds <= 2.5 + 1 for seconds in overridden.values()), overridden
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from gateway.settings import (
 )
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
+PROJECTS = "pixelshop.projects.v1.ProjectService"
 
 
 def test_defaults_with_an_empty_environment() -> None:
@@ -49,6 +50,8 @@ def test_defaults_with_an_empty_environment() -> None:
     assert settings.timeout_seconds == 0.0
     assert settings.upstream_timeout("projects") == 180.0
     assert settings.upstream_timeout("identity") == 30.0
+    assert settings.upstream_timeout("projects", f"{PROJECTS}.Reapply") == 900.0
+    assert settings.upstream_timeout("projects", f"{PROJECTS}.Undo") == 180.0
     assert (settings.request_headers_timeout_seconds, settings.body_idle_timeout_seconds) == (
         10.0,
         30.0,
@@ -89,6 +92,7 @@ def test_every_variable_is_read() -> None:
     assert (settings.inflight_max_bytes, settings.auth_rate_limit_per_minute) == (8192, 0)
     assert settings.request_decompression == "gzip"
     assert settings.upstream_timeout("projects") == settings.timeout_seconds == 2.5
+    assert settings.upstream_timeout("projects", f"{PROJECTS}.Reapply") == 2.5
     assert (
         settings.request_headers_timeout_seconds,
         settings.body_idle_timeout_seconds,
