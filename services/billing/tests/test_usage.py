@@ -184,21 +184,42 @@ async def test_two_thousand_concurrent_reservations_grant_exactly_the_limit(
     billing = connect(await start_billing(dataclasses.replace(settings, db_pool_size=10)))
     user, token = new_user("thousand")  # 1,000 AI edits
 
-    async def one(index: int) -> bool:
+    async def one(index: int) -> str | None:
         try:
-            await billing.internal.ReserveUsage(
+            held = await billing.internal.ReserveUsage(
                 reserve(user, AI, 1, f"burst-{index}"), metadata=service_credential, timeout=120
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED:
-                return False
+                return None
             raise
-        return True
+        return str(held.reservation_id)
 
-    granted = await asyncio.gather(*[one(i) for i in range(2000)])
-    assert sum(granted) == 1000
+    granted = [r for r in await asyncio.gather(*[one(i) for i in range(2000)]) if r]
+    assert len(granted) == 1000
     usage = await usage_of(billing, token)
     assert (usage[AI].used, usage[AI].reserved) == (0, 1000)
+    await assert_counters_match_ledger(components)
+
+    # Then the same burst settles: half committed, half released, all at once, and the
+    # counters still equal the ledger (a commit is a ledger row, a release is none).
+    async def settle(index: int, reservation_id: str) -> None:
+        if index % 2:
+            await billing.internal.CommitUsage(
+                billing_pb2.CommitUsageRequest(reservation_id=reservation_id),
+                metadata=service_credential,
+                timeout=120,
+            )
+        else:
+            await billing.internal.ReleaseUsage(
+                billing_pb2.ReleaseUsageRequest(reservation_id=reservation_id),
+                metadata=service_credential,
+                timeout=120,
+            )
+
+    await asyncio.gather(*[settle(i, r) for i, r in enumerate(granted)])
+    usage = await usage_of(billing, token)
+    assert (usage[AI].used, usage[AI].reserved) == (500, 0)
     await assert_counters_match_ledger(components)
 
 
