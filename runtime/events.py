@@ -15,7 +15,12 @@ runs each handler in a SAVEPOINT of one transaction that also advances the curso
 batch's effects and its position commit together. The cursor only ever moves forward (a
 conditional upsert). A failing event is retried with exponential back-off; after
 `max_attempts` it is parked (`parked_events`, ids only; logged; counted in
-`pixelshop_events_parked_total`) and the cursor moves past it, so later events flow.
+`pixelshop_events_parked_total`) and the cursor moves past it, so later events flow. Each
+round the leader sets the gauge `pixelshop_events_parked{source,type}` to the rows parked
+now (the one to alert on: it survives restarts and agrees across replicas). Once the cause
+is fixed, an operator replays them (`replay_parked`, each service's `replay-parked`
+command, runtime/parked.py): each row is claimed with `FOR UPDATE SKIP LOCKED` and its
+handler runs in a savepoint of a transaction that deletes the row when it succeeds.
 
 Handlers take the batch's session and must be idempotent (delivery is at least once) and
 make no remote call (they run inside a transaction): anything remote is recorded here and
@@ -43,13 +48,16 @@ from sqlalchemy import (
     Table,
     Text,
     cast,
+    delete,
     func,
     select,
     text,
     tuple_,
+    update,
 )
 from sqlalchemy.dialects.postgresql import JSONB, UUID, insert
 from sqlalchemy.dialects.postgresql import base as postgresql_base
+from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import UserDefinedType
 
@@ -231,6 +239,172 @@ class CursorStore:
                 < tuple_(statement.excluded.xact_id, statement.excluded.sequence),
             )
         )
+
+
+PARKED_GAUGE = "events_parked"
+PARKED_GAUGE_HELP = "Events parked now (rows in parked_events), per source and type"
+
+
+@dataclass(frozen=True)
+class ParkedEvent:
+    """One row of `parked_events`: an event whose handler kept failing."""
+
+    source: str
+    position: Position
+    event_id: uuid.UUID
+    type: str
+    user_id: uuid.UUID | None
+    payload: dict[str, Any]
+    attempts: int
+    last_error: str
+    parked_at: datetime
+
+    @classmethod
+    def from_row(cls, row: Row[Any]) -> ParkedEvent:
+        return cls(
+            source=row.source,
+            position=Position(int(row.xact_id), int(row.sequence)),
+            event_id=row.event_id,
+            type=row.type,
+            user_id=row.user_id,
+            payload=dict(row.payload or {}),
+            attempts=int(row.attempts),
+            last_error=row.last_error,
+            parked_at=row.parked_at,
+        )
+
+    def event(self) -> Event:
+        # A parked event has the user the outbox gave it (ListEvents hands out no other);
+        # a row without one fails its handler again and stays parked.
+        return Event(self.position, self.event_id, self.type, self.user_id, self.payload)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class ReplayReport:
+    """What `replay_parked` did: events handled (their rows deleted) and still failing
+    (their rows kept, `attempts` counted up). `claimed` is False when an event id was
+    asked for and no parked row with it could be claimed (none, or another replay has it)."""
+
+    replayed: int = 0
+    failing: int = 0
+    claimed: bool = True
+
+
+async def list_parked(
+    database: Database, parked: Table, *, event_id: uuid.UUID | None = None
+) -> list[ParkedEvent]:
+    """Every parked event (or the one with `event_id`), oldest first."""
+    statement = select(parked).order_by(parked.c.source, parked.c.xact_id, parked.c.sequence)
+    if event_id is not None:
+        statement = statement.where(parked.c.event_id == event_id)
+    async with database.read() as session:
+        return [ParkedEvent.from_row(row) for row in await session.execute(statement)]
+
+
+async def parked_counts(database: Database, parked: Table) -> dict[tuple[str, str], int]:
+    """Rows parked now per (source, type): one COUNT over a table that is almost always
+    empty."""
+    async with database.read() as session:
+        rows = await session.execute(
+            select(parked.c.source, parked.c.type, func.count()).group_by(
+                parked.c.source, parked.c.type
+            )
+        )
+        return {(row[0], row[1]): int(row[2]) for row in rows}
+
+
+async def replay_parked(
+    database: Database,
+    parked: Table,
+    handlers: Mapping[str, Handler],
+    *,
+    source: str = "identity",
+    event_id: uuid.UUID | None = None,
+    after_round: Callable[[], Awaitable[object]] | None = None,
+) -> ReplayReport:
+    """Runs the handler of every parked event of `source` again (or only of `event_id`),
+    oldest first, once its cause is fixed. Each row is claimed `FOR UPDATE SKIP LOCKED` in
+    its own transaction (two operators, or an operator and a replica, never replay one event
+    twice at once); the handler runs in a SAVEPOINT of that transaction as the follower runs
+    it, and the row is deleted in the same transaction when it succeeds. When it fails, the
+    row stays with `attempts` counted up, `last_error` (the exception's type: its message
+    may hold personal data) and `parked_at` (when it last gave up) updated, and the next
+    row is tried. A type with no handler is passed over, as the follower does, and its row
+    deleted. After the replays, with no transaction open, `after_round` (the follower's:
+    e.g. the purge a replayed `user.deleted` owes) runs if anything was replayed."""
+    replayed = failing = 0
+    after: Position | None = None
+    claimed = False
+    while True:
+        async with database.transaction() as session:
+            statement = (
+                select(parked)
+                .where(parked.c.source == source)
+                .order_by(parked.c.xact_id, parked.c.sequence)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            )
+            if event_id is not None:
+                statement = statement.where(parked.c.event_id == event_id)
+            if after is not None:
+                statement = statement.where(
+                    tuple_(parked.c.xact_id, parked.c.sequence)
+                    > tuple_(after.xact_id, after.sequence)
+                )
+            row = (await session.execute(statement)).first()
+            if row is None:
+                break
+            claimed = True
+            event = ParkedEvent.from_row(row)
+            after = event.position
+            key = (
+                (parked.c.source == source)
+                & (parked.c.xact_id == event.position.xact_id)
+                & (parked.c.sequence == event.position.sequence)
+            )
+            handler = handlers.get(event.type)
+            failure: Exception | None = None
+            try:
+                if handler is not None:
+                    async with session.begin_nested():
+                        await handler(session, event.event())
+            except Exception as error:
+                failure = error
+            if failure is None:
+                await session.execute(delete(parked).where(key))
+                replayed += 1
+            else:
+                await session.execute(
+                    update(parked)
+                    .where(key)
+                    .values(
+                        attempts=parked.c.attempts + 1,
+                        last_error=type(failure).__name__,
+                        parked_at=func.now(),
+                    )
+                )
+                failing += 1
+        if failure is None:
+            log.info(
+                "parked event replayed",
+                extra={"type": event.type, "event_id": str(event.event_id)},
+            )
+        else:
+            log.error(
+                "parked event failed again; kept",
+                extra={
+                    "type": event.type,
+                    "event_id": str(event.event_id),
+                    "attempts": event.attempts + 1,
+                    "error": type(failure).__name__,
+                },
+                exc_info=failure,
+            )
+        if event_id is not None:
+            break
+    if replayed and after_round is not None:
+        await after_round()
+    return ReplayReport(replayed, failing, claimed or event_id is None)
 
 
 def lock_key(name: str) -> int:
@@ -431,12 +605,48 @@ class OutboxFollower:
             },
         )
 
+    @property
+    def source_name(self) -> str:
+        return self._cursor.source
+
+    async def parked(self, event_id: uuid.UUID | None = None) -> list[ParkedEvent]:
+        """What is parked in this service's `parked_events`, oldest first."""
+        return await list_parked(self._database, self._parked, event_id=event_id)
+
+    async def replay_parked(self, event_id: uuid.UUID | None = None) -> ReplayReport:
+        """`replay_parked` with this follower's handlers and `after_round`."""
+        return await replay_parked(
+            self._database,
+            self._parked,
+            self._handlers,
+            source=self._cursor.source,
+            event_id=event_id,
+            after_round=self._after_round,
+        )
+
+    async def refresh_parked_gauge(self) -> None:
+        """Sets `pixelshop_events_parked{source,type}` to the rows parked now (0 for every
+        type this follower handles and none is parked)."""
+        if self._metrics is None:
+            return
+        counts = dict.fromkeys(((self._cursor.source, t) for t in self._types), 0)
+        counts.update(await parked_counts(self._database, self._parked))
+        self._metrics.clear_gauge(PARKED_GAUGE)
+        for (source, event_type), count in sorted(counts.items()):
+            self._metrics.set_gauge(
+                PARKED_GAUGE, PARKED_GAUGE_HELP, count, source=source, type=event_type
+            )
+
     async def round(self) -> bool:
-        """One round: follows and runs `after_round` if this replica leads; answers
-        whether it did."""
+        """One round: follows, refreshes the parked gauge and runs `after_round` if this
+        replica leads; answers whether it did. A standby exports no parked gauge (the
+        leader's is the current one)."""
         if not await self.leadership.acquire():
+            if self._metrics is not None:
+                self._metrics.clear_gauge(PARKED_GAUGE)
             return False
         await self.follow_once()
+        await self.refresh_parked_gauge()
         if self._after_round is not None:
             await self._after_round()
         return True

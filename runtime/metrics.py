@@ -1,8 +1,9 @@
-"""Prometheus metrics without a dependency: counters and histograms in the text format.
+"""Prometheus metrics without a dependency: counters, gauges and histograms in the text format.
 
 Each service exposes `GET /metrics` on its metrics port (PIXELSHOP_<SVC>_METRICS_PORT,
 0 = off). Requests, latency and errors per method come from the interceptor; services
-add their own (edit engine latency, quota denials) through `observe` and `increment`.
+add their own (edit engine latency, quota denials) through `observe` and `increment`, and
+gauges of a current state (events parked now) through `set_gauge`/`clear_gauge`.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ class Metrics:
     def __init__(self, service: str) -> None:
         self.service = service
         self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
+        self._gauges: dict[str, dict[Labels, float]] = defaultdict(dict)
         self._histograms: dict[str, dict[Labels, list[float]]] = defaultdict(dict)
         self._help: dict[str, tuple[str, str]] = {}
         # Label tuples of the per-RPC series, built once per (method, code): every call
@@ -36,6 +38,15 @@ class Metrics:
     def increment(self, name: str, help_text: str, amount: float = 1, **labels: str) -> None:
         self._help.setdefault(name, ("counter", help_text))
         self._counters[name][tuple(sorted(labels.items()))] += amount
+
+    def set_gauge(self, name: str, help_text: str, value: float, **labels: str) -> None:
+        """Sets one series of a gauge: a value that says how things are now."""
+        self._help.setdefault(name, ("gauge", help_text))
+        self._gauges[name][tuple(sorted(labels.items()))] = value
+
+    def clear_gauge(self, name: str) -> None:
+        """Drops every series of a gauge (e.g. a replica that no longer knows the value)."""
+        self._gauges.pop(name, None)
 
     def observe(self, name: str, help_text: str, value: float, **labels: str) -> None:
         self._help.setdefault(name, ("histogram", help_text))
@@ -70,8 +81,9 @@ class Metrics:
         for name, (kind, help_text) in sorted(self._help.items()):
             full = f"pixelshop_{name}"
             lines += [f"# HELP {full} {help_text}", f"# TYPE {full} {kind}"]
-            if kind == "counter":
-                for labels, value in self._counters[name].items():
+            if kind in ("counter", "gauge"):
+                values = self._counters[name] if kind == "counter" else self._gauges.get(name, {})
+                for labels, value in values.items():
                     lines.append(f"{full}{_labels(labels)} {value:g}")
                 continue
             for labels, series in self._histograms[name].items():

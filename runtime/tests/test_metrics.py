@@ -31,3 +31,14 @@ async def test_served_over_http() -> None:
     server.close()
     assert response.startswith(b"HTTP/1.1 200 OK")
     assert b'pixelshop_quota_denials_total{metric="ai_edits"} 1' in response
+
+
+def test_a_gauge_says_the_current_value_and_can_be_dropped() -> None:
+    metrics = Metrics("demo")
+    metrics.set_gauge("events_parked", "Parked now", 3, source="identity", type="user.deleted")
+    metrics.set_gauge("events_parked", "Parked now", 1, source="identity", type="user.deleted")
+    text = metrics.render()
+    assert "# TYPE pixelshop_events_parked gauge" in text
+    assert 'pixelshop_events_parked{source="identity",type="user.deleted"} 1' in text
+    metrics.clear_gauge("events_parked")
+    assert "pixelshop_events_parked{" not in metrics.render()

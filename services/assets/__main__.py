@@ -1,4 +1,5 @@
-"""`python -m services.assets` serves; `python -m services.assets sweep` sweeps once."""
+"""`python -m services.assets` serves; `sweep` sweeps once; `parked` and `replay-parked`
+list and replay parked events."""
 
 from services.assets.server import main
 

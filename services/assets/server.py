@@ -4,7 +4,8 @@
 (rules, inside a caller's transaction), the workflows (uploads, deletion, purges) and the
 sweeper;
 `start` puts them behind a gRPC server (tests call it with port 0 and their own store);
-`main` is `python -m services.assets` (serve, or run one `sweep`).
+`main` is `python -m services.assets` (serve, run one `sweep`, or list and replay parked
+events: `parked`, `replay-parked`).
 """
 
 from __future__ import annotations
@@ -25,7 +26,9 @@ from runtime.db import Database
 from runtime.events import USER_DELETED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
+from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
+from runtime.parked import add_parked_commands, run_parked_command
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
@@ -102,6 +105,24 @@ def build(
     )
 
 
+def build_follower(components: AssetsComponents, metrics: Metrics | None = None) -> OutboxFollower:
+    """One leader among the replicas follows identity's outbox: `user.deleted` records the
+    tombstone, then the purge workflow runs outside any transaction (ADR 0015). The
+    `parked`/`replay-parked` commands use the same handlers and purge."""
+    tombstones, workflows = components.tombstones, components.workflows
+    return OutboxFollower(
+        components.identity,
+        components.database,
+        CursorStore(components.database, event_cursors),
+        parked_events,
+        {USER_DELETED: tombstones.on_user_deleted},
+        name=components.settings.service_name,
+        after_round=lambda: tombstones.purge_pending(workflows.purge_user),
+        metrics=metrics,
+        poll_seconds=components.settings.event_poll_seconds,
+    )
+
+
 async def start(
     settings: AssetsSettings,
     *,
@@ -153,20 +174,8 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
-    # One leader among the replicas follows identity's outbox: `user.deleted` records the
-    # tombstone, then the purge workflow runs outside any transaction (ADR 0015).
     tombstones = components.tombstones
-    follower = OutboxFollower(
-        components.identity,
-        components.database,
-        CursorStore(components.database, event_cursors),
-        parked_events,
-        {USER_DELETED: tombstones.on_user_deleted},
-        name=settings.service_name,
-        after_round=lambda: tombstones.purge_pending(components.workflows.purge_user),
-        metrics=running.metrics,
-        poll_seconds=settings.event_poll_seconds,
-    )
+    follower = build_follower(components, running.metrics)
     running.background.append(asyncio.create_task(follower.run(), name="assets-events"))
     running.background.append(asyncio.create_task(tombstones.run(), name="assets-tombstones"))
     if settings.sweep_interval_seconds > 0:
@@ -193,23 +202,30 @@ async def _sweep(settings: AssetsSettings) -> None:
     print(json.dumps(asdict(report)))
 
 
+async def _parked(settings: AssetsSettings, options: argparse.Namespace) -> int:
+    components = build(settings)
+    try:
+        return await run_parked_command(build_follower(components), options)
+    finally:
+        await components.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.assets",
         description="The assets service. Settings come from PIXELSHOP_ASSETS_* variables.",
     )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="serve",
-        choices=("serve", "sweep"),
-        help="serve (default) or run one sweep of leftovers and exit",
-    )
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    commands.add_parser("serve", help="serve gRPC (the default)")
+    commands.add_parser("sweep", help="run one sweep of leftovers and exit")
+    add_parked_commands(commands)
     options = parser.parse_args(argv)
     settings = load()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     if options.command == "sweep":
         asyncio.run(_sweep(settings))
+    elif options.command in ("parked", "replay-parked"):
+        return asyncio.run(_parked(settings, options))
     else:
         asyncio.run(_serve(settings))
     return 0

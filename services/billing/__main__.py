@@ -1,4 +1,5 @@
-"""`python -m services.billing` serves; `sweep` and `set-tier` operate on the same database."""
+"""`python -m services.billing` serves; `sweep`, `set-tier`, `parked` and `replay-parked`
+operate on the same database."""
 
 from services.billing.server import main
 

@@ -3,7 +3,8 @@
 `build` wires the database, identity (tiers, outbox), the Stripe adapter (only when
 STRIPE_SECRET_KEY is set), the services and the workflows; `start` puts them behind a
 gRPC server (tests call it with port 0, a clock and a tier lookup of their own); `main` is
-`python -m services.billing` (serve, run one `sweep`, or `set-tier` for development).
+`python -m services.billing` (serve, run one `sweep`, `set-tier` for development, or list and
+replay parked events: `parked`, `replay-parked`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from runtime.events import USER_DELETED, USER_TIER_CHANGED, CursorStore, OutboxF
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
+from runtime.parked import add_parked_commands, run_parked_command
 from runtime.peers.identity import CachedTierLookup, IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.settings import SettingsError
@@ -124,6 +126,24 @@ def build(
     )
 
 
+def build_follower(components: BillingComponents, metrics: Metrics | None = None) -> OutboxFollower:
+    """The leader follows identity's outbox: `user.deleted` records the tombstone and the
+    purge follows outside any transaction; `user.tier_changed` forgets the cached tier. The
+    `parked`/`replay-parked` commands use the same handlers and purge."""
+    workflows = components.workflows
+    return OutboxFollower(
+        components.identity,
+        components.database,
+        CursorStore(components.database, event_cursors),
+        parked_events,
+        {USER_DELETED: workflows.user_deleted, USER_TIER_CHANGED: workflows.tier_changed},
+        name=components.settings.service_name,
+        after_round=workflows.purge_deleted_users,
+        metrics=metrics,
+        poll_seconds=components.settings.event_poll_seconds,
+    )
+
+
 async def start(
     settings: BillingSettings,
     *,
@@ -178,18 +198,7 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
-    workflows = components.workflows
-    follower = OutboxFollower(
-        components.identity,
-        components.database,
-        CursorStore(components.database, event_cursors),
-        parked_events,
-        {USER_DELETED: workflows.user_deleted, USER_TIER_CHANGED: workflows.tier_changed},
-        name=settings.service_name,
-        after_round=workflows.purge_deleted_users,
-        metrics=components.metrics,
-        poll_seconds=settings.event_poll_seconds,
-    )
+    follower = build_follower(components, components.metrics)
     running.background.append(asyncio.create_task(follower.run(), name="billing-events"))
     running.background.append(
         asyncio.create_task(components.tombstones.run(), name="billing-tombstones")
@@ -226,6 +235,14 @@ async def _set_tier(settings: BillingSettings, user_id: uuid.UUID, tier_code: st
         await components.close()
 
 
+async def _parked(settings: BillingSettings, options: argparse.Namespace) -> int:
+    components = build(settings)
+    try:
+        return await run_parked_command(build_follower(components), options)
+    finally:
+        await components.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.billing",
@@ -239,6 +256,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     tier.add_argument("user_id", help="the user's id")
     tier.add_argument("tier", help="tier code, e.g. free or pro")
+    add_parked_commands(commands)
     options = parser.parse_args(argv)
     try:
         settings = load()
@@ -250,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_sweep(settings))
     elif options.command == "set-tier":
         asyncio.run(_set_tier(settings, uuid.UUID(options.user_id), options.tier))
+    elif options.command in ("parked", "replay-parked"):
+        return asyncio.run(_parked(settings, options))
     else:
         asyncio.run(_serve(settings))
     return 0

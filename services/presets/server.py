@@ -3,7 +3,8 @@
 `build` wires the database, the identity client (JWKS, tiers, outbox), the tombstones of
 deleted accounts, the catalog and the publish workflow; `start` puts them behind a gRPC
 server (tests call it with port 0 and may pass their own tier lookup); `main` is
-`python -m services.presets`.
+`python -m services.presets` (serve, or list and replay parked events: `parked`,
+`replay-parked`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ from runtime.db import Database
 from runtime.events import USER_DELETED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
+from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
+from runtime.parked import add_parked_commands, run_parked_command
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.tombstones import Tombstones
@@ -114,25 +117,31 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
-    # One leader among the replicas follows identity's outbox: `user.deleted` records the
-    # tombstone, then the purge runs outside the transaction (runtime.events, ADR 0015).
     tombstones = components.tombstones
-    follower = OutboxFollower(
+    follower = build_follower(components, running.metrics)
+    running.background.append(asyncio.create_task(follower.run(), name="presets-events"))
+    running.background.append(asyncio.create_task(tombstones.run(), name="presets-tombstones"))
+    return running
+
+
+def build_follower(components: PresetsComponents, metrics: Metrics | None = None) -> OutboxFollower:
+    """One leader among the replicas follows identity's outbox: `user.deleted` records the
+    tombstone, then the purge runs outside the transaction (runtime.events, ADR 0015). The
+    `parked`/`replay-parked` commands use the same handlers and purge."""
+    database, catalog, tombstones = components.database, components.catalog, components.tombstones
+    return OutboxFollower(
         components.identity,
         database,
         CursorStore(database, event_cursors),
         parked_events,
         {USER_DELETED: tombstones.on_user_deleted},
-        name=settings.service_name,
+        name=components.settings.service_name,
         after_round=lambda: tombstones.purge_pending(
             lambda user_id: purge_user(database, catalog, user_id)
         ),
-        metrics=running.metrics,
-        poll_seconds=settings.event_poll_seconds,
+        metrics=metrics,
+        poll_seconds=components.settings.event_poll_seconds,
     )
-    running.background.append(asyncio.create_task(follower.run(), name="presets-events"))
-    running.background.append(asyncio.create_task(tombstones.run(), name="presets-tombstones"))
-    return running
 
 
 async def purge_user(database: Database, catalog: PresetCatalog, user_id: uuid.UUID) -> None:
@@ -146,16 +155,26 @@ async def _serve(settings: PresetsSettings) -> None:
     await serve(running, settings.shutdown_grace_seconds)
 
 
+async def _parked(settings: PresetsSettings, options: argparse.Namespace) -> int:
+    components = build(settings)
+    try:
+        return await run_parked_command(build_follower(components), options)
+    finally:
+        await components.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.presets",
         description="The presets service. Settings come from PIXELSHOP_PRESETS_* variables.",
     )
-    parser.add_argument(
-        "command", nargs="?", default="serve", choices=("serve",), help="serve (default)"
-    )
-    parser.parse_args(argv)
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    commands.add_parser("serve", help="serve gRPC (the default)")
+    add_parked_commands(commands)
+    options = parser.parse_args(argv)
     settings = load()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
+    if options.command in ("parked", "replay-parked"):
+        return asyncio.run(_parked(settings, options))
     asyncio.run(_serve(settings))
     return 0

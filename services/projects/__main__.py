@@ -1,4 +1,5 @@
-"""`python -m services.projects` serves; `python -m services.projects sweep` sweeps once."""
+"""`python -m services.projects` serves; `sweep` sweeps once; `parked` and `replay-parked`
+list and replay parked events."""
 
 from services.projects.server import main
 

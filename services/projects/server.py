@@ -3,7 +3,7 @@
 `build` wires the database, the peers (identity, assets, presets, billing), the engine,
 the service, the workflows and the sweeper; `start` puts them behind a gRPC server (tests
 call it with port 0 and their own fakes); `main` is `python -m services.projects` (serve,
-or run one `sweep`).
+run one `sweep`, or list and replay parked events: `parked`, `replay-parked`).
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
+from runtime.parked import add_parked_commands, run_parked_command
 from runtime.peers.assets import AssetsClient
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient
@@ -135,6 +136,27 @@ def build(
     )
 
 
+def build_follower(
+    components: ProjectsComponents, metrics: Metrics | None = None
+) -> OutboxFollower:
+    """One leader among the replicas follows identity's outbox: `user.deleted` records the
+    tombstone (refusing the user's tokens and writes from then on), then the purge of the
+    user's projects and result images runs outside any transaction (ADR 0015). The
+    `parked`/`replay-parked` commands use the same handlers and purge."""
+    tombstones, sweeper = components.tombstones, components.sweeper
+    return OutboxFollower(
+        components.identity,
+        components.database,
+        CursorStore(components.database, event_cursors),
+        parked_events,
+        {USER_DELETED: tombstones.on_user_deleted},
+        name=components.settings.service_name,
+        after_round=lambda: tombstones.purge_pending(sweeper.purge_user),
+        metrics=metrics,
+        poll_seconds=components.settings.event_poll_seconds,
+    )
+
+
 async def start(
     settings: ProjectsSettings,
     *,
@@ -185,21 +207,7 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
-    # One leader among the replicas follows identity's outbox: `user.deleted` records the
-    # tombstone (refusing the user's tokens and writes from then on), then the purge of
-    # the user's projects and result images runs outside any transaction (ADR 0015).
-    sweeper = components.sweeper
-    follower = OutboxFollower(
-        components.identity,
-        components.database,
-        CursorStore(components.database, event_cursors),
-        parked_events,
-        {USER_DELETED: tombstones.on_user_deleted},
-        name=settings.service_name,
-        after_round=lambda: tombstones.purge_pending(sweeper.purge_user),
-        metrics=running.metrics,
-        poll_seconds=settings.event_poll_seconds,
-    )
+    follower = build_follower(components, running.metrics)
     running.background.append(asyncio.create_task(follower.run(), name="projects-events"))
     running.background.append(asyncio.create_task(tombstones.run(), name="projects-tombstones"))
     if settings.sweep_interval_seconds > 0:
@@ -227,23 +235,30 @@ async def _sweep(settings: ProjectsSettings) -> None:
     print(json.dumps(report))
 
 
+async def _parked(settings: ProjectsSettings, options: argparse.Namespace) -> int:
+    components = build(settings)
+    try:
+        return await run_parked_command(build_follower(components), options)
+    finally:
+        await components.close()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.projects",
         description="The projects service. Settings come from PIXELSHOP_PROJECTS_* variables.",
     )
-    parser.add_argument(
-        "command",
-        nargs="?",
-        default="serve",
-        choices=("serve", "sweep"),
-        help="serve (default) or run one sweep of stuck edits and deleted projects and exit",
-    )
+    commands = parser.add_subparsers(dest="command", metavar="command")
+    commands.add_parser("serve", help="serve gRPC (the default)")
+    commands.add_parser("sweep", help="run one sweep of stuck edits and deleted projects")
+    add_parked_commands(commands)
     options = parser.parse_args(argv)
     settings = load()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     if options.command == "sweep":
         asyncio.run(_sweep(settings))
+    elif options.command in ("parked", "replay-parked"):
+        return asyncio.run(_parked(settings, options))
     else:
         asyncio.run(_serve(settings))
     return 0
