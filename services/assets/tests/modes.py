@@ -85,3 +85,14 @@ def close_to(seen: tuple[int, ...], expected: tuple[int, ...], tolerance: int = 
     if expected[3] == 0:  # fully transparent: the colour does not matter
         return seen[3] == 0
     return all(abs(a - b) <= tolerance for a, b in zip(seen, expected, strict=True))
+
+
+def assert_thumbnail_shows(thumbnail: Image.Image, data: bytes, source: str) -> None:
+    """The thumbnail of `data` (an `encode_as` of `source`) has the source's left and right
+    colours where they fall after scaling."""
+    left, right = expected_rgba(data, source)
+    shown = thumbnail.convert("RGBA")
+    scale = THUMBNAIL_SIZE[0] / WIDE
+    for point, expected in ((LEFT, left), (RIGHT, right)):
+        seen = shown.getpixel((int(point[0] * scale), int(point[1] * scale)))
+        assert close_to(seen, expected), f"{point}: {seen} instead of {expected}"  # type: ignore[arg-type]

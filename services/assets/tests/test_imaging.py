@@ -13,14 +13,11 @@ from services.assets.imaging import ImageLimits, sniff, validate_image
 from services.assets.tests import images
 from services.assets.tests.modes import (
     HIGH,
-    LEFT,
-    RIGHT,
     SOURCES,
     THUMBNAIL_SIZE,
     WIDE,
-    close_to,
+    assert_thumbnail_shows,
     encode_as,
-    expected_rgba,
 )
 
 MIB = 1024 * 1024
@@ -224,12 +221,7 @@ def test_every_mode_is_accepted_with_a_correct_thumbnail(source: str, image_form
     else:
         assert image.thumbnail.mime_type == "image/jpeg"
         assert thumbnail.mode in ("L", "RGB")
-    left, right = expected_rgba(data, source)
-    shown = thumbnail.convert("RGBA")
-    scale = THUMBNAIL_SIZE[0] / WIDE
-    for point, expected in ((LEFT, left), (RIGHT, right)):
-        seen = shown.getpixel((int(point[0] * scale), int(point[1] * scale)))
-        assert close_to(seen, expected), f"{point}: {seen} instead of {expected}"  # type: ignore[arg-type]
+    assert_thumbnail_shows(thumbnail, data, source)
 
 
 def test_the_accepted_sources_cover_what_the_issue_names() -> None:
