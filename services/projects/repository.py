@@ -439,6 +439,13 @@ class ProjectRepository:
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
 
+    async def record_engine_run(self, edit_id: uuid.UUID, **report: Any) -> None:
+        """What the engine reported (model, finish reason, tokens, duration), on the edit
+        while it is still pending."""
+        await self._session.execute(
+            update(edits).where(edits.c.id == edit_id, text(PENDING)).values(**report)
+        )
+
     async def set_latest_child(
         self, project_id: uuid.UUID, parent_id: uuid.UUID | None, child_id: uuid.UUID
     ) -> None:

@@ -489,8 +489,9 @@ class EditWorkflows:
         outcome = "failed"
         try:
             result = await self._run_engine(owner_id, edit)
-            await checkpoint("apply.engine_done")
             duration_ms = round((time.monotonic() - started) * 1000)
+            await self._record_engine_run(edit, result, duration_ms)
+            await checkpoint("apply.engine_done")
             hold = edit.storage_reservation_id
             if hold and len(result.data) > room:
                 # Larger than the room held (rare): assets reserves the bytes itself.
@@ -554,6 +555,20 @@ class EditWorkflows:
             )
         return Applied(shown, project)
 
+    async def _record_engine_run(self, edit: Edit, result: EngineResult, duration_ms: int) -> None:
+        """[commit: what the engine reported, on the pending edit], before the result is
+        stored: a run that dies after storing is adopted with its model, finish reason,
+        tokens and duration, not without them."""
+        async with self._database.transaction() as session:
+            await ProjectRepository(session).record_engine_run(
+                edit.id,
+                model=result.model,
+                finish_reason=result.finish_reason,
+                input_tokens=result.input_tokens,
+                output_tokens=result.output_tokens,
+                duration_ms=duration_ms,
+            )
+
     async def _record_succeeded(
         self, edit: Edit, stored: AssetInfo, outcome: Outcome
     ) -> Edit | None:
@@ -599,16 +614,19 @@ class EditWorkflows:
                 return None
         if stored is None or not stored.ready:
             return None
+        # What the run recorded before it stored the result (nothing, if it died first).
+        async with self._database.reader() as reader:
+            recorded = await ProjectReads(reader).get_edit(edit.project_id, edit.id) or edit
         done = await self._record_succeeded(
             edit,
             stored,
             Outcome(
                 result=_image_of(stored),
-                model="",
-                finish_reason="",
-                input_tokens=0,
-                output_tokens=0,
-                duration_ms=None,
+                model=recorded.model or "",
+                finish_reason=recorded.finish_reason or "",
+                input_tokens=recorded.input_tokens or 0,
+                output_tokens=recorded.output_tokens or 0,
+                duration_ms=recorded.duration_ms,
             ),
         )
         if done is None:  # finished meanwhile (by the run itself or another sweeper)

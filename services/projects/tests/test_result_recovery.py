@@ -79,6 +79,10 @@ async def test_a_stored_result_is_adopted_off_the_head_path_when_head_moved(stac
     edit, project = await _edit(stack, project_id, request.request_id)
     assert edit.status is EditStatus.SUCCEEDED
     assert edit.parent_id == uuid.UUID(first.edit.id)
+    # What the engine reported was recorded before the result was stored, so the adopted
+    # edit keeps it.
+    assert (edit.model, edit.finish_reason) == ("pillow:warmer", "STOP")
+    assert edit.duration_ms is not None
     assert project.head_edit_id is None  # the undo is not lost
     assert project.running_edit_id is None
     assert stack.quota.charged(user_id) == 2
