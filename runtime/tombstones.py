@@ -39,7 +39,8 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Database
 from runtime.errors import Unauthenticated
-from runtime.events import Event
+from runtime.events import USER_DELETED, CursorStore, Event, EventSource, OutboxFollower
+from runtime.metrics import Metrics
 
 log = logging.getLogger("pixelshop.tombstones")
 
@@ -226,3 +227,32 @@ class Tombstones:
                 )
             done += 1
         return done
+
+
+def deletion_follower(
+    source: EventSource,
+    database: Database,
+    tombstones: Tombstones,
+    purge_user: Callable[[uuid.UUID], Awaitable[object]],
+    *,
+    cursors: Table,
+    parked: Table,
+    name: str,
+    poll_seconds: float,
+    metrics: Metrics | None = None,
+) -> OutboxFollower:
+    """The follower of a service whose only event is `user.deleted`: one leader among the
+    replicas records the tombstone (refusing the user's tokens and writes from then on),
+    then `purge_user` runs outside any transaction (ADR 0015). The service's `parked` and
+    `replay-parked` commands build the same one, so a replay runs the same purge."""
+    return OutboxFollower(
+        source,
+        database,
+        CursorStore(database, cursors),
+        parked,
+        {USER_DELETED: tombstones.on_user_deleted},
+        name=name,
+        after_round=lambda: tombstones.purge_pending(purge_user),
+        metrics=metrics,
+        poll_seconds=poll_seconds,
+    )

@@ -23,7 +23,7 @@ from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
-from runtime.events import USER_DELETED, CursorStore, OutboxFollower
+from runtime.events import OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
@@ -32,7 +32,7 @@ from runtime.parked import add_parked_commands, run_parked_command
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
-from runtime.tombstones import Tombstones
+from runtime.tombstones import Tombstones, deletion_follower
 from services.assets.api import AssetApi, AssetInternalApi
 from services.assets.models import SCHEMA, deleted_users, event_cursors, parked_events
 from services.assets.service import AssetService
@@ -106,20 +106,17 @@ def build(
 
 
 def build_follower(components: AssetsComponents, metrics: Metrics | None = None) -> OutboxFollower:
-    """One leader among the replicas follows identity's outbox: `user.deleted` records the
-    tombstone, then the purge workflow runs outside any transaction (ADR 0015). The
-    `parked`/`replay-parked` commands use the same handlers and purge."""
-    tombstones, workflows = components.tombstones, components.workflows
-    return OutboxFollower(
+    """`user.deleted` → the tombstone, then the purge workflow (runtime.tombstones)."""
+    return deletion_follower(
         components.identity,
         components.database,
-        CursorStore(components.database, event_cursors),
-        parked_events,
-        {USER_DELETED: tombstones.on_user_deleted},
+        components.tombstones,
+        components.workflows.purge_user,
+        cursors=event_cursors,
+        parked=parked_events,
         name=components.settings.service_name,
-        after_round=lambda: tombstones.purge_pending(workflows.purge_user),
-        metrics=metrics,
         poll_seconds=components.settings.event_poll_seconds,
+        metrics=metrics,
     )
 
 

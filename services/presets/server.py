@@ -22,7 +22,7 @@ from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
-from runtime.events import USER_DELETED, CursorStore, OutboxFollower
+from runtime.events import OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
@@ -30,7 +30,7 @@ from runtime.pagination import PageTokens
 from runtime.parked import add_parked_commands, run_parked_command
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
-from runtime.tombstones import Tombstones
+from runtime.tombstones import Tombstones, deletion_follower
 from services.presets.api import PresetApi, PresetInternalApi
 from services.presets.models import SCHEMA, deleted_users, event_cursors, parked_events
 from services.presets.service import PresetCatalog
@@ -125,22 +125,19 @@ async def start(
 
 
 def build_follower(components: PresetsComponents, metrics: Metrics | None = None) -> OutboxFollower:
-    """One leader among the replicas follows identity's outbox: `user.deleted` records the
-    tombstone, then the purge runs outside the transaction (runtime.events, ADR 0015). The
-    `parked`/`replay-parked` commands use the same handlers and purge."""
-    database, catalog, tombstones = components.database, components.catalog, components.tombstones
-    return OutboxFollower(
+    """`user.deleted` → the tombstone, then the user's presets and likes go
+    (runtime.tombstones)."""
+    database, catalog = components.database, components.catalog
+    return deletion_follower(
         components.identity,
         database,
-        CursorStore(database, event_cursors),
-        parked_events,
-        {USER_DELETED: tombstones.on_user_deleted},
+        components.tombstones,
+        lambda user_id: purge_user(database, catalog, user_id),
+        cursors=event_cursors,
+        parked=parked_events,
         name=components.settings.service_name,
-        after_round=lambda: tombstones.purge_pending(
-            lambda user_id: purge_user(database, catalog, user_id)
-        ),
-        metrics=metrics,
         poll_seconds=components.settings.event_poll_seconds,
+        metrics=metrics,
     )
 
 

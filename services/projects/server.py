@@ -22,7 +22,7 @@ from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
-from runtime.events import USER_DELETED, CursorStore, OutboxFollower
+from runtime.events import OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
@@ -33,7 +33,7 @@ from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient
 from runtime.peers.presets import PresetsClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
-from runtime.tombstones import Tombstones
+from runtime.tombstones import Tombstones, deletion_follower
 from services.projects.api import ProjectApi, ProjectInternalApi
 from services.projects.engines import EditEngine
 from services.projects.engines.gemini import GeminiEngine
@@ -139,21 +139,18 @@ def build(
 def build_follower(
     components: ProjectsComponents, metrics: Metrics | None = None
 ) -> OutboxFollower:
-    """One leader among the replicas follows identity's outbox: `user.deleted` records the
-    tombstone (refusing the user's tokens and writes from then on), then the purge of the
-    user's projects and result images runs outside any transaction (ADR 0015). The
-    `parked`/`replay-parked` commands use the same handlers and purge."""
-    tombstones, sweeper = components.tombstones, components.sweeper
-    return OutboxFollower(
+    """`user.deleted` → the tombstone, then the purge of the user's projects and result
+    images (runtime.tombstones)."""
+    return deletion_follower(
         components.identity,
         components.database,
-        CursorStore(components.database, event_cursors),
-        parked_events,
-        {USER_DELETED: tombstones.on_user_deleted},
+        components.tombstones,
+        components.sweeper.purge_user,
+        cursors=event_cursors,
+        parked=parked_events,
         name=components.settings.service_name,
-        after_round=lambda: tombstones.purge_pending(sweeper.purge_user),
-        metrics=metrics,
         poll_seconds=components.settings.event_poll_seconds,
+        metrics=metrics,
     )
 
 
