@@ -190,6 +190,14 @@ async def reader(session: AsyncSession) -> Reader:
     return Reader(raw.driver_connection)
 
 
+# Connect arguments SQLAlchemy's asyncpg adapter consumes itself.
+_ADAPTER_OPTIONS = (
+    "prepared_statement_cache_size",
+    "prepared_statement_name_func",
+    "async_creator_fn",
+)
+
+
 async def _keep_session_state(connection: asyncpg.Connection) -> None:
     """A pool `reset` that sends nothing."""
 
@@ -267,9 +275,13 @@ class Database:
     async def _open_reader_pool(self) -> asyncpg.Pool:
         async with self._reader_pool_lock:
             if self._reader_pool is None:
-                url = self.engine.url.set(drivername="postgresql")
+                # Connected as SQLAlchemy connects (its reading of the URL, e.g. `?ssl=`),
+                # less the options only its adapter takes.
+                _, options = self.engine.dialect.create_connect_args(self.engine.url)
+                for adapter_only in _ADAPTER_OPTIONS:
+                    options.pop(adapter_only, None)
                 self._reader_pool = await asyncpg.create_pool(
-                    url.render_as_string(hide_password=False),
+                    **options,
                     min_size=0,
                     max_size=self._reader_pool_size,
                     # Readers change no session state (no transaction, SET, LISTEN or

@@ -78,6 +78,21 @@ async def test_a_restarted_postgres_is_survived_by_readers(own_cluster: Postgres
         await database.close()
 
 
+async def test_readers_connect_as_the_engine_reads_the_url(own_cluster: PostgresCluster) -> None:
+    # `?ssl=` is SQLAlchemy's asyncpg parameter (deploy/README.md: `?ssl=require` for TLS);
+    # handed to asyncpg as a DSN it would become an unknown server setting.
+    database = Database.connect(
+        own_cluster.admin_url() + "?ssl=disable&prepared_statement_cache_size=50", "public"
+    )
+    try:
+        async with database.reader() as reader:
+            assert (await reader.fetch_one(Query.of(select_literal(1))))[0] == 1
+        async with database.read() as session:
+            assert await session.scalar(text("SELECT 1")) == 1
+    finally:
+        await database.close()
+
+
 async def test_a_stopped_postgres_is_unavailable_not_internal(own_cluster: PostgresCluster) -> None:
     database = Database.connect(own_cluster.admin_url(), "public", pool_size=1)
     own_cluster.stop()
