@@ -158,16 +158,18 @@ class GetCurrentUserResponse(_message.Message):
     def __init__(self, user: _Optional[_Union[User, _Mapping]] = ...) -> None: ...
 
 class UpdateCurrentUserRequest(_message.Message):
-    __slots__ = ("display_name", "username", "email", "update_mask")
+    __slots__ = ("display_name", "username", "email", "update_mask", "current_password")
     DISPLAY_NAME_FIELD_NUMBER: _ClassVar[int]
     USERNAME_FIELD_NUMBER: _ClassVar[int]
     EMAIL_FIELD_NUMBER: _ClassVar[int]
     UPDATE_MASK_FIELD_NUMBER: _ClassVar[int]
+    CURRENT_PASSWORD_FIELD_NUMBER: _ClassVar[int]
     display_name: str
     username: str
     email: str
     update_mask: _field_mask_pb2.FieldMask
-    def __init__(self, display_name: _Optional[str] = ..., username: _Optional[str] = ..., email: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ...) -> None: ...
+    current_password: str
+    def __init__(self, display_name: _Optional[str] = ..., username: _Optional[str] = ..., email: _Optional[str] = ..., update_mask: _Optional[_Union[_field_mask_pb2.FieldMask, _Mapping]] = ..., current_password: _Optional[str] = ...) -> None: ...
 
 class UpdateCurrentUserResponse(_message.Message):
     __slots__ = ("user",)
