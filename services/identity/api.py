@@ -372,10 +372,14 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
     ) -> identity_pb2.UpdateCurrentUserResponse:
         principal = current_principal()
         changes = profile_changes(request)
-        async with self._database.transaction() as session:
-            user = await self._accounts.update_current_user(session, principal, changes)
-        if changes.email is not None:
-            self._mail_requested()
+        current_password = (
+            parse_password(request.current_password, "current_password", new=False)
+            if request.current_password
+            else None
+        )
+        user = await self._workflows.update_profile(
+            principal, changes, current_password=current_password, client=client_info()
+        )
         return identity_pb2.UpdateCurrentUserResponse(user=user_message(user))
 
     async def DeleteCurrentUser(

@@ -28,6 +28,7 @@ from runtime.context import Principal
 from runtime.errors import (
     Aborted,
     AlreadyExists,
+    DomainError,
     FailedPrecondition,
     InvalidArgument,
     NotFound,
@@ -237,6 +238,18 @@ class ProfileChanges:
     display_name: str | None = None
     username: str | None = None
     email: str | None = None
+
+
+def asks_new_address(user: User, email: str | None) -> bool:
+    """Whether a profile change asks for an address the account neither has nor has
+    already asked for: such a change records a pending address and mails it a link, so
+    it needs the current password (a stolen access token must not move the account to
+    its thief's mailbox). Asking for the current address back cancels and needs none."""
+    return email is not None and email not in (user.email, user.pending_email)
+
+
+def password_required(field: str) -> InvalidArgument:
+    return InvalidArgument(field, "is required to change the email address")
 
 
 @dataclass(frozen=True)
@@ -573,19 +586,26 @@ class Accounts:
         return await self._sessions.caller(session, principal)
 
     async def update_current_user(
-        self, session: AsyncSession, principal: Principal, changes: ProfileChanges
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        changes: ProfileChanges,
+        *,
+        reauthenticated: bool = False,
     ) -> User:
         """A new address is pending until its link is used (it may belong to someone
         else, which the answer must not reveal, ADR 0013); asking for the current
-        address again cancels a pending change."""
+        address again cancels a pending change. A new address needs `reauthenticated`
+        (the current password checked: `AccountWorkflows.update_profile`)."""
         user = await self._sessions.caller(session, principal)
+        if asks_new_address(user, changes.email) and not reauthenticated:
+            raise password_required("current_password")
         values: dict[str, object] = {}
         if changes.display_name is not None and changes.display_name != user.display_name:
             values["display_name"] = changes.display_name
         if changes.username is not None and changes.username != user.username:
             values["username"] = changes.username
             values["username_skeleton"] = skeleton(changes.username)
-        new_address = changes.email is not None and changes.email != user.shown_email
         if changes.email is not None and changes.email != user.pending_email:
             values["pending_email"] = None if changes.email == user.email else changes.email
         if not values:
@@ -596,7 +616,7 @@ class Accounts:
         if "pending_email" in values:
             # A link for an address no longer asked for stops working.
             await repository.invalidate_one_time_tokens(user.id, [TokenPurpose.EMAIL_CHANGE], now)
-        if new_address and updated.pending_email is not None:
+        if asks_new_address(user, changes.email):
             await repository.insert_mail_request(
                 purpose=MailPurpose.EMAIL_CHANGE,
                 address=updated.pending_email,
@@ -734,6 +754,33 @@ class Accounts:
         await repository.revoke_sessions(
             user.id, now, "password_changed", keep=principal.session_id
         )
+
+    async def finish_profile_update(
+        self,
+        session: AsyncSession,
+        principal: Principal,
+        user: User,
+        reservation: Reservation,
+        changes: ProfileChanges,
+    ) -> User:
+        """Step 2 of an address change, after the current password matched: the attempt
+        refunded, then the change. A change refused now (a username taken meanwhile)
+        keeps the refund: the password was right (`FailAfterCommit`)."""
+        repository = IdentityRepository(session)
+        await self._sessions.caller(session, principal)
+        await self._throttle.refund(repository, reservation)
+        # Locked, so a password change or reset in flight finishes first; the password
+        # we checked must still be the account's.
+        current = await repository.live_user(user.id, for_update=True)
+        if current is None or current.password_hash != user.password_hash:
+            raise Aborted("the password was changed meanwhile; try again")
+        try:
+            async with session.begin_nested():
+                return await self.update_current_user(
+                    session, principal, changes, reauthenticated=True
+                )
+        except DomainError as error:
+            raise FailAfterCommit(error) from None
 
     async def finish_delete(
         self,

@@ -2,9 +2,9 @@
 transaction, written as committed steps with `checkpoint(...)` between them.
 
 - `AccountWorkflows`: sign-up and password reset (argon2 hashes the password, then one
-  transaction records it), log-in, change password and delete account (a short
-  transaction counts the attempt, argon2 checks the password with none open, a second
-  short transaction records the outcome). A crash between the steps leaves at most a
+  transaction records it), log-in, change password, an e-mail address change and delete
+  account (a short transaction counts the attempt, argon2 checks the password with none
+  open, a second short transaction records the outcome). A crash between the steps leaves at most a
   counted attempt, which expires like any failed one; the caller's retry runs through.
 - `MailWorkflow`: the worker that turns `mail_requests` rows into mail. It claims a batch
   (`FOR UPDATE SKIP LOCKED`, the claim committed before anything is sent), composes each
@@ -22,8 +22,9 @@ import logging
 
 from runtime.context import Principal
 from runtime.db import Database
+from runtime.errors import DomainError
 from runtime.workflow import checkpoint
-from services.identity.errors import invalid_login, wrong_password
+from services.identity.errors import FailAfterCommit, invalid_login, wrong_password
 from services.identity.mail import Mailer
 from services.identity.models import MailRequest, User
 from services.identity.passwords import PasswordHasher
@@ -34,8 +35,11 @@ from services.identity.service import (
     Clock,
     IssuedTokens,
     MailDesk,
+    ProfileChanges,
     Sessions,
+    asks_new_address,
     check_password_differs,
+    password_required,
 )
 
 log = logging.getLogger("pixelshop.identity.workflows")
@@ -142,6 +146,48 @@ class AccountWorkflows:
                 session, principal, user, reservation, password_hash
             )
         await checkpoint("change_password.changed")
+
+    async def update_profile(
+        self,
+        principal: Principal,
+        changes: ProfileChanges,
+        *,
+        current_password: str | None,
+        client: ClientInfo,
+    ) -> User:
+        """A change that asks for a new address needs the current password, checked like
+        ChangePassword's (counted per account and address, argon2 with no transaction
+        open, then refunded): whoever holds a stolen access token must not move the
+        account to a mailbox they read and reset the password through it. Any other
+        change (display name, username, cancelling a pending address) is one unit of work.
+        The check comes before the address is looked at, so no answer tells whether it is
+        registered (ADR 0013)."""
+        async with self._database.transaction() as session:
+            user = await self._accounts.current_user(session, principal)
+            if not asks_new_address(user, changes.email):
+                return await self._accounts.update_current_user(session, principal, changes)
+            if current_password is None:
+                raise password_required("current_password")
+            user, reservation = await self._accounts.begin_password_check(
+                session, principal, client
+            )
+        await checkpoint("update_profile.attempt_counted")
+        if not await self._passwords.verify(user.password_hash, current_password):
+            raise wrong_password("current_password")
+        await checkpoint("update_profile.password_checked")
+        failure: DomainError | None = None
+        async with self._database.transaction() as session:
+            try:
+                updated = await self._accounts.finish_profile_update(
+                    session, principal, user, reservation, changes
+                )
+            except FailAfterCommit as error:
+                failure = error.error
+        if failure is not None:
+            raise failure
+        await checkpoint("update_profile.updated")
+        self._mail_requested()
+        return updated
 
     async def delete_account(
         self, principal: Principal, *, password: str, client: ClientInfo

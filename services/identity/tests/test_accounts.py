@@ -207,7 +207,9 @@ async def test_update_profile_changes_username_and_email_once_confirmed(
     new_email = f"{new_name}@example.org"
 
     updated = await identity.UpdateCurrentUser(
-        identity_pb2.UpdateCurrentUserRequest(username=new_name, email=new_email.upper()),
+        identity_pb2.UpdateCurrentUserRequest(
+            username=new_name, email=new_email.upper(), current_password=account.password
+        ),
         metadata=bearer(account.access_token),
     )
     assert updated.user.username == new_name.lower()
@@ -283,7 +285,9 @@ async def test_a_taken_username_is_already_exists_but_a_taken_email_is_not_revea
 
     # The probe: PATCH /v1/users/me with a registered address answered 409.
     updated = await identity.UpdateCurrentUser(
-        identity_pb2.UpdateCurrentUserRequest(email=taken.email.upper()),
+        identity_pb2.UpdateCurrentUserRequest(
+            email=taken.email.upper(), current_password=account.password
+        ),
         metadata=bearer(account.access_token),
     )
     assert (updated.user.email, updated.user.email_verified) == (taken.email, False)

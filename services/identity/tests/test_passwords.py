@@ -201,7 +201,7 @@ async def test_verification_of_the_current_address_does_not_verify_a_pending_one
     old_token = await mailed_token(mailbox, account.email, "email_verification")
     new_address = f"{unique_name('moved')}@example.com"
     await identity.UpdateCurrentUser(
-        identity_pb2.UpdateCurrentUserRequest(email=new_address),
+        identity_pb2.UpdateCurrentUserRequest(email=new_address, current_password=account.password),
         metadata=bearer(account.access_token),
     )
     # The link proves the address it was mailed to, which is still the account's...

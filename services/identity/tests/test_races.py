@@ -210,7 +210,7 @@ async def test_a_reset_link_mailed_before_the_address_moved_does_not_work(
     token = await mailed_token(mailbox, account.email, "password_reset")
     new_address = f"{unique_name('moved')}@example.com"
     await identity.UpdateCurrentUser(
-        identity_pb2.UpdateCurrentUserRequest(email=new_address),
+        identity_pb2.UpdateCurrentUserRequest(email=new_address, current_password=account.password),
         metadata=bearer(account.access_token),
     )
     confirmation = await mailed_token(mailbox, new_address, "email_change")

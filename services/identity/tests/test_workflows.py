@@ -23,7 +23,7 @@ from runtime.server import RunningServer
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.identity.models import ThrottleScope
 from services.identity.server import IdentityComponents, build
-from services.identity.service import ClientInfo, IssuedTokens
+from services.identity.service import ClientInfo, IssuedTokens, ProfileChanges
 from services.identity.settings import IdentitySettings
 from services.identity.tests.conftest import AdjustableClock
 from services.identity.tests.support import (
@@ -177,6 +177,46 @@ async def test_change_password(
             "SELECT revoked_reason FROM identity.sessions WHERE id = $1", other.session_id
         )
         assert revoked == "password_changed"
+
+
+async def test_an_email_change(
+    components: IdentityComponents, admin_db: asyncpg.Connection, mailbox: pathlib.Path
+) -> None:
+    async def change(issued: IssuedTokens, address: str) -> None:
+        await components.workflows.update_profile(
+            principal(issued),
+            ProfileChanges(email=address),
+            current_password=PASSWORD,
+            client=CLIENT,
+        )
+
+    with record_checkpoints() as passed:
+        await change(await sign_up(components), f"{unique_name('moved')}@example.com")
+    steps = steps_of(passed, "update_profile")
+    assert steps == [
+        "update_profile.attempt_counted",
+        "update_profile.password_checked",
+        "update_profile.updated",
+    ]
+    for step in steps:
+        account = await sign_up(components)
+        # Its verification mail first: one still waiting would go to the pending address.
+        await mail_requests_handled(admin_db, str(account.user.id))
+        address = f"{unique_name('moved')}@example.com"
+        with crash_at(step), pytest.raises(SimulatedCrash):
+            await change(account, address)
+        if step != "update_profile.updated":
+            assert await account_failures(admin_db, account.user.id) == 1  # counted, pending
+        # The retry runs through (after the last step it asks for the pending address
+        # again: no change), and its success clears the count.
+        await change(account, address)
+        assert await account_failures(admin_db, account.user.id) == 0
+        pending = await admin_db.fetchval(
+            "SELECT pending_email FROM identity.users WHERE id = $1", account.user.id
+        )
+        assert pending == address
+        await mail_requests_handled(admin_db, str(account.user.id))
+        assert len(await wait_for_mails(mailbox, address, "email_change")) == 1
 
 
 async def test_delete_account(components: IdentityComponents, admin_db: asyncpg.Connection) -> None:
