@@ -79,10 +79,50 @@ async def test_usernames_are_unique_and_a_registered_address_is_not_revealed(
     # So does an e-mail change to a registered address (it used to answer 409).
     newcomer = await sign_up(http)
     moved = await http.patch(
-        "/v1/users/me", headers=bearer(newcomer), json={"email": account["email"]}
+        "/v1/users/me",
+        headers=bearer(newcomer),
+        json={"email": account["email"], "currentPassword": newcomer["password"]},
     )
     assert moved.status_code == 200, moved.text
     assert moved.json()["user"]["email"] == account["email"]
+
+
+async def test_an_email_change_needs_the_current_password(http: httpx.AsyncClient) -> None:
+    """An access token alone must not move the account to another mailbox (from which
+    its holder could reset the password); the display name needs no password."""
+    account = await sign_up(http)
+    new_address = "moved-" + account["email"]
+    missing = await http.patch("/v1/users/me", headers=bearer(account), json={"email": new_address})
+    wrong = await http.patch(
+        "/v1/users/me",
+        headers=bearer(account),
+        json={"email": new_address, "currentPassword": "not the password!"},
+    )
+    wrong_change = await http.post(
+        "/v1/users/me:changePassword",
+        headers=bearer(account),
+        json={"currentPassword": "not the password!", "newPassword": "whatever it becomes"},
+    )
+    for refused in (missing, wrong):
+        assert refused.status_code == 400, refused.text
+        assert "current_password" in refused.json()["message"]
+    # A wrong password is answered exactly as ChangePassword answers it.
+    assert wrong.json() == wrong_change.json()
+    me = await http.get("/v1/users/me", headers=bearer(account))
+    assert me.json()["user"]["email"] == account["email"]  # nothing pending
+
+    renamed = await http.patch(
+        "/v1/users/me", headers=bearer(account), json={"displayName": "No password needed"}
+    )
+    assert renamed.status_code == 200, renamed.text
+    moved = await http.patch(
+        "/v1/users/me",
+        headers=bearer(account),
+        json={"email": new_address, "currentPassword": account["password"]},
+    )
+    assert moved.status_code == 200, moved.text
+    user = moved.json()["user"]
+    assert (user["email"], user.get("emailVerified", False)) == (new_address, False)
 
 
 async def test_unknown_user_and_wrong_password_look_the_same(http: httpx.AsyncClient) -> None:
