@@ -4,8 +4,9 @@ transaction, written as committed steps with `checkpoint(...)` between them.
 - `AccountWorkflows`: sign-up and password reset (argon2 hashes the password, then one
   transaction records it), log-in, change password, an e-mail address change and delete
   account (a short transaction counts the attempt, argon2 checks the password with none
-  open, a second short transaction records the outcome). A crash between the steps leaves at most a
-  counted attempt, which expires like any failed one; the caller's retry runs through.
+  open, a second short transaction records the outcome). A crash between the steps
+  leaves at most a counted attempt, which expires like any failed one; the caller's
+  retry runs through.
 - `MailWorkflow`: the worker that turns `mail_requests` rows into mail. It claims a batch
   (`FOR UPDATE SKIP LOCKED`, the claim committed before anything is sent), composes each
   message in its own transaction (resolving the address, the rate limits, the one-time

@@ -298,3 +298,24 @@ async def test_cancelling_a_pending_change_needs_no_password(
     with pytest.raises(grpc.aio.AioRpcError) as renewed:
         await change_email(identity, account, address)
     assert violated_field(renewed.value) == "current_password"
+
+
+async def test_a_change_refused_after_the_right_password_keeps_its_refund(
+    strict: identity_pb2_grpc.IdentityServiceStub,
+    admin_db: asyncpg.Connection,
+    mailbox: pathlib.Path,
+) -> None:
+    taken = await sign_up(strict)
+    account = await sign_up(strict)
+    address = new_address()
+    for _ in range(ACCOUNT_LIMIT + 1):
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await strict.UpdateCurrentUser(
+                identity_pb2.UpdateCurrentUserRequest(
+                    username=taken.username, email=address, current_password=account.password
+                ),
+                metadata=bearer(account.access_token),
+            )
+        assert error_reason(refused.value) == "USERNAME_TAKEN"  # never LOGIN_THROTTLED
+    await assert_nothing_pending(admin_db, mailbox, account, address)
+    await log_in(strict, account.username, account.password)
