@@ -59,6 +59,7 @@ LIVE = "deleted_at IS NULL"
 PENDING = "status = 'pending'"
 UNSETTLED = "status <> 'pending' AND settled_at IS NULL"
 AWAITING_PURGE = "deleted_at IS NOT NULL"
+UNCREDITED = "deleted_at IS NOT NULL AND credited_at IS NULL"
 
 
 class EditAction(enum.StrEnum):
@@ -181,6 +182,7 @@ projects = Table(
         postgresql_where=text(LIVE),
     ),
     Index("ix_projects_awaiting_purge", "deleted_at", postgresql_where=text(AWAITING_PURGE)),
+    Index("ix_projects_uncredited", "deleted_at", postgresql_where=text(UNCREDITED)),
     Index("ix_projects_owner_id", "owner_id"),
     Index(
         "ix_projects_quota_reservation_id",
