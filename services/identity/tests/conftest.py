@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime
 import pathlib
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 import asyncpg
@@ -64,6 +65,20 @@ def identity_settings_for(
     }
     values.update(overrides)
     return service_settings(IdentitySettings, admin_url, **values)
+
+
+@asynccontextmanager
+async def identity_with(
+    settings: IdentitySettings, clock: AdjustableClock
+) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
+    """A second identity server with settings of its own (e.g. stricter limits) on the
+    same database, and a stub for it."""
+    running = await start(settings, port=0, clock=clock)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            yield identity_pb2_grpc.IdentityServiceStub(channel)
+    finally:
+        await running.stop(0)
 
 
 @pytest.fixture(scope="session")

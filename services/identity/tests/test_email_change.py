@@ -16,9 +16,11 @@ import pytest
 from google.protobuf import field_mask_pb2
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
-from runtime.server import RunningServer
-from services.identity.server import start
-from services.identity.tests.conftest import AdjustableClock, identity_settings_for
+from services.identity.tests.conftest import (
+    AdjustableClock,
+    identity_settings_for,
+    identity_with,
+)
 from services.identity.tests.support import (
     Account,
     bearer,
@@ -39,26 +41,17 @@ ACCOUNT_WINDOW = 900
 
 
 @pytest.fixture(scope="module")
-async def strict_server(
+async def strict(
     migrated_db: str, mailbox: pathlib.Path, clock: AdjustableClock
-) -> AsyncIterator[RunningServer]:
+) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
     settings = identity_settings_for(
         migrated_db,
         mailbox,
         login_account_max_failures=ACCOUNT_LIMIT,
         login_account_window_seconds=ACCOUNT_WINDOW,
     )
-    running = await start(settings, port=0, clock=clock)
-    yield running
-    await running.stop(0)
-
-
-@pytest.fixture(scope="module")
-async def strict(
-    strict_server: RunningServer,
-) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{strict_server.port}") as channel:
-        yield identity_pb2_grpc.IdentityServiceStub(channel)
+    async with identity_with(settings, clock) as stub:
+        yield stub
 
 
 def new_address() -> str:

@@ -11,9 +11,11 @@ import grpc
 import pytest
 from pixelshop.identity.v1 import identity_pb2_grpc
 
-from runtime.server import RunningServer
-from services.identity.server import start
-from services.identity.tests.conftest import AdjustableClock, identity_settings_for
+from services.identity.tests.conftest import (
+    AdjustableClock,
+    identity_settings_for,
+    identity_with,
+)
 from services.identity.tests.support import (
     error_reason,
     log_in,
@@ -40,9 +42,9 @@ def fresh_address() -> str:
 
 
 @pytest.fixture(scope="module")
-async def strict_server(
+async def strict(
     migrated_db: str, mailbox: pathlib.Path, clock: AdjustableClock
-) -> AsyncIterator[RunningServer]:
+) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
     settings = identity_settings_for(
         migrated_db,
         mailbox,
@@ -51,17 +53,8 @@ async def strict_server(
         login_ip_max_failures=IP_LIMIT,
         login_ip_window_seconds=IP_WINDOW,
     )
-    running = await start(settings, port=0, clock=clock)
-    yield running
-    await running.stop(0)
-
-
-@pytest.fixture(scope="module")
-async def strict(
-    strict_server: RunningServer,
-) -> AsyncIterator[identity_pb2_grpc.IdentityServiceStub]:
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{strict_server.port}") as channel:
-        yield identity_pb2_grpc.IdentityServiceStub(channel)
+    async with identity_with(settings, clock) as stub:
+        yield stub
 
 
 async def test_unknown_account_and_wrong_password_get_the_identical_error(
