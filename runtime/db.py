@@ -122,12 +122,13 @@ _DIALECT = PGDialect_asyncpg()
 # What asyncpg raises when the server or the socket went away: retryable for the caller
 # (runtime/interceptors.py answers UNAVAILABLE); a Reader's pool is then dropped, as
 # SQLAlchemy drops it when a session meets a dead connection.
+# (Not asyncpg's InterfaceError: its subclasses include DataError, a wrongly typed
+# argument, which is a programming error and leaves the connection fine.)
 CONNECTION_LOST = (
     OSError,
-    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.PostgresConnectionError,
     asyncpg.exceptions.CannotConnectNowError,
     asyncpg.exceptions.AdminShutdownError,
-    asyncpg.exceptions.InterfaceError,
 )
 
 

@@ -7,8 +7,9 @@ import pathlib
 from collections.abc import Iterator
 from typing import Any
 
+import asyncpg
 import pytest
-from sqlalchemy import Integer, bindparam, text
+from sqlalchemy import Integer, bindparam, func, text
 from sqlalchemy import select as select_literal
 
 from runtime.db import Database, Query
@@ -74,6 +75,27 @@ async def test_a_restarted_postgres_is_survived_by_readers(own_cluster: Postgres
                 errors.append(error)
         assert len(errors) <= 1, errors
         assert all(_lost_connection(error) for error in errors), errors
+    finally:
+        await database.close()
+
+
+async def test_a_bad_argument_to_a_reader_is_a_bug_not_a_lost_connection(
+    own_cluster: PostgresCluster,
+) -> None:
+    # asyncpg's DataError is an InterfaceError: it must not read as "the database is
+    # unavailable, retry" (UNAVAILABLE), nor cost the pool its connections.
+    database = Database.connect(own_cluster.admin_url(), "public", pool_size=1)
+    pid = Query.of(select_literal(func.pg_backend_pid()))
+    typed = Query.of(select_literal(bindparam("n", type_=Integer)))
+    try:
+        async with database.reader() as reader:
+            before = (await reader.fetch_one(pid))[0]
+        with pytest.raises(asyncpg.exceptions.DataError) as raised:
+            async with database.reader() as reader:
+                await reader.fetch_one(typed, n="not a number")
+        assert not _lost_connection(raised.value)
+        async with database.reader() as reader:
+            assert (await reader.fetch_one(pid))[0] == before
     finally:
         await database.close()
 
