@@ -35,6 +35,17 @@ class StaleVersion(Aborted):
         )
 
 
+class HeadMoved(Aborted):
+    """The image an edit was checked against is no longer the project's current one."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "the project's current image changed while the edit was prepared "
+            "(an undo, redo or jump); apply it again to the image now shown",
+            reason="HEAD_MOVED",
+        )
+
+
 class NothingToMove(FailedPrecondition):
     """Undo at the original, redo without a child."""
 

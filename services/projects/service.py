@@ -21,6 +21,7 @@ from runtime.errors import FailedPrecondition
 from services.projects.errors import (
     EditNotFound,
     EditRunning,
+    HeadMoved,
     NothingToMove,
     ProjectNotFound,
     StaleVersion,
@@ -51,6 +52,9 @@ class NewEdit:
     action: EditAction
     params: dict[str, Any]
     engine: str
+    # The image the request was checked against (crop box, hotspots, fractions): the
+    # edit is recorded only if it is still the current one.
+    checked_against: uuid.UUID | None = None
     preset_id: uuid.UUID | None = None
     preset_prompt: str | None = None
     preset_version: int | None = None
@@ -269,6 +273,8 @@ class ProjectService:
         if project.running_edit_id is not None:
             raise EditRunning()
         source = project.current
+        if new.checked_against is not None and source.asset_id != new.checked_against:
+            raise HeadMoved()
         placement = await HistoryTree(repository, reads).place(project)
         edit = await repository.insert_edit(
             id=new.edit_id,

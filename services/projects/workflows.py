@@ -444,6 +444,7 @@ class EditWorkflows:
             action=request.action,
             params=_params(request, image),
             engine=engine,
+            checked_against=image.asset_id,
             preset_id=preset.id if preset else None,
             preset_prompt=preset.prompt if preset else None,
             preset_version=preset.version if preset else None,

@@ -332,3 +332,32 @@ async def test_a_request_id_reused_for_another_edit_is_refused(stack: Stack) -> 
         assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
         assert "request_id was already used" in (caught.value.details() or "")
     assert stack.engine.total == 1
+
+
+async def test_an_edit_checked_against_an_image_head_has_left_is_refused(
+    stack: Stack, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The request is checked (crop box, fractions) against the current image, then the
+    # holds are reserved: an undo in between must not get a crop checked against the
+    # 32 x 24 result recorded against the 64 x 48 original.
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo("PNG", (64, 48)))
+    await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=32, height=24))
+    reserve = stack.quota.reserve
+
+    async def undo_first(*args: object) -> str:
+        monkeypatch.setattr(stack.quota, "reserve", reserve)
+        await stack.stub.Undo(pb.UndoRequest(project_id=project.id), metadata=auth)
+        return await reserve(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stack.quota, "reserve", undo_first)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=32, height=24))
+    assert caught.value.code() == grpc.StatusCode.ABORTED
+    assert "current image changed" in (caught.value.details() or "")
+    now = await stack.stub.GetProject(pb.GetProjectRequest(project_id=project.id), metadata=auth)
+    assert (now.project.edit_count, now.project.head_edit_id) == (1, "")
+    assert stack.quota.open(user_id) == []  # the hold taken for it is released
+    # Applied again to the image now shown, it runs.
+    again = await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=32, height=24))
+    assert again.edit.status == pb.EDIT_STATUS_SUCCEEDED
