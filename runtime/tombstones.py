@@ -127,6 +127,10 @@ class RecentlyDeleted:
             await asyncio.sleep(self._refresh)
 
 
+class MalformedEvent(ValueError):
+    """An event without what its type must carry (its handler fails; the event is parked)."""
+
+
 class Tombstones:
     def __init__(
         self,
@@ -162,6 +166,8 @@ class Tombstones:
         """The `user.deleted` handler for runtime.events.OutboxFollower: records the
         tombstone in the follower's batch transaction; `purge_pending` (the follower's
         `after_round`) purges once it has committed."""
+        if event.user_id is None:  # a malformed event: parked, never a tombstone of nobody
+            raise MalformedEvent(f"user.deleted event {event.id} names no user")
         await self.record(session, event.user_id)
 
     async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None:

@@ -349,7 +349,7 @@ async def test_the_presets_command_lists_and_replays_parked_events(migrated_db: 
                 await session.execute(sa.select(tombstones).where(tombstones.c.user_id == user))
             ).one()
         assert set(rows) == {bad}
-        assert (rows[bad].attempts, rows[bad].last_error) == (6, "AttributeError")
+        assert (rows[bad].attempts, rows[bad].last_error) == (6, "MalformedEvent")
         assert tombstone.purged_at is not None  # the purge the replay owed has run
 
         missing = await asyncio.to_thread(

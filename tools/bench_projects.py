@@ -184,7 +184,7 @@ async def projects_benchmarks(
     token: str,
     seconds: float,
 ) -> list[str]:
-    from tools.bench import interleaved_load
+    from tools.bench import interleaved_load, json_claims
 
     metadata = (("authorization", f"Bearer {token}"),)
     async with httpx.AsyncClient(base_url=base_url) as http:
@@ -213,7 +213,7 @@ async def projects_benchmarks(
                 return response.project
 
             long, short = await new_project("long"), await new_project("short")
-            owner_id = uuid.UUID(_claims(token)["sub"])
+            owner_id = uuid.UUID(json_claims(token)["sub"])
             rows, head, root = _history_rows(uuid.UUID(long.id), owner_id, asset, LONG_HISTORY)
             await _seed(database, uuid.UUID(long.id), rows, head, root)
             short_rows, short_head, short_root = _history_rows(
@@ -343,11 +343,3 @@ async def projects_benchmarks(
     finally:
         await database.close()
     return lines
-
-
-def _claims(token: str) -> dict[str, str]:
-    import base64
-    import json
-
-    payload = token.split(".")[1]
-    return dict(json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4))))

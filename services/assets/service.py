@@ -35,7 +35,6 @@ from services.assets.models import (
     THUMBNAIL,
     Asset,
     AssetKind,
-    AssetState,
     IdempotencyScope,
     Variant,
     object_key,
@@ -307,7 +306,3 @@ class AssetService:
 
     async def is_ready(self, session: AsyncSession, asset_id: uuid.UUID) -> bool:
         return await AssetRepository(session).is_ready(asset_id)
-
-    @staticmethod
-    def is_pending(asset: Asset) -> bool:
-        return asset.state is AssetState.PENDING

@@ -450,12 +450,6 @@ class BillingRepository:
             update(tier_outbox).where(tier_outbox.c.id == entry_id).values(delivered_at=now)
         )
 
-    async def undelivered_count(self) -> int:
-        value = await self._session.scalar(
-            select(func.count()).select_from(tier_outbox).where(text(UNDELIVERED))
-        )
-        return int(value or 0)
-
     async def set_event_outcome(self, event_id: str, outcome: str) -> None:
         await self._session.execute(
             update(stripe_events).where(stripe_events.c.id == event_id).values(outcome=outcome)

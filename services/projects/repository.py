@@ -305,16 +305,6 @@ class ProjectRepository:
         ).one()
         return Project.from_row(row)
 
-    async def count_live_projects(self, owner_id: uuid.UUID) -> int:
-        return int(
-            await self._session.scalar(
-                select(func.count())
-                .select_from(projects)
-                .where(projects.c.owner_id == owner_id, text(LIVE))
-            )
-            or 0
-        )
-
     async def update_project(
         self, project_id: uuid.UUID, *, expected_version: int | None = None, **values: Any
     ) -> bool:
@@ -405,12 +395,6 @@ class ProjectRepository:
         await self._session.execute(projects.delete().where(projects.c.id == project_id))
 
     # -- edits --------------------------------------------------------------------------
-
-    async def get_edit_by_id(self, edit_id: uuid.UUID) -> Edit | None:
-        row = (
-            await self._session.execute(select(*_edit_columns).where(edits.c.id == edit_id))
-        ).one_or_none()
-        return Edit.from_row(row) if row is not None else None
 
     async def has_children(self, project_id: uuid.UUID, parent_id: uuid.UUID) -> bool:
         found = await self._session.scalar(

@@ -243,13 +243,6 @@ class ProjectService:
             return dataclasses.replace(edit, on_head_path=True)
         return _with_path(edit, await self.head_path(reads, project))
 
-    async def find_edit(
-        self, session: AsyncSession, owner_id: uuid.UUID, project_id: uuid.UUID, request_id: str
-    ) -> Edit | None:
-        reads = await ProjectRepository(session).reads()
-        await self.get(reads, owner_id, project_id)
-        return await reads.find_by_request_id(project_id, request_id)
-
     # -- the steps ApplyEdit records -----------------------------------------------------
 
     async def record_pending(
