@@ -14,6 +14,12 @@ While any of these is open, `refuse_remote_call` (used by runtime/clients.py and
 adapter of an outside system) raises: no remote call ever waits with a transaction, a row
 lock or a pooled connection held (ADR 0011).
 
+A unit of work that must keep what it wrote *and* answer an error (a reused refresh
+token revokes its session, then the call answers UNAUTHENTICATED; a password that matched
+keeps its throttle refund when the change it guarded is refused) raises
+`FailAfterCommit(error)` inside `transaction()`, which commits and then raises `error`.
+Any other exception rolls back.
+
 A restarted Postgres is survived without pinging every connection on checkout: the first
 statement that meets a dead connection fails, SQLAlchemy then drops the whole pool (and
 `reader()` expires every connection of its own), and the interceptor answers that call
@@ -43,6 +49,8 @@ from sqlalchemy.ext.asyncio import (
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.expression import ClauseElement
 
+from runtime.errors import DomainError
+
 # Constraint names Alembic can diff and docs/database.md can show.
 NAMING_CONVENTION = {
     "ix": "ix_%(table_name)s_%(column_0_N_name)s",
@@ -61,6 +69,17 @@ _open_units: ContextVar[int] = ContextVar("pixelshop_open_units", default=0)
 class RemoteCallInTransaction(RuntimeError):
     """A remote call (peer RPC, object store, Stripe, the AI engine, mail) was made while a
     transaction or pooled connection was open: a programming error, never a user's."""
+
+
+class FailAfterCommit(Exception):
+    """Raised inside `Database.transaction()` when the call must fail *and* what the
+    transaction wrote must persist: the unit of work commits, then raises `error` (the
+    caller sees only `error`). Raised from a savepoint (`begin_nested`), it still rolls the
+    savepoint back first; only the outer transaction commits."""
+
+    def __init__(self, error: DomainError) -> None:
+        super().__init__(error.message)
+        self.error = error
 
 
 def unit_of_work_open() -> bool:
@@ -248,9 +267,16 @@ class Database:
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[AsyncSession]:
-        """One unit of work: commits when the block ends, rolls back when it raises."""
+        """One unit of work: commits when the block ends, rolls back when it raises,
+        except for `FailAfterCommit`, which commits and then raises the error it carries."""
+        failure: FailAfterCommit | None = None
         async with _counted(), self._sessions() as session, session.begin():
-            yield session
+            try:
+                yield session
+            except FailAfterCommit as raised:
+                failure = raised
+        if failure is not None:
+            raise failure.error from None
 
     @asynccontextmanager
     async def read(self) -> AsyncIterator[AsyncSession]:

@@ -29,7 +29,6 @@ from runtime.interceptors import AuthPolicy
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
 from runtime.timestamps import to_timestamp
-from services.identity.errors import FailAfterCommit
 from services.identity.keys import SigningKeys, jwk
 from services.identity.models import OutboxEvent, Session, Tier, User
 from services.identity.outbox import Outbox, event_types, position_of
@@ -305,15 +304,10 @@ class IdentityApi(identity_pb2_grpc.IdentityServiceServicer):
         self, request: identity_pb2.RefreshRequest, context: Context
     ) -> identity_pb2.RefreshResponse:
         token = opaque_token(request.refresh_token, "refresh_token")
-        # A reused token revokes its session, which must commit, and the call still fails.
-        failure: DomainError | None = None
+        # A reused token revokes its session, which commits, and the call still fails
+        # (FailAfterCommit).
         async with self._database.transaction() as session:
-            try:
-                issued = await self._sessions.refresh(session, token)
-            except FailAfterCommit as error:
-                failure = error.error
-        if failure is not None:
-            raise failure
+            issued = await self._sessions.refresh(session, token)
         return identity_pb2.RefreshResponse(**self._tokens(issued))
 
     async def LogOut(

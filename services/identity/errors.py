@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from runtime.errors import DomainError, InvalidArgument, Unauthenticated
+from runtime.errors import InvalidArgument, Unauthenticated
 
 # One message for "no such account" and "wrong password": the answer must not tell them apart.
 INVALID_LOGIN_MESSAGE = "invalid login or password"
@@ -26,13 +26,3 @@ def wrong_password(field: str) -> InvalidArgument:
     """Re-authentication failed: the caller is logged in, so this is a bad field, not a
     401 that would make a browser drop its session."""
     return InvalidArgument(field, "is not the account's password", reason="WRONG_PASSWORD")
-
-
-class FailAfterCommit(Exception):
-    """Raised by service code when the call must fail *and* what it wrote must persist
-    (refresh-token reuse revokes the session, then answers UNAUTHENTICATED). The unit of
-    work commits, then raises `error` to the client."""
-
-    def __init__(self, error: DomainError) -> None:
-        super().__init__(error.message)
-        self.error = error

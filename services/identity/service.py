@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.context import Principal
+from runtime.db import FailAfterCommit
 from runtime.errors import (
     Aborted,
     AlreadyExists,
@@ -35,7 +36,6 @@ from runtime.errors import (
     Unauthenticated,
 )
 from services.identity.errors import (
-    FailAfterCommit,
     invalid_login,
     invalid_one_time_token,
     invalid_refresh_token,

@@ -23,9 +23,8 @@ import logging
 
 from runtime.context import Principal
 from runtime.db import Database
-from runtime.errors import DomainError
 from runtime.workflow import checkpoint
-from services.identity.errors import FailAfterCommit, invalid_login, wrong_password
+from services.identity.errors import invalid_login, wrong_password
 from services.identity.mail import Mailer
 from services.identity.models import MailRequest, User
 from services.identity.passwords import PasswordHasher
@@ -176,16 +175,11 @@ class AccountWorkflows:
         if not await self._passwords.verify(user.password_hash, current_password):
             raise wrong_password("current_password")
         await checkpoint("update_profile.password_checked")
-        failure: DomainError | None = None
+        # A change refused now keeps the refund: it commits, then fails (FailAfterCommit).
         async with self._database.transaction() as session:
-            try:
-                updated = await self._accounts.finish_profile_update(
-                    session, principal, user, reservation, changes
-                )
-            except FailAfterCommit as error:
-                failure = error.error
-        if failure is not None:
-            raise failure
+            updated = await self._accounts.finish_profile_update(
+                session, principal, user, reservation, changes
+            )
         await checkpoint("update_profile.updated")
         self._mail_requested()
         return updated
