@@ -10,23 +10,24 @@ than the retention (default 7 days), so the outbox does not keep what it no long
 `deleted_users` is the set of accounts deleted recently, which every identity replica
 refreshes each second: the interceptor refuses their still-valid access tokens on every
 RPC (`AuthPolicy.refused_user`), as the other services do from their tombstones.
+
+The statements themselves live in repository.py (`events_page`, `prune_outbox`,
+`recently_deleted_users`), like every other SQL of identity; this module holds the rules.
 """
 
 from __future__ import annotations
 
 import datetime
 from collections.abc import Sequence
-from typing import Any
 
-from sqlalchemy import Select, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Database
 from runtime.errors import InvalidArgument
 from runtime.events import CROSS_SERVICE_TYPES, Position
 from runtime.tombstones import RecentlyDeleted
-from services.identity.models import OutboxEvent, users
-from services.identity.repository import IdentityRepository
+from services.identity.models import OutboxEvent
+from services.identity.repository import IdentityRepository, recently_deleted_users
 from services.identity.service import Clock, utc_now
 
 DEFAULT_RETENTION = datetime.timedelta(days=7)
@@ -70,11 +71,7 @@ class Outbox:
 
 
 def deleted_users(database: Database, *, refresh_seconds: float = 1.0) -> RecentlyDeleted:
-    def recently(since: datetime.datetime) -> Select[Any]:
-        # Served by the partial index ix_users_deleted_at.
-        return select(users.c.id).where(users.c.deleted_at.is_not(None), users.c.deleted_at > since)
-
-    return RecentlyDeleted(database, recently, refresh_seconds=refresh_seconds)
+    return RecentlyDeleted(database, recently_deleted_users, refresh_seconds=refresh_seconds)
 
 
 def position_of(xact_id: int, sequence: int) -> Position:

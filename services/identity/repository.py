@@ -187,6 +187,13 @@ def prune_outbox(cutoff: datetime.datetime, limit: int) -> Delete:
     return delete(outbox).where(outbox.c.id.in_(doomed))
 
 
+def recently_deleted_users(since: datetime.datetime) -> Select[tuple[uuid.UUID]]:
+    """Ids of the accounts deleted after `since`: what every replica reloads each second to
+    refuse their still-valid access tokens (`outbox.deleted_users`, ADR 0015). Served by
+    the partial index ix_users_deleted_at."""
+    return select(users.c.id).where(users.c.deleted_at.is_not(None), users.c.deleted_at > since)
+
+
 def _user(row: Row[Any]) -> User:
     return User(
         id=row.id,

@@ -164,6 +164,7 @@ async def seeded(admin_db: asyncpg.Connection) -> dict[str, Any]:
         ("refresh session lock", "uq_refresh_tokens_token_hash"),
         ("refresh session lock", "pk_sessions"),
         ("sessions list", "ix_sessions_user_id_created_at_id"),
+        ("recently deleted users", "ix_users_deleted_at"),
     ],
 )
 async def test_hot_queries_use_an_index(
@@ -178,6 +179,8 @@ async def test_hot_queries_use_an_index(
         "refresh-token lookup": repository.refresh_token_by_hash(token_digest("x")),
         "refresh session lock": repository.lock_session_of_refresh_token(token_digest("x")),
         "sessions list": repository.active_sessions(seeded["user_id"], now, after=None, limit=51),
+        # Every replica, every second (outbox.deleted_users).
+        "recently deleted users": repository.recently_deleted_users(now - datetime.timedelta(1)),
     }
     plan = await explain(admin_db, statements[query])
     assert "Seq Scan" not in plan, plan
