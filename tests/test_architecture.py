@@ -157,6 +157,61 @@ def test_the_unit_of_work_rule_catches_a_violation() -> None:
     assert len(hits) == 2  # database.transaction() and a transactions() factory
 
 
+# Where SQL may be written (ARCHITECTURE.md): a service's repository.py holds every
+# statement, models.py its tables. Elsewhere a session is only passed along (AsyncSession
+# for typing) and database errors may be caught (sqlalchemy.exc).
+SQL_MODULES = frozenset({"repository.py", "models.py"})
+_SQL_FREE_IMPORTS = ("sqlalchemy.ext.asyncio", "sqlalchemy.exc")
+# Session (and Reader) methods that run a statement.
+_STATEMENT_RUNNERS = frozenset(
+    {"execute", "exec_driver_sql", "scalar", "scalars", "fetch", "fetch_one", "fetchrow"}
+)
+
+
+def sql_outside_the_repository(path: pathlib.Path) -> list[str]:
+    """Every statement builder imported (sqlalchemy's, or runtime.db.Query) and every
+    statement run (`session.execute(...)` and the like) in `path`, as 'path:line'."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    where = path.relative_to(ROOT)
+    hits = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            modules = [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            modules = [node.module]
+            if node.module == "runtime.db" and any(a.name == "Query" for a in node.names):
+                hits.append(f"{where}:{node.lineno} imports runtime.db.Query")
+        elif (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in _STATEMENT_RUNNERS
+        ):
+            hits.append(f"{where}:{node.lineno} runs a statement (.{node.func.attr})")
+            continue
+        else:
+            continue
+        for module in modules:
+            builds_sql = module == "sqlalchemy" or module.startswith("sqlalchemy.")
+            if builds_sql and not module.startswith(_SQL_FREE_IMPORTS):
+                hits.append(f"{where}:{node.lineno} imports {module}")
+    return hits
+
+
+def test_sql_stays_in_the_repository() -> None:
+    offenders = [
+        hit
+        for path in _service_sources()
+        if path.name not in SQL_MODULES
+        for hit in sql_outside_the_repository(path)
+    ]
+    assert not offenders, "statements belong in the service's repository.py"
+
+
+def test_the_sql_rule_catches_a_violation() -> None:
+    hits = sql_outside_the_repository(FIXTURES / "builds_sql_outside_the_repository.py")
+    assert len(hits) == 2, hits  # the sqlalchemy import and the session.execute
+
+
 def benchmark_code(path: pathlib.Path) -> list[str]:
     """A benchmark module (bench*.py, *benchmark*.py) or an import of tools' benchmarks."""
     hits = []
