@@ -4,14 +4,19 @@ success, safety block, a non-STOP finish reason, a text-only answer, 503 then su
 
 from __future__ import annotations
 
+import asyncio
 import io
+import json
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 import pytest
+from aiohttp import web
 from PIL import Image
 from pixelshop.projects.v1 import projects_pb2 as pb
 
@@ -25,9 +30,41 @@ from services.projects.tests.fake_gemini import FakeGemini
 from services.projects.tests.fakes import photo
 
 
+@dataclass
+class ReportingGemini(FakeGemini):
+    """The fake, answering with the model version and token counts a test chooses (none
+    of them a value the engine could make up), after `delay` seconds."""
+
+    model_version: str | None = "gemini-2.5-flash-image-preview-0925"
+    prompt_tokens: int = 1290
+    candidate_tokens: int = 1300
+    delay: float = 0.0
+    paths: list[str] = field(default_factory=list)
+
+    async def _generate(self, request: web.Request) -> web.Response:
+        self.paths.append(request.path)
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        return await super()._generate(request)
+
+    def _candidate(self, part: dict[str, Any], finish: str) -> web.Response:  # type: ignore[override]
+        body = json.loads(FakeGemini._candidate(part, finish).text or "{}")
+        body["usageMetadata"] = {
+            "promptTokenCount": self.prompt_tokens,
+            "candidatesTokenCount": self.candidate_tokens,
+            "totalTokenCount": self.prompt_tokens + self.candidate_tokens,
+        }
+        if self.model_version is None:
+            del body["modelVersion"]
+        else:
+            body["modelVersion"] = self.model_version
+        return web.json_response(body)
+
+
 @pytest.fixture
-async def gemini() -> AsyncIterator[FakeGemini]:
-    fake = await FakeGemini().start()
+async def gemini() -> AsyncIterator[ReportingGemini]:
+    fake = ReportingGemini()
+    await fake.start()
     yield fake
     await fake.stop()
 
@@ -76,14 +113,14 @@ FILTER = pb.FilterParams(prompt="make it look like a comic")
 
 
 async def test_success_records_model_tokens_and_keeps_size_and_format(
-    gemini_stack: Stack, gemini: FakeGemini
+    gemini_stack: Stack, gemini: ReportingGemini
 ) -> None:
     gemini.answer_size = (400, 300)  # the model answers another size: brought back
     user_id, done = await _edit(gemini_stack, filter=FILTER)
     edit = done.edit
     assert edit.status == pb.EDIT_STATUS_SUCCEEDED
     assert edit.engine == "gemini"
-    assert edit.model == "gemini-2.5-flash-image"
+    assert edit.model == "gemini-2.5-flash-image-preview-0925"
     assert edit.finish_reason == "STOP"
     assert (edit.input_tokens, edit.output_tokens) == (1290, 1300)
     assert (edit.result_width, edit.result_height) == (200, 150)
@@ -95,6 +132,78 @@ async def test_success_records_model_tokens_and_keeps_size_and_format(
     assert sent.size == (200, 150)
     assert "make it look like a comic" in gemini.sent_prompt()
     assert "image only" in gemini.sent_prompt()
+
+
+async def test_the_edit_records_what_the_answer_reported_and_how_long_it_took(
+    gemini_stack: Stack, gemini: ReportingGemini
+) -> None:
+    """Model id and token counts come from the answer (modelVersion, usageMetadata), not
+    from settings or constants; the duration covers the model's time (the fake answers
+    after `delay`) and fits inside the call the test timed around it."""
+    gemini.model_version = "gemini-2.5-flash-image-exp-0417"
+    gemini.prompt_tokens, gemini.candidate_tokens = 1811, 1293
+    gemini.delay = 0.05
+    user_id, auth = gemini_stack.user()
+    project = await gemini_stack.project(auth, user_id, photo("JPEG", (200, 150)))
+    started = time.monotonic()
+    done = await gemini_stack.apply(auth, project.id, filter=FILTER)
+    wall_ms = math.ceil((time.monotonic() - started) * 1000)
+
+    # As recorded: read back from the database, not only the ApplyEdit answer.
+    stored = await gemini_stack.stub.GetEdit(
+        pb.GetEditRequest(project_id=project.id, edit_id=done.edit.id), metadata=auth
+    )
+    listed = await gemini_stack.stub.ListEdits(
+        pb.ListEditsRequest(project_id=project.id), metadata=auth
+    )
+    for edit in (done.edit, stored.edit, listed.edits[0]):
+        assert edit.status == pb.EDIT_STATUS_SUCCEEDED
+        assert edit.model == "gemini-2.5-flash-image-exp-0417"
+        assert edit.finish_reason == "STOP"
+        assert (edit.input_tokens, edit.output_tokens) == (1811, 1293)
+        # No timing threshold: at least the time the model took to answer, at most the
+        # time the whole call took.
+        assert gemini.delay * 1000 - 1 <= edit.duration_ms <= wall_ms, (edit.duration_ms, wall_ms)
+    assert len(gemini.requests) == 1
+
+
+async def test_without_a_model_version_the_configured_model_is_recorded(
+    stack_factory: Callable[..., Any], gemini: ReportingGemini
+) -> None:
+    gemini.model_version = None
+    gemini.prompt_tokens, gemini.candidate_tokens = 7, 11
+    stack: Stack = await stack_factory(
+        engine="gemini",
+        gemini_api_key=_secret("test-key"),
+        gemini_base_url=gemini.base_url,
+        gemini_model="gemini-house-model",
+    )
+    _user, done = await _edit(stack, filter=FILTER)
+    assert done.edit.model == "gemini-house-model"
+    assert "models/gemini-house-model:generateContent" in gemini.paths[-1]
+    assert (done.edit.input_tokens, done.edit.output_tokens) == (7, 11)
+
+
+async def test_a_refused_edit_records_how_long_the_model_took(
+    gemini_stack: Stack, gemini: ReportingGemini
+) -> None:
+    gemini.script = ["finish:IMAGE_SAFETY"]
+    gemini.delay = 0.05
+    user_id, auth = gemini_stack.user()
+    project = await gemini_stack.project(auth, user_id, photo("JPEG", (200, 150)))
+    started = time.monotonic()
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await gemini_stack.apply(auth, project.id, filter=FILTER)
+    wall_ms = math.ceil((time.monotonic() - started) * 1000)
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    listed = await gemini_stack.stub.ListEdits(
+        pb.ListEditsRequest(project_id=project.id), metadata=auth
+    )
+    (edit,) = listed.edits
+    assert edit.status == pb.EDIT_STATUS_FAILED
+    assert "IMAGE_SAFETY" in edit.error
+    assert gemini.delay * 1000 - 1 <= edit.duration_ms <= wall_ms, (edit.duration_ms, wall_ms)
+    assert gemini_stack.quota.charged(user_id) == 0
 
 
 async def test_a_retouch_prompt_carries_pixels_and_fractions() -> None:
