@@ -10,11 +10,13 @@ import pytest
 from pixelshop.projects.v1 import projects_pb2 as pb
 
 from runtime.peers.billing import AI_EDITS
-from services.projects.tests.conftest import Stack
+from services.projects.tests.conftest import Metadata, Stack
 from services.projects.tests.fakes import photo
 
 
-async def _source(stack: Stack, auth, user_id) -> tuple[pb.Project, list[pb.Edit]]:  # type: ignore[no-untyped-def]
+async def _source(
+    stack: Stack, auth: Metadata, user_id: uuid.UUID
+) -> tuple[pb.Project, list[pb.Edit]]:
     source = await stack.project(auth, user_id, photo("JPEG", (320, 240)), name="Source")
     crop = await stack.apply(auth, source.id, crop=pb.CropParams(x=80, y=60, width=160, height=120))
     sepia = await stack.apply(auth, source.id, filter=pb.FilterParams(prompt="sepia"))
