@@ -70,6 +70,11 @@ USER_DELETED = "user.deleted"
 USER_TIER_CHANGED = "user.tier_changed"
 # The only types identity hands to other services.
 CROSS_SERVICE_TYPES = (USER_DELETED, USER_TIER_CHANGED)
+# `set_by` in a `user.tier_changed` payload (with `user_id`, `from`, `to`) when identity's
+# `set-tier` command made the change; otherwise it names the service that asked (billing,
+# relaying Stripe). Billing records an operator's change as a manual subscription: the
+# outbox is the one way that change reaches it (ADR 0021).
+TIER_SET_BY_OPERATOR = "operator"
 
 
 @dataclass(frozen=True, order=True)
