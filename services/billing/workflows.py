@@ -28,11 +28,17 @@ import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Database
-from runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
-from runtime.events import Event
+from runtime.errors import (
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unauthenticated,
+    Unavailable,
+)
+from runtime.events import TIER_SET_BY_OPERATOR, Event
 from runtime.metrics import Metrics
 from runtime.peers.identity import CachedTierLookup
-from runtime.tombstones import Tombstones
+from runtime.tombstones import MalformedEvent, Tombstones
 from runtime.workflow import checkpoint
 from services.billing.errors import BadWebhook, BillingNotConfigured
 from services.billing.models import FREE_TIER
@@ -335,8 +341,22 @@ class BillingWorkflows:
         await self._tombstones.record(session, event.user_id)
 
     async def tier_changed(self, session: AsyncSession, event: Event) -> None:
-        """identity's `user.tier_changed`: the next reservation reads the new limits."""
+        """identity's `user.tier_changed`: the next reservation reads the new limits. A tier
+        identity's `set-tier` command set (`set_by` "operator") is recorded here, in the
+        follower's transaction, as the user's manual subscription: the outbox is the one
+        way it reaches billing (ADR 0021). A change billing relayed itself is its own
+        already; a user deleted meanwhile gets nothing recorded."""
         self._tiers.forget_tier(event.user_id)
+        if event.payload.get("set_by") != TIER_SET_BY_OPERATOR:
+            return
+        tier_code = event.payload.get("to")
+        if not isinstance(tier_code, str) or not tier_code:
+            raise MalformedEvent(f"user.tier_changed event {event.id} names no tier")
+        try:
+            await self._tombstones.guard_write(session, event.user_id)
+        except Unauthenticated:
+            return
+        await self._subscriptions.record_manual_tier(session, event.user_id, tier_code)
 
     async def purge_deleted_users(self) -> int:
         """After each follower round, with no transaction open: the purges owed."""
