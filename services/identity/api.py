@@ -468,8 +468,9 @@ class IdentityInternalApi(identity_pb2_grpc.IdentityInternalServiceServicer):
     ) -> identity_pb2.SetUserTierResponse:
         user_id = validation.required_uuid(request.user_id, "user_id")
         tier_code = validation.text(request.tier_code, "tier_code", max_length=TIER_CODE_MAX_LENGTH)
+        caller = current_service_caller().name
         async with self._database.transaction() as session:
-            user = await self._tiers.set_user_tier(session, user_id, tier_code)
+            user = await self._tiers.set_user_tier(session, user_id, tier_code, set_by=caller)
         return identity_pb2.SetUserTierResponse(user=user_message(user))
 
     async def GetUserTier(

@@ -25,14 +25,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pixelshop.identity.v1 import identity_pb2_grpc
 
-from runtime.auth import AccessTokenVerifier, ServiceTokens
-from runtime.clients import PeerChannel
+from runtime.auth import AccessTokenVerifier
 from runtime.db import Database
 from runtime.errors import DomainError
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
-from runtime.peers.billing import BillingTiers
 from runtime.server import Registration, RunningServer, serve, start_server
 from runtime.settings import SettingsError
 from services.identity.api import (
@@ -346,25 +344,18 @@ async def _serve(settings: IdentitySettings) -> None:
 
 
 async def set_tier(settings: IdentitySettings, login: str, tier_code: str) -> str:
+    """One transaction: the tier and its `user.tier_changed` event. Billing follows the
+    outbox and records the change from the event; nothing else is called (ADR 0021)."""
     components = build(settings)
     try:
         async with components.database.transaction() as session:
             user = await components.tiers.set_tier_by_login(session, login, tier_code)
     finally:
         await components.close()
-    done = f"{user.username} ({user.id}) is on tier {user.tier_code}"
-    # Billing records it too, after the commit, so that both services agree on the plan.
-    peer = PeerChannel(
-        settings.billing_addr,
-        ServiceTokens(settings.internal_secret.reveal(), settings.service_name),
+    return (
+        f"{user.username} ({user.id}) is on tier {user.tier_code}; "
+        "billing follows through the outbox (user.tier_changed)"
     )
-    try:
-        await BillingTiers(peer).record_tier(user.id, user.tier_code)
-    except DomainError as error:
-        return f"{done}; billing has not recorded it ({error.message}): run this again"
-    finally:
-        await peer.close()
-    return f"{done} (billing recorded it too)"
 
 
 async def rotate_signing_key(settings: IdentitySettings, *, now: bool) -> str:

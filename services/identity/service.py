@@ -35,6 +35,7 @@ from runtime.errors import (
     NotFound,
     Unauthenticated,
 )
+from runtime.events import TIER_SET_BY_OPERATOR
 from services.identity.errors import (
     invalid_login,
     invalid_one_time_token,
@@ -1055,10 +1056,12 @@ class Tiers:
         return tier
 
     async def set_user_tier(
-        self, session: AsyncSession, user_id: uuid.UUID, tier_code: str
+        self, session: AsyncSession, user_id: uuid.UUID, tier_code: str, *, set_by: str
     ) -> User:
         """Idempotent: setting the tier a user already has changes nothing and emits no
-        event (billing may deliver the same subscription change more than once)."""
+        event (billing may deliver the same subscription change more than once). The
+        `user.tier_changed` event says who set it (`set_by`): the service that asked, or
+        `TIER_SET_BY_OPERATOR` for the `set-tier` command."""
         repository = IdentityRepository(session)
         if await repository.tier(tier_code) is None:
             raise NotFound("tier", tier_code)
@@ -1072,17 +1075,23 @@ class Tiers:
         await repository.append_event(
             event_type=USER_TIER_CHANGED_EVENT,
             user_id=user.id,
-            payload={"user_id": str(user.id), "from": user.tier_code, "to": tier_code},
+            payload={
+                "user_id": str(user.id),
+                "from": user.tier_code,
+                "to": tier_code,
+                "set_by": set_by,
+            },
             now=now,
         )
         return updated
 
     async def set_tier_by_login(self, session: AsyncSession, login: str, tier_code: str) -> User:
-        """For the CLI: `login` is an email address or a username, in any case or form."""
+        """For the `set-tier` command: `login` is an email address or a username, in any
+        case or form. Billing learns of it from the event alone (ADR 0021)."""
         user = await find_user_by_login(IdentityRepository(session), normalize_identifier(login))
         if user is None:
             raise NotFound("user", login)
-        return await self.set_user_tier(session, user.id, tier_code)
+        return await self.set_user_tier(session, user.id, tier_code, set_by=TIER_SET_BY_OPERATOR)
 
 
 def _describe(duration: datetime.timedelta) -> str:

@@ -6,15 +6,18 @@ import asyncio
 import os
 import pathlib
 import sys
+from collections.abc import Mapping
 
 from services.identity.settings import IdentitySettings
 
 REPO_ROOT = pathlib.Path(__file__).resolve().parents[3]
 
 
-async def run_cli(settings: IdentitySettings, *args: str) -> tuple[int, str, str]:
-    """Exit code, stdout and stderr of the CLI configured like `settings`."""
-    env = {
+async def run_cli(
+    settings: IdentitySettings, *args: str, env: Mapping[str, str] | None = None
+) -> tuple[int, str, str]:
+    """Exit code, stdout and stderr of the CLI configured like `settings` (and `env`)."""
+    environment = {
         **os.environ,
         "PIXELSHOP_IDENTITY_DATABASE_URL": settings.database_url.reveal(),
         "PIXELSHOP_INTERNAL_SECRET": settings.internal_secret.reveal(),
@@ -22,6 +25,7 @@ async def run_cli(settings: IdentitySettings, *args: str) -> tuple[int, str, str
         # `send-mail` delivers where the test server does, whichever worker gets a request.
         "PIXELSHOP_IDENTITY_MAILBOX_DIR": settings.mailbox_dir,
         "PYTHONPATH": os.pathsep.join([str(REPO_ROOT), str(REPO_ROOT / "gen")]),
+        **(env or {}),
     }
     process = await asyncio.create_subprocess_exec(
         sys.executable,
@@ -29,7 +33,7 @@ async def run_cli(settings: IdentitySettings, *args: str) -> tuple[int, str, str
         "services.identity",
         *args,
         cwd=REPO_ROOT,
-        env=env,
+        env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )

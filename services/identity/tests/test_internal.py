@@ -74,6 +74,7 @@ async def test_set_user_tier_changes_the_tier_and_writes_one_event(
     mine = [e for e in events.events if e.user_id == account.user_id]
     assert [e.type for e in mine] == ["user.tier_changed"]
     assert (mine[0].payload["from"], mine[0].payload["to"]) == ("free", "pro")
+    assert mine[0].payload["set_by"] == "billing"  # the caller's service credential
 
     # New access tokens carry the new tier.
     token = (await log_in(identity, account.username)).access_token
@@ -171,13 +172,26 @@ async def test_set_tier_cli(
     identity_settings: IdentitySettings,
 ) -> None:
     account = await sign_up(identity, username=unique_name("Cli"))
+    cursor = await latest_position(internal)
     code, out, err = await run_cli(identity_settings, "set-tier", account.email.upper(), "pro")
     assert code == 0, err
-    assert f"{account.username} ({account.user_id}) is on tier pro" in out
+    assert out.strip() == (
+        f"{account.username} ({account.user_id}) is on tier pro; "
+        "billing follows through the outbox (user.tier_changed)"
+    )
     tier = await internal.GetUserTier(
         identity_pb2.GetUserTierRequest(user_id=account.user_id), metadata=BILLING
     )
     assert tier.tier.code == "pro"
+    # The event is how billing learns of it (ADR 0021): marked as the operator's change.
+    events = await internal.ListEvents(
+        identity_pb2.ListEventsRequest(after_xact_id=cursor[0], after_sequence=cursor[1]),
+        metadata=BILLING,
+    )
+    mine = [e for e in events.events if e.user_id == account.user_id]
+    assert [(e.type, e.payload["to"], e.payload["set_by"]) for e in mine] == [
+        ("user.tier_changed", "pro", "operator")
+    ]
 
     code, out, err = await run_cli(identity_settings, "set-tier", account.username, "gold")
     assert code == 1
