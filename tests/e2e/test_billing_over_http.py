@@ -332,7 +332,12 @@ async def test_identitys_set_tier_records_the_tier_in_billing_too(
     )
     out, err = await process.communicate()
     assert process.returncode == 0, err.decode()
-    assert "billing recorded it too" in out.decode()
-    seen = await subscription(http, account)
-    assert (seen["tier"], seen["status"]) == ("pro", "active")
+    assert "billing follows through the outbox" in out.decode()
+
+    async def recorded() -> bool:
+        seen = await subscription(http, account)
+        return (seen["tier"], seen["status"]) == ("pro", "active")
+
+    # Billing records it from identity's user.tier_changed event (ADR 0021), a poll later.
+    assert await eventually(recorded)
     assert (await usage(http, account))["USAGE_METRIC_AI_EDITS"]["limit"] == "1000"
