@@ -136,22 +136,3 @@ class BillingQuota:
             idempotency_key=key,
         )
         await self._call(self._stub.CreditUsage, request)
-
-
-class BillingTiers:
-    """Tells billing about a tier set outside Stripe (identity's `set-tier` command), so
-    that the two services agree on the user's plan."""
-
-    def __init__(self, peer: PeerChannel) -> None:
-        self._peer = peer
-        self._stub = billing_pb2_grpc.BillingInternalServiceStub(peer.channel)
-
-    async def record_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
-        try:
-            await self._stub.RecordTier(
-                billing_pb2.RecordTierRequest(user_id=str(user_id), tier_code=tier_code),
-                metadata=self._peer.metadata(),
-                timeout=10,
-            )
-        except grpc.aio.AioRpcError as error:
-            raise _domain_error(error) from error

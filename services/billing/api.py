@@ -255,11 +255,3 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         user_id = validation.required_uuid(request.user_id, "user_id")
         await self._workflows.delete_account(user_id)
         return billing_pb2.PurgeUserResponse()
-
-    async def RecordTier(
-        self, request: billing_pb2.RecordTierRequest, context: Context
-    ) -> billing_pb2.RecordTierResponse:
-        user_id = validation.required_uuid(request.user_id, "user_id")
-        tier_code = validation.text(request.tier_code, "tier_code", max_length=TIER_CODE_MAX)
-        await self._workflows.record_tier(user_id, tier_code)
-        return billing_pb2.RecordTierResponse()

@@ -327,7 +327,8 @@ class BillingWorkflows:
         return delivered
 
     async def record_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
-        """A tier identity's `set-tier` command set (development, Stripe off)."""
+        """Billing's own `set-tier` command (development, Stripe off): the billing half
+        only. identity's `set-tier` reaches billing through the outbox (`tier_changed`)."""
         async with self._database.transaction() as session:
             await self._tombstones.guard_write(session, user_id)
             await self._subscriptions.record_manual_tier(session, user_id, tier_code)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -368,11 +369,12 @@ async def test_a_downgrade_keeps_everything_and_refuses_only_new_usage(
         metadata=service_credential,
     )
     identity.user_tiers[str(user)] = "tiny"  # 1,000 bytes
-    # The tier is cached; billing forgets it when it learns of a change (set-tier here).
-    await billing.internal.RecordTier(
-        billing_pb2.RecordTierRequest(user_id=str(user), tier_code="tiny"),
-        metadata=service_credential,
-    )
+    # The tier is cached; billing forgets it when identity's user.tier_changed arrives.
+    identity.add_event("user.tier_changed", user, to="tiny", set_by="operator")
+    deadline = time.monotonic() + 20
+    while (await usage_of(billing, token))[STORAGE].limit != 1000:
+        assert time.monotonic() < deadline, "the tier change never reached billing"
+        await asyncio.sleep(0.05)
     with pytest.raises(grpc.aio.AioRpcError) as refused:
         await billing.internal.ReserveUsage(
             reserve(user, STORAGE, 100, "more"), metadata=service_credential
@@ -417,9 +419,6 @@ async def test_internal_rpcs_need_the_service_credential(
             metadata=(("x-pixelshop-service-token", "forged"),),
         ),
         billing.internal.PurgeUser(billing_pb2.PurgeUserRequest(user_id=str(user))),
-        billing.internal.RecordTier(
-            billing_pb2.RecordTierRequest(user_id=str(user), tier_code="pro"), metadata=token
-        ),
     ]
     for call in calls:
         with pytest.raises(grpc.aio.AioRpcError) as refused:

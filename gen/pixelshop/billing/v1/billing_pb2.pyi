@@ -196,15 +196,3 @@ class PurgeUserRequest(_message.Message):
 class PurgeUserResponse(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...
-
-class RecordTierRequest(_message.Message):
-    __slots__ = ("user_id", "tier_code")
-    USER_ID_FIELD_NUMBER: _ClassVar[int]
-    TIER_CODE_FIELD_NUMBER: _ClassVar[int]
-    user_id: str
-    tier_code: str
-    def __init__(self, user_id: _Optional[str] = ..., tier_code: _Optional[str] = ...) -> None: ...
-
-class RecordTierResponse(_message.Message):
-    __slots__ = ()
-    def __init__(self) -> None: ...

@@ -313,11 +313,6 @@ class BillingInternalServiceStub:
                 request_serializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.PurgeUserRequest.SerializeToString,
                 response_deserializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.PurgeUserResponse.FromString,
                 _registered_method=True)
-        self.RecordTier = channel.unary_unary(
-                '/pixelshop.billing.v1.BillingInternalService/RecordTier',
-                request_serializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.RecordTierRequest.SerializeToString,
-                response_deserializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.RecordTierResponse.FromString,
-                _registered_method=True)
 
 
 class BillingInternalServiceServicer:
@@ -359,13 +354,6 @@ class BillingInternalServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
-    def RecordTier(self, request, context):
-        """Records a tier set outside Stripe (identity's `set-tier` command, for development).
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
 
 def add_BillingInternalServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -393,11 +381,6 @@ def add_BillingInternalServiceServicer_to_server(servicer, server):
                     servicer.PurgeUser,
                     request_deserializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.PurgeUserRequest.FromString,
                     response_serializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.PurgeUserResponse.SerializeToString,
-            ),
-            'RecordTier': grpc.unary_unary_rpc_method_handler(
-                    servicer.RecordTier,
-                    request_deserializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.RecordTierRequest.FromString,
-                    response_serializer=pixelshop_dot_billing_dot_v1_dot_billing__pb2.RecordTierResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -536,33 +519,6 @@ class BillingInternalService:
             '/pixelshop.billing.v1.BillingInternalService/PurgeUser',
             pixelshop_dot_billing_dot_v1_dot_billing__pb2.PurgeUserRequest.SerializeToString,
             pixelshop_dot_billing_dot_v1_dot_billing__pb2.PurgeUserResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def RecordTier(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/pixelshop.billing.v1.BillingInternalService/RecordTier',
-            pixelshop_dot_billing_dot_v1_dot_billing__pb2.RecordTierRequest.SerializeToString,
-            pixelshop_dot_billing_dot_v1_dot_billing__pb2.RecordTierResponse.FromString,
             options,
             channel_credentials,
             insecure,
