@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import ast
 import pathlib
+from collections.abc import Callable
 
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
@@ -90,6 +91,13 @@ def _service_sources() -> list[pathlib.Path]:
     ]
 
 
+def offenders_in_services(
+    rule: Callable[[pathlib.Path], list[str]], *, allowed_in: frozenset[str]
+) -> list[str]:
+    """What `rule` finds in every service module except those named in `allowed_in`."""
+    return [hit for path in _service_sources() if path.name not in allowed_in for hit in rule(path)]
+
+
 def commit_calls(path: pathlib.Path) -> list[str]:
     """Every `<anything>.commit()` call without arguments (a session's or a connection's;
     a quota reservation's `commit(reservation_id)` is billing's verb) as 'path:line'."""
@@ -143,12 +151,7 @@ def test_the_commit_rule_catches_a_violation() -> None:
 
 
 def test_units_of_work_open_only_at_the_boundary_or_in_workflows() -> None:
-    offenders = [
-        hit
-        for path in _service_sources()
-        if path.name not in UNIT_OF_WORK_MODULES
-        for hit in unit_of_work_openings(path)
-    ]
+    offenders = offenders_in_services(unit_of_work_openings, allowed_in=UNIT_OF_WORK_MODULES)
     assert not offenders, "open transactions in api.py or workflows.py (ADR 0011)"
 
 
@@ -198,12 +201,7 @@ def sql_outside_the_repository(path: pathlib.Path) -> list[str]:
 
 
 def test_sql_stays_in_the_repository() -> None:
-    offenders = [
-        hit
-        for path in _service_sources()
-        if path.name not in SQL_MODULES
-        for hit in sql_outside_the_repository(path)
-    ]
+    offenders = offenders_in_services(sql_outside_the_repository, allowed_in=SQL_MODULES)
     assert not offenders, "statements belong in the service's repository.py"
 
 
