@@ -6,7 +6,9 @@ that has committed, the service's purge removes what the user had written. From 
 - every RPC carrying the user's still-valid access token is refused (`is_deleted`, an
   in-memory set every replica refreshes each `refresh_seconds`, checked by the server
   interceptor through `AuthPolicy.refused_user`);
-- every write that makes user data visible calls `guard_write` inside its transaction.
+- every write that makes user data visible calls `guard_write` inside its transaction
+  (or `is_recorded`, when a deleted user's write must do something else than fail:
+  billing's webhook cancels the subscription of an account deleted first).
 
 Why `guard_write` leaves nothing orphaned: `record` takes the user's advisory lock
 EXCLUSIVELY, `guard_write` takes the same lock SHARED and then (in a later statement, so
@@ -170,18 +172,33 @@ class Tombstones:
             raise MalformedEvent(f"user.deleted event {event.id} names no user")
         await self.record(session, event.user_id)
 
-    async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None:
-        """Call inside the transaction that makes the user's write visible, before commit."""
+    async def is_recorded(self, session: AsyncSession, user_id: uuid.UUID) -> bool:
+        """Whether the user's tombstone is recorded, ordered against `record`: takes the
+        user's lock SHARED in the caller's transaction (held until it ends), then looks.
+
+        False means the caller's writes in this transaction commit before any tombstone
+        of the user is recorded, so the purge that follows it sees them; True means the
+        tombstone committed first (a `record` in flight is waited for). Call it inside
+        `database.transaction()`, never in an autocommit `read()`: there the lock ends
+        with the statement and orders nothing. `is_deleted` (memory) is no substitute in a
+        write path: that set lags the tombstone by up to `refresh_seconds`."""
         await session.execute(select(func.pg_advisory_xact_lock_shared(user_lock_key(user_id))))
         # A separate statement: its snapshot is taken after the lock was granted.
         found = await session.scalar(
             select(self._table.c.user_id).where(self._table.c.user_id == user_id)
         )
-        if found is not None:
+        return found is not None
+
+    async def guard_write(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        """Call inside the transaction that makes the user's write visible, before commit:
+        `is_recorded`, refusing a deleted user UNAUTHENTICATED (ACCOUNT_DELETED)."""
+        if await self.is_recorded(session, user_id):
             raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
 
     def is_deleted(self, user_id: uuid.UUID) -> bool:
-        """From memory: every replica knows of a deletion within `refresh_seconds`."""
+        """From memory: every replica knows of a deletion within `refresh_seconds`. For
+        refusing tokens (`AuthPolicy.refused_user`) and fast refusals only; a write path
+        decides with `is_recorded` or `guard_write` in its transaction."""
         return self._recent.is_deleted(user_id)
 
     async def load(self) -> None:

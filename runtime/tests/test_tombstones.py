@@ -142,6 +142,81 @@ async def database_has_shared_lock(database: Database) -> bool:
         )
 
 
+async def test_is_recorded_is_ordered_against_the_recording_like_guard_write(
+    schema: tuple[Database, Schema],
+) -> None:
+    """`is_recorded` answers instead of refusing, with guard_write's ordering: a
+    transaction that asked first keeps the lock to its end (the recording waits for it),
+    and one that asks while a recording is in flight waits for it and sees it."""
+    database, tables = schema
+    tombstones = Tombstones(database, tables.tombstones)
+    user = uuid.uuid4()
+    asked, finish = asyncio.Event(), asyncio.Event()
+
+    async def asking_writer() -> bool:
+        async with database.transaction() as session:
+            recorded = await tombstones.is_recorded(session, user)
+            await session.execute(sa.insert(tables.things).values(user_id=user))
+            asked.set()
+            await finish.wait()
+        return recorded
+
+    async def record(user_id: uuid.UUID, hold: asyncio.Event | None = None) -> None:
+        async with database.transaction() as session:
+            await tombstones.record(session, user_id)
+            if hold is not None:
+                await hold.wait()
+
+    writer = asyncio.create_task(asking_writer())
+    await reached(asked, writer)
+    recorder = asyncio.create_task(record(user))
+    await until(lambda: waiting_for_advisory_lock(database))
+    assert not recorder.done()  # the lock is held to the end of the asking transaction
+    finish.set()
+    assert await writer is False
+    await recorder
+    async with database.transaction() as session:
+        assert await tombstones.is_recorded(session, user) is True
+        assert await tombstones.is_recorded(session, uuid.uuid4()) is False
+
+    other, hold = uuid.uuid4(), asyncio.Event()
+    in_flight = asyncio.create_task(record(other, hold))
+    await until(lambda: database_has_exclusive_lock(database))
+
+    async def ask() -> bool:
+        async with database.transaction() as session:
+            return await tombstones.is_recorded(session, other)
+
+    asking = asyncio.create_task(ask())
+    await until(lambda: waiting_for_advisory_lock(database))
+    assert not asking.done()
+    hold.set()
+    await in_flight
+    assert await asking is True
+
+
+async def reached(event: asyncio.Event, task: asyncio.Task[object]) -> None:
+    """Waits for `event`; if `task` ends first, its exception (or a failure) is raised."""
+    waiting = asyncio.create_task(event.wait())
+    await asyncio.wait({waiting, task}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiting.done():
+        waiting.cancel()
+        task.result()
+        pytest.fail("the task ended before it got there")
+
+
+async def database_has_exclusive_lock(database: Database) -> bool:
+    async with database.read() as session:
+        return bool(
+            await session.scalar(
+                sa.text(
+                    "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                    "AND mode = 'ExclusiveLock' AND granted"
+                )
+            )
+        )
+
+
 async def test_every_replica_refuses_the_user_after_its_refresh(
     schema: tuple[Database, Schema],
 ) -> None:
