@@ -190,8 +190,11 @@ class UsageService:
             return existing
         limit = limit_of(tier, metric)
         granted = await repository.try_reserve(user_id, metric, period.start, amount, limit, now)
-        if not granted and await repository.ensure_counter(user_id, metric, period.start):
-            # The period's first usage: its counter exists now, so ask again.
+        if not granted:
+            # Perhaps the period's first usage: the counter exists once this insert, or a
+            # concurrent first reservation's (which the insert waits for), has made it;
+            # then ask again. Only the limit can refuse the second time.
+            await repository.ensure_counter(user_id, metric, period.start)
             granted = await repository.try_reserve(
                 user_id, metric, period.start, amount, limit, now
             )
