@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import unicodedata
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import TypeVar
 
 from runtime.errors import InvalidArgument
@@ -117,3 +117,51 @@ def choice(value: str, field: str, options: Mapping[str, T], *, default: T) -> T
         names = ", ".join(sorted(name for name in options if name == name.lower()))
         raise InvalidArgument(field, f"must be one of {names}")
     return options[key]
+
+
+# The `Idempotency-Key` HTTP header, which the gateway (and Envoy) forward as this gRPC
+# metadata key, and the one rule for every idempotency key a service is given (the
+# header, or an `idempotency_key` request field): 1-255 printable ASCII characters,
+# taken exactly as sent. Never trimmed, normalized or cut short: two keys that differ
+# anywhere are two keys. 255 is what the columns that store keys hold
+# (assets.assets.idempotency_key, presets.presets.idempotency_key: varchar(255)).
+IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
+IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+IDEMPOTENCY_KEY_MAX = 255
+_IDEMPOTENCY_KEY_RULE = f"must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters"
+
+
+def idempotency_key(value: str | bytes, field: str) -> str | None:
+    """An optional `idempotency_key` request field: empty is absent (None); anything
+    else follows the one rule or is an InvalidArgument naming `field`."""
+    if isinstance(value, str) and not value:
+        return None
+    return _checked_key(value, field)
+
+
+def required_idempotency_key(value: str | bytes, field: str) -> str:
+    """A required `idempotency_key` request field (service-to-service calls)."""
+    key = idempotency_key(value, field)
+    if key is None:
+        raise InvalidArgument(field, "is required")
+    return key
+
+
+def idempotency_key_header(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
+    """The `Idempotency-Key` header of a call (its `invocation_metadata()`): None when it
+    was not sent; sent, it must be sent once and follow the one rule (an empty value is
+    refused, not taken for absent), or it is an InvalidArgument naming the header."""
+    values = [value for key, value in metadata or () if key == IDEMPOTENCY_KEY_METADATA]
+    if not values:
+        return None
+    if len(values) > 1:
+        raise InvalidArgument(IDEMPOTENCY_KEY_HEADER, "must be sent once")
+    return _checked_key(values[0], IDEMPOTENCY_KEY_HEADER)
+
+
+def _checked_key(value: str | bytes, field: str) -> str:
+    if isinstance(value, bytes) or not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX:
+        raise InvalidArgument(field, _IDEMPOTENCY_KEY_RULE)
+    if not all(" " <= c <= "~" for c in value):
+        raise InvalidArgument(field, "must hold printable ASCII characters only")
+    return value

@@ -1,4 +1,5 @@
-"""runtime.validation.text: the one check of display text every service uses."""
+"""runtime.validation: the one check of display text, and the one reading of an
+idempotency key, every service uses."""
 
 from __future__ import annotations
 
@@ -48,3 +49,42 @@ def test_the_signature_other_services_call_is_unchanged() -> None:
         validation.text("x" * 11, "name", max_length=10)
     with pytest.raises(InvalidArgument):
         validation.text("a\x07b", "name", max_length=10)
+
+
+def test_an_idempotency_key_is_taken_whole_and_exactly_as_sent() -> None:
+    """Never cut short, trimmed or normalized: keys that differ anywhere are two keys
+    (billing cut them at 200 characters, presets trimmed and normalized them)."""
+    prefix = "k" * 200
+    one, other = prefix + "-one", prefix + "-two"
+    assert validation.idempotency_key(one, "idempotency_key") == one
+    assert validation.idempotency_key(other, "idempotency_key") == other
+    for key in (" spaced ", "~ !" + "x" * 252, "a"):
+        assert validation.idempotency_key(key, "idempotency_key") == key
+        assert validation.idempotency_key_header([("idempotency-key", key)]) == key
+
+
+@pytest.mark.parametrize(
+    "value", ["k" * 256, "tab\there", "bell\x07", "caf\u00e9", "cafe\u0301", "del\x7f", b"raw"]
+)
+def test_anything_else_is_refused_naming_the_field_or_the_header(value: str | bytes) -> None:
+    with pytest.raises(InvalidArgument) as field:
+        validation.idempotency_key(value, "header.idempotency_key")
+    assert field.value.field == "header.idempotency_key"
+    with pytest.raises(InvalidArgument) as header:
+        validation.idempotency_key_header([("authorization", "x"), ("idempotency-key", value)])
+    assert header.value.field == "Idempotency-Key"
+    assert header.value.description.startswith("must ")
+
+
+def test_an_absent_key_is_none_and_a_required_one_says_so() -> None:
+    assert validation.idempotency_key("", "idempotency_key") is None
+    assert validation.idempotency_key_header([("other", "x")]) is None
+    assert validation.idempotency_key_header(None) is None
+    with pytest.raises(InvalidArgument, match=r"^idempotency_key: is required$"):
+        validation.required_idempotency_key("", "idempotency_key")
+    assert validation.required_idempotency_key("edit:1", "idempotency_key") == "edit:1"
+    # A header that is sent must hold a key: empty is refused, not taken for absent.
+    with pytest.raises(InvalidArgument, match=r"^Idempotency-Key: must be 1-255 printable"):
+        validation.idempotency_key_header([("idempotency-key", "")])
+    with pytest.raises(InvalidArgument, match=r"^Idempotency-Key: must be sent once$"):
+        validation.idempotency_key_header([("idempotency-key", "a"), ("idempotency-key", "b")])
