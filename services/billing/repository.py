@@ -20,7 +20,6 @@ from services.billing.models import (
     ReservationState,
     Subscription,
     customers,
-    deleted_users,
     stripe_events,
     subscriptions,
     tier_outbox,
@@ -454,9 +453,3 @@ class BillingRepository:
         await self._session.execute(
             update(stripe_events).where(stripe_events.c.id == event_id).values(outcome=outcome)
         )
-
-    async def is_deleted_user(self, user_id: uuid.UUID) -> bool:
-        value = await self._session.scalar(
-            select(literal(1)).where(deleted_users.c.user_id == user_id)
-        )
-        return value is not None

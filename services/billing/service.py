@@ -16,11 +16,12 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded, Unauthenticated
+from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded
 from runtime.metrics import Metrics
 from runtime.peers.identity import TierInfo
 from runtime.tombstones import Tombstones
 from services.billing.models import (
+    FINAL_STATUSES,
     FREE_TIER,
     GAUGE_PERIOD,
     MANUAL_STATUS,
@@ -306,7 +307,7 @@ class UsageService:
             raise InvalidArgument("amount", "must be positive")
         repository = BillingRepository(session)
         now = self._clock()
-        if await self._tombstones_say_deleted(session, user_id):
+        if await self._tombstones.is_recorded(session, user_id):
             return 0  # the account and its counters are gone: nothing to give back
         await repository.ensure_counter(user_id, metric, GAUGE_PERIOD)
         used = await repository.lock_used(user_id, metric, GAUGE_PERIOD)
@@ -324,15 +325,6 @@ class UsageService:
             return 0
         await repository.move_counter(user_id, metric, GAUGE_PERIOD, used=-applied, now=now)
         return applied
-
-    async def _tombstones_say_deleted(self, session: AsyncSession, user_id: uuid.UUID) -> bool:
-        """Whether the account is deleted, ordered against the tombstone's recording as
-        `guard_write` is, but answering instead of refusing."""
-        try:
-            await self._tombstones.guard_write(session, user_id)
-        except Unauthenticated:
-            return True
-        return False
 
     async def expire(self, session: AsyncSession, limit: int) -> int:
         """Releases a batch of reservations past their expiry; answers how many."""
@@ -393,6 +385,11 @@ class StripeSubscriptionState:
     current_period_start: datetime.datetime | None
     current_period_end: datetime.datetime | None
     cancel_at_period_end: bool
+
+    @property
+    def final(self) -> bool:
+        """Ended for good at Stripe: nothing is left to cancel."""
+        return self.status in FINAL_STATUSES
 
     @classmethod
     def from_stripe(cls, data: Mapping[str, Any]) -> StripeSubscriptionState:
@@ -498,15 +495,11 @@ class SubscriptionService:
         existing = await repository.lock_subscription(state.id)
         if existing is not None and existing.final:
             return "final", None
-        tier = next(
-            (self._tier_of_price[p] for p in state.price_ids if p in self._tier_of_price),
-            state.metadata.get("tier") or (existing.tier_code if existing else FREE_TIER),
-        )
         await repository.upsert_subscription(
             Subscription(
                 user_id=user_id,
                 stripe_subscription_id=state.id,
-                tier_code=tier,
+                tier_code=self._tier_of(state, existing),
                 status=state.status,
                 current_period_start=state.current_period_start,
                 current_period_end=state.current_period_end,
@@ -520,6 +513,35 @@ class SubscriptionService:
             await repository.enqueue_tier(user_id, after, self._clock())
             change = TierChange(user_id, after)
         return "applied", change
+
+    def _tier_of(self, state: StripeSubscriptionState, existing: Subscription | None) -> str:
+        return next(
+            (self._tier_of_price[p] for p in state.price_ids if p in self._tier_of_price),
+            state.metadata.get("tier") or (existing.tier_code if existing else FREE_TIER),
+        )
+
+    async def record_ended(
+        self, session: AsyncSession, user_id: uuid.UUID, state: StripeSubscriptionState
+    ) -> None:
+        """A deleted account's subscription, after billing canceled it at Stripe: kept as
+        ended (final, so nothing later records it live again), with no tier change (the
+        account is gone from identity)."""
+        repository = BillingRepository(session)
+        existing = await repository.lock_subscription(state.id)
+        if existing is not None and existing.final:
+            return
+        await repository.upsert_subscription(
+            Subscription(
+                user_id=user_id,
+                stripe_subscription_id=state.id,
+                tier_code=self._tier_of(state, existing),
+                status=state.status if state.final else "canceled",
+                current_period_start=state.current_period_start,
+                current_period_end=state.current_period_end,
+                cancel_at_period_end=False,
+            ),
+            self._clock(),
+        )
 
     async def record_manual_tier(
         self, session: AsyncSession, user_id: uuid.UUID, tier_code: str

@@ -3,8 +3,11 @@
     checkout:  [read: customer?] -> create Stripe customer (key customer:<user>)
                -> [commit: customers row] -> create Checkout Session (keyed) -> url
     webhook:   verify signature on the raw bytes -> [read: seen?] -> fetch the latest
-               subscription from Stripe -> [commit: event id + new state + tier outbox]
-               -> relay the tier change to identity -> [commit: delivered]
+               subscription from Stripe -> [commit, under the user's tombstone lock:
+               event id + new state + tier outbox] -> relay the tier change to identity
+               -> [commit: delivered]
+               (the user's tombstone committed first: cancel at Stripe (key cancel:<sub>)
+               -> [commit: event id + the subscription, ended])
     deletion:  [commit: tombstone] -> cancel Stripe subscriptions (keyed)
                -> [commit: counters and reservations dropped; tombstone purged]
 
@@ -151,7 +154,11 @@ class BillingWorkflows:
         if not price:
             raise InvalidArgument("tier", f"the {tier} tier cannot be bought")
         identity_tier = (await self._tiers.tier(user_id)).code
-        async with self._database.read() as session:
+        async with self._database.transaction() as session:
+            # Refused once the tombstone is recorded (not only once this replica's memory
+            # knows it). A checkout paid after a deletion still ends canceled: the webhook
+            # cancels a deleted account's subscription (`_end_for_deleted_user`).
+            await self._tombstones.guard_write(session, user_id)
             billing_tier = await self._subscriptions.current_tier(session, user_id)
             customer_id = await self._subscriptions.customer_id(session, user_id)
         if tier in (identity_tier, billing_tier):
@@ -160,6 +167,7 @@ class BillingWorkflows:
             created = await stripe_api.create_customer(str(user_id), f"customer:{user_id}")
             await checkpoint("checkout.customer_created")
             async with self._database.transaction() as session:
+                await self._tombstones.guard_write(session, user_id)
                 customer_id = await self._subscriptions.record_customer(session, user_id, created)
             await checkpoint("checkout.customer_recorded")
         key_source = "|".join([str(user_id), tier, price, success_url, cancel_url, request_key])
@@ -180,7 +188,8 @@ class BillingWorkflows:
 
     async def portal(self, user_id: uuid.UUID, return_url: str) -> str:
         stripe_api = self._stripe_or_refuse()
-        async with self._database.read() as session:
+        async with self._database.transaction() as session:
+            await self._tombstones.guard_write(session, user_id)  # as checkout's
             customer_id = await self._subscriptions.customer_id(session, user_id)
         if customer_id is None:
             raise FailedPrecondition(
@@ -264,29 +273,41 @@ class BillingWorkflows:
                 state = StripeSubscriptionState.from_stripe(latest)
         await checkpoint("webhook.subscription_fetched")
         change = None
+        user_id: uuid.UUID | None = None
+        deleted = False
         async with self._database.transaction() as session:
             repository = BillingRepository(session)
-            if not await repository.record_event(
-                event_id=event_id,
-                type_=type_,
-                outcome="applied",
-                stripe_subscription_id=subscription_id or None,
-                received_at=received,
-            ):
-                self._count_event(type_, "duplicate")
-                return False
-            outcome = "ignored"
             if state is not None:
                 user_id = await self._subscriptions.user_of(session, state, named_user)
-                if user_id is None:
-                    outcome = "unmatched"
-                    log.warning("stripe subscription of no known user", extra={"event": event_id})
-                elif await repository.is_deleted_user(user_id):
-                    outcome = "deleted_user"
-                else:
-                    outcome, change = await self._subscriptions.apply(session, user_id, state)
-            if outcome != "applied":
-                await repository.set_event_outcome(event_id, outcome)
+            # The user's tombstone lock (shared) before anything is written: this
+            # transaction commits either before the account's tombstone, and the purge
+            # that follows it cancels what is recorded here, or after it, and then it
+            # records nothing (the subscription is canceled below first).
+            if user_id is not None:
+                deleted = await self._tombstones.is_recorded(session, user_id)
+            if not deleted:
+                if not await repository.record_event(
+                    event_id=event_id,
+                    type_=type_,
+                    outcome="applied",
+                    stripe_subscription_id=subscription_id or None,
+                    received_at=received,
+                ):
+                    self._count_event(type_, "duplicate")
+                    return False
+                outcome = "ignored"
+                if state is not None:
+                    if user_id is None:
+                        outcome = "unmatched"
+                        log.warning(
+                            "stripe subscription of no known user", extra={"event": event_id}
+                        )
+                    else:
+                        outcome, change = await self._subscriptions.apply(session, user_id, state)
+                if outcome != "applied":
+                    await repository.set_event_outcome(event_id, outcome)
+        if deleted and state is not None and user_id is not None:
+            return await self._end_for_deleted_user(event_id, type_, received, user_id, state)
         self._count_event(type_, outcome)
         await checkpoint("webhook.applied")
         if change is not None:
@@ -295,6 +316,40 @@ class BillingWorkflows:
                 await self.relay_tier_changes()
             except Exception:  # the sweeper relays it later
                 log.warning("relaying a tier change failed; will retry", exc_info=True)
+        return True
+
+    async def _end_for_deleted_user(
+        self,
+        event_id: str,
+        type_: str,
+        received: datetime.datetime,
+        user_id: uuid.UUID,
+        state: StripeSubscriptionState,
+    ) -> bool:
+        """A subscription of an account whose tombstone committed first (a checkout paid
+        after the deletion, or an event that lost the race with it): the purge has looked
+        for subscriptions already, so it would never be canceled and keep charging.
+        Canceled at Stripe first (key `cancel:<sub>`, the purge's), with nothing
+        recorded: a failure is a 503 and Stripe's redelivery is the retry. Then the event
+        and the subscription, as ended, in one transaction; no tier goes to identity."""
+        assert self._stripe is not None
+        if not state.final:
+            await self._stripe.cancel_subscription(state.id, f"cancel:{state.id}")
+        await checkpoint("webhook.deleted_user_canceled")
+        async with self._database.transaction() as session:
+            if not await BillingRepository(session).record_event(
+                event_id=event_id,
+                type_=type_,
+                outcome="deleted_user",
+                stripe_subscription_id=state.id,
+                received_at=received,
+            ):
+                self._count_event(type_, "duplicate")
+                return False
+            await self._subscriptions.record_ended(session, user_id, state)
+        self._count_event(type_, "deleted_user")
+        log.info("canceled the subscription of a deleted account", extra={"event": event_id})
+        await checkpoint("webhook.applied")
         return True
 
     # --- tier changes to identity -----------------------------------------------------
