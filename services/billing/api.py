@@ -21,7 +21,7 @@ from runtime.errors import InvalidArgument, Unauthenticated
 from runtime.peers.identity import CachedTierLookup
 from runtime.timestamps import to_timestamp
 from runtime.tombstones import DELETED_MESSAGE, Tombstones
-from services.billing.models import IDEMPOTENCY_KEY_MAX, Metric, Reservation, ReservationState
+from services.billing.models import Metric, Reservation, ReservationState
 from services.billing.service import SubscriptionService, UsageService
 from services.billing.workflows import BillingWorkflows
 
@@ -144,7 +144,7 @@ class BillingApi(billing_pb2_grpc.BillingServiceServicer):
         tier = validation.text(request.tier, "tier", max_length=TIER_CODE_MAX).lower()
         success_url = _url(request.success_url, "success_url", self._success_url)
         cancel_url = _url(request.cancel_url, "cancel_url", self._cancel_url)
-        request_key = _metadata_value(context, "idempotency-key")[:IDEMPOTENCY_KEY_MAX]
+        request_key = validation.idempotency_key_header(context.invocation_metadata()) or ""
         url = await self._workflows.checkout(
             user_id, tier, success_url=success_url, cancel_url=cancel_url, request_key=request_key
         )
@@ -197,12 +197,12 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
         metric = _metric(request.metric)
         if request.amount <= 0:
             raise InvalidArgument("amount", "must be positive")
-        key = validation.text(
-            request.idempotency_key, "idempotency_key", max_length=IDEMPOTENCY_KEY_MAX
-        )
+        key = validation.required_idempotency_key(request.idempotency_key, "idempotency_key")
         if request.ttl_seconds < 0:
             raise InvalidArgument("ttl_seconds", "must not be negative")
-        if self._tombstones.is_deleted(user_id):  # identity no longer knows the user either
+        # A fast refusal from memory, saving the tier lookup (identity no longer knows
+        # the user either); what decides is `reserve`'s guard_write, under the lock.
+        if self._tombstones.is_deleted(user_id):
             raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
         tier = await self._tiers.tier(user_id)
         async with self._database.transaction() as session:
@@ -240,9 +240,7 @@ class BillingInternalApi(billing_pb2_grpc.BillingInternalServiceServicer):
     ) -> billing_pb2.CreditUsageResponse:
         user_id = validation.required_uuid(request.user_id, "user_id")
         metric = _metric(request.metric)
-        key = validation.text(
-            request.idempotency_key, "idempotency_key", max_length=IDEMPOTENCY_KEY_MAX
-        )
+        key = validation.required_idempotency_key(request.idempotency_key, "idempotency_key")
         async with self._database.transaction() as session:
             await self._usage.credit(
                 session, user_id=user_id, metric=metric, amount=request.amount, key=key

@@ -40,7 +40,6 @@ from runtime.tombstones import tombstone_table
 SCHEMA = "billing"
 metadata = schema_metadata(SCHEMA)
 
-IDEMPOTENCY_KEY_MAX = 200
 # The period of a gauge: one counter for all time.
 GAUGE_PERIOD = datetime.datetime(1970, 1, 1, tzinfo=datetime.UTC)
 FREE_TIER = "free"

@@ -96,6 +96,66 @@ async def test_the_same_idempotency_key_makes_one_session(
     assert len(keys) == 1
 
 
+async def test_keys_that_share_a_200_character_prefix_are_two_keys(
+    paid: Billing, stripe_api: FakeStripe, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    """Keys are taken whole (they were cut at 200 characters, so two clicks with
+    different keys could be answered with one session)."""
+    user, token = new_user()
+    prefix = "click-" + "p" * 194
+    one, other = prefix + "-one", prefix + "-two"
+    first = await paid.public.CreateCheckoutSession(
+        checkout(), metadata=(*token, ("idempotency-key", one))
+    )
+    second = await paid.public.CreateCheckoutSession(
+        checkout(), metadata=(*token, ("idempotency-key", other))
+    )
+    again = await paid.public.CreateCheckoutSession(
+        checkout(), metadata=(*token, ("idempotency-key", one))
+    )
+    assert first.url != second.url
+    assert again.url == first.url
+    sessions = [
+        call
+        for call in stripe_api.calls("POST", "/v1/checkout/sessions")
+        if call.params.get("client_reference_id") == str(user)
+    ]
+    assert len({call.idempotency_key for call in sessions}) == 2
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("k" * 256, "Idempotency-Key: must be 1-255 printable ASCII characters"),
+        ("", "Idempotency-Key: must be 1-255 printable ASCII characters"),
+    ],
+    ids=["too-long", "empty"],
+)
+async def test_a_bad_idempotency_key_is_refused_naming_the_header(
+    paid: Billing,
+    stripe_api: FakeStripe,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+    key: str,
+    message: str,
+) -> None:
+    user, token = new_user()
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await paid.public.CreateCheckoutSession(
+            checkout(), metadata=(*token, ("idempotency-key", key))
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == message
+    assert not [
+        call
+        for call in stripe_api.calls("POST", "/v1/customers")
+        if call.params.get("metadata[user_id]") == str(user)
+    ]
+    # A key of 255 is taken.
+    await paid.public.CreateCheckoutSession(
+        checkout(), metadata=(*token, ("idempotency-key", "k" * 255))
+    )
+
+
 @pytest.mark.parametrize(
     ("tier", "user_tier", "needle"),
     [
@@ -197,7 +257,12 @@ async def test_a_crash_after_creating_the_customer_reuses_it_on_retry(
     finally:
         await components.close()
     await paid.public.CreateCheckoutSession(checkout(), metadata=token)
-    created = stripe_api.calls("POST", "/v1/customers")
+    # This user's (a timed-out call of an earlier test may land after its reset).
+    created = [
+        call
+        for call in stripe_api.calls("POST", "/v1/customers")
+        if call.params.get("metadata[user_id]") == str(user)
+    ]
     assert len(created) == 2
     assert created[0].idempotency_key == created[1].idempotency_key
     customer_of(stripe_api, user)  # exactly one customer carries the user id

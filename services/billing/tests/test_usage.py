@@ -478,6 +478,12 @@ async def test_another_users_token_sees_only_their_own_usage(
             ),
             "idempotency_key",
         ),
+        (
+            billing_pb2.ReserveUsageRequest(
+                user_id=str(uuid.uuid4()), metric=AI, amount=1, idempotency_key="k" * 256
+            ),
+            "idempotency_key",
+        ),
     ],
 )
 async def test_bad_reservations_name_the_field(
@@ -487,6 +493,36 @@ async def test_bad_reservations_name_the_field(
         await billing.internal.ReserveUsage(request_, metadata=service_credential)
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert (refused.value.details() or "").startswith(field)
+
+
+async def test_reservation_and_credit_keys_are_taken_whole_and_as_sent(
+    billing: Billing,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+    service_credential: Metadata,
+) -> None:
+    """One rule for every idempotency key (runtime.validation.idempotency_key): up to
+    255 printable ASCII characters, never cut short or trimmed, so keys that differ
+    anywhere (past character 200, or by a space) are different reservations."""
+    user, _ = new_user()
+    internal = billing.internal
+    prefix = "edit:" + "0" * 195
+    keys = [prefix + "-one", prefix + "-two", "k" * 255, "edit-1", " edit-1"]
+    held = [
+        await internal.ReserveUsage(reserve(user, AI, 1, key), metadata=service_credential)
+        for key in keys
+    ]
+    assert len({r.reservation_id for r in held}) == len(keys)
+    again = await internal.ReserveUsage(reserve(user, AI, 1, keys[0]), metadata=service_credential)
+    assert again.reservation_id == held[0].reservation_id
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await internal.CreditUsage(
+            billing_pb2.CreditUsageRequest(
+                user_id=str(user), metric=STORAGE, amount=1, idempotency_key="k" * 256
+            ),
+            metadata=service_credential,
+        )
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert refused.value.details() == ("idempotency_key: must be 1-255 printable ASCII characters")
 
 
 async def test_metrics_count_grants_and_denials(
