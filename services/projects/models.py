@@ -61,6 +61,19 @@ UNSETTLED = "status <> 'pending' AND settled_at IS NULL"
 AWAITING_PURGE = "deleted_at IS NOT NULL"
 UNCREDITED = "deleted_at IS NOT NULL AND credited_at IS NULL"
 
+# The sweeper's lease clocks (ADR 0012): a claim moves them to the end of its lease, so a
+# row one sweeper works on is not due for another until then. Only the sweeper's own
+# statements read them; an edit's domain value and its reads leave `settle_after` out.
+SETTLE_AFTER_COMMENT = (
+    "the sweeper settles the edit's reservations no earlier than this: its insert, "
+    "then the end of each sweeper claim's lease (never shown to clients)"
+)
+SWEEP_AFTER_COMMENT = (
+    "the sweeper settles the project's unit or purges it no earlier than this: its "
+    "insert, then the end of each sweeper claim's lease"
+)
+SWEEPER_ONLY_EDIT_COLUMNS = ("settle_after",)
+
 
 class EditAction(enum.StrEnum):
     RETOUCH = "retouch"
@@ -171,6 +184,13 @@ projects = Table(
         DateTime(timezone=True),
         nullable=True,
         comment="when the projects unit of a deleted project went back to billing",
+    ),
+    Column(
+        "sweep_after",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        comment=SWEEP_AFTER_COMMENT,
     ),
     CheckConstraint("edit_count >= 0", name="edit_count_not_negative"),
     CheckConstraint("char_length(name) BETWEEN 1 AND 120", name="name_length"),
@@ -351,6 +371,13 @@ edits = Table(
         nullable=True,
         comment="when it succeeded or failed; NULL while pending",
     ),
+    Column(
+        "settle_after",
+        DateTime(timezone=True),
+        nullable=False,
+        server_default=func.now(),
+        comment=SETTLE_AFTER_COMMENT,
+    ),
     UniqueConstraint("project_id", "seq"),
     UniqueConstraint("project_id", "request_id"),
     CheckConstraint("status IN ('pending', 'succeeded', 'failed')", name="status_known"),
@@ -365,7 +392,8 @@ edits = Table(
     Index("ix_edits_parent_id", "parent_id"),
     Index("ix_edits_latest_child_id", "latest_child_id"),
     Index("ix_edits_pending", "created_at", postgresql_where=text(PENDING)),
-    Index("ix_edits_unsettled", "finished_at", postgresql_where=text(UNSETTLED)),
+    # Keyed by the lease clock: rows another sweeper holds sort after every due one.
+    Index("ix_edits_unsettled", "settle_after", postgresql_where=text(UNSETTLED)),
     comment="The history tree: every edit ever applied, with its parameters and result",
 )
 
@@ -443,7 +471,7 @@ class Edit:
         return self.preset_prompt or str(self.params.get("prompt", ""))
 
 
-EDIT_FIELDS = tuple(c.name for c in edits.columns)
+EDIT_FIELDS = tuple(c.name for c in edits.columns if c.name not in SWEEPER_ONLY_EDIT_COLUMNS)
 _KEYS: dict[str, list[tuple[str, str]]] = {}
 
 
