@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import (
     Integer,
     and_,
+    any_,
     bindparam,
     func,
     literal_column,
@@ -107,17 +108,6 @@ _LIST_PROJECTS_AFTER = Query.of(
     )
     .order_by(*_newest_first)
     .limit(bindparam("limit", type_=Integer))
-)
-_UNSETTLED_PROJECTS = Query.of(
-    _project_with_head()
-    .where(
-        or_(
-            projects.c.quota_reservation_id.is_not(None),
-            and_(projects.c.deleted_at.is_not(None), projects.c.credited_at.is_(None)),
-        )
-    )
-    .limit(bindparam("limit", type_=Integer))
-    .with_for_update(of=projects, skip_locked=True)
 )
 _GET_EDIT = Query.of(
     _edits_with_branch_seq().where(
@@ -257,11 +247,6 @@ class ProjectReads:
             )
         return [_project(row) for row in rows]
 
-    async def unsettled_projects(self, *, limit: int) -> list[Project]:
-        """Created with a reservation not yet committed, or deleted and not yet credited;
-        locked, skipping the ones another sweeper holds (inside a transaction)."""
-        return [_project(row) for row in await self._reader.fetch(_UNSETTLED_PROJECTS, limit=limit)]
-
     async def get_edit(self, project_id: uuid.UUID, edit_id: uuid.UUID) -> Edit | None:
         row = await self._reader.fetch_one(_GET_EDIT, project_id=project_id, edit_id=edit_id)
         return _edit(row[:_edit_width], branch_seq=row[-1]) if row is not None else None
@@ -353,21 +338,73 @@ class ProjectRepository:
             update(projects).where(projects.c.id == project_id).values(credited_at=func.now())
         )
 
-    async def deleted_projects(
-        self, *, deleted_before: datetime.datetime, limit: int
+    # -- the sweeper's claims (ADR 0012) -----------------------------------------------
+    # A claim moves the rows' lease clock to `until` and commits before any remote call:
+    # a row is due only once its clock has passed `now`, so another sweeper takes it over
+    # only when the lease ran out (its holder died or is stuck). `id = ANY(ARRAY(…))`, as
+    # billing's claim_tier_changes: the claimed ids once, each a primary-key probe.
+
+    async def claim_unsettled_projects(
+        self,
+        *,
+        now: datetime.datetime,
+        settled_before: datetime.datetime,
+        until: datetime.datetime,
+        limit: int,
     ) -> list[Project]:
-        statement = (
-            select(projects)
+        """Projects whose unit is still reserved, or deleted and not yet credited back,
+        created (and deleted, if they were) before `settled_before` (younger ones are
+        their request's to settle), and due; claimed until `until`. Unordered, as the two
+        partial indexes of its OR give them: a claimed row's clock moves past `now`, so
+        the rest come next round. The grace is `greatest(created_at, deleted_at)` (NULLs
+        ignored), a filter: as an index condition on `deleted_at` it would lead the
+        planner to ix_projects_awaiting_purge (every deleted project) instead of
+        ix_projects_uncredited (migration 0007)."""
+        p = projects.c
+        due = (
+            select(p.id)
             .where(
-                text(f"projects.{AWAITING_PURGE}"),
-                projects.c.deleted_at < deleted_before,
-                projects.c.credited_at.is_not(None),
+                or_(
+                    p.quota_reservation_id.is_not(None),
+                    and_(p.deleted_at.is_not(None), p.credited_at.is_(None)),
+                ),
+                func.greatest(p.created_at, p.deleted_at) < settled_before,
+                p.sweep_after <= now,
             )
-            .order_by(projects.c.deleted_at)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
-        return [Project.from_row(row) for row in await self._session.execute(statement)]
+        rows = await self._session.execute(_claim_projects(due, until))
+        return sorted((Project.from_row(row) for row in rows), key=lambda f: (f.created_at, f.id))
+
+    async def claim_deleted_projects(
+        self,
+        *,
+        now: datetime.datetime,
+        deleted_before: datetime.datetime,
+        until: datetime.datetime,
+        limit: int,
+    ) -> list[Project]:
+        """Deleted (and credited) projects past their purge delay and due, oldest deletion
+        first; claimed until `until`."""
+        p = projects.c
+        due = (
+            select(p.id)
+            .where(
+                text(f"projects.{AWAITING_PURGE}"),
+                p.deleted_at < deleted_before,
+                p.credited_at.is_not(None),
+                p.sweep_after <= now,
+            )
+            .order_by(p.deleted_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+            .scalar_subquery()
+        )
+        rows = await self._session.execute(_claim_projects(due, until))
+        found = [Project.from_row(row) for row in rows]
+        return sorted(found, key=lambda f: (f.deleted_at or f.created_at, f.id))
 
     async def owned_project_ids(self, owner_id: uuid.UUID) -> list[uuid.UUID]:
         return list(
@@ -481,26 +518,51 @@ class ProjectRepository:
         return bool(result.rowcount)  # type: ignore[attr-defined]
 
     async def stuck_pending(self, *, created_before: datetime.datetime, limit: int) -> list[Edit]:
+        """Edits pending since before `created_before`, oldest first. Not claimed, on
+        purpose: the sweeper only asks assets about them (a read), and finishing an edit is
+        conditional on it still being pending, so of two sweepers (or a slow run and a
+        sweeper) exactly one finishes it and goes on to settle it; the other's finish
+        changes nothing and it stops there."""
         statement = (
             select(*_edit_columns)
             .where(text(f"edits.{PENDING}"), edits.c.created_at < created_before)
             .order_by(edits.c.created_at)
             .limit(limit)
-            .with_for_update(skip_locked=True)
         )
         return [Edit.from_row(row) for row in await self._session.execute(statement)]
 
-    async def unsettled_edits(
-        self, *, finished_before: datetime.datetime, limit: int
+    async def claim_unsettled_edits(
+        self,
+        *,
+        now: datetime.datetime,
+        finished_before: datetime.datetime,
+        until: datetime.datetime,
+        limit: int,
     ) -> list[Edit]:
-        statement = (
-            select(*_edit_columns)
-            .where(text(f"edits.{UNSETTLED}"), edits.c.finished_at < finished_before)
-            .order_by(edits.c.finished_at)
+        """Finished edits whose reservations are still open, finished before
+        `finished_before` (younger ones are their run's to settle) and due, in the order
+        they became due; claimed until `until` (their `settle_after`: `finished_at`, which
+        clients see, is never written after the edit finished)."""
+        due = (
+            select(edits.c.id)
+            .where(
+                text(f"edits.{UNSETTLED}"),
+                edits.c.settle_after <= now,
+                edits.c.finished_at < finished_before,
+            )
+            .order_by(edits.c.settle_after)
             .limit(limit)
             .with_for_update(skip_locked=True)
+            .scalar_subquery()
         )
-        return [Edit.from_row(row) for row in await self._session.execute(statement)]
+        rows = await self._session.execute(
+            update(edits)
+            .where(edits.c.id == any_(func.array(due)))
+            .values(settle_after=until)
+            .returning(*_edit_columns)
+        )
+        found = [Edit.from_row(row) for row in rows]
+        return sorted(found, key=lambda edit: (edit.finished_at or edit.created_at, edit.id))
 
     async def mark_settled(self, edit_id: uuid.UUID) -> None:
         await self._session.execute(
@@ -509,13 +571,17 @@ class ProjectRepository:
             .values(settled_at=func.now(), ai_reservation_id=None, storage_reservation_id=None)
         )
 
-    async def postpone_settlement(self, edit_id: uuid.UUID) -> None:
-        """A sweeper's claim: the next round looks at it again only later."""
-        await self._session.execute(
-            update(edits).where(edits.c.id == edit_id).values(finished_at=func.now())
-        )
-
     async def clear_storage_reservation(self, edit_id: uuid.UUID) -> None:
         await self._session.execute(
             update(edits).where(edits.c.id == edit_id).values(storage_reservation_id=None)
         )
+
+
+def _claim_projects(due: Any, until: datetime.datetime) -> Any:
+    """The sweeper's claim of the projects `due` selects: their clock moves to `until`."""
+    return (
+        update(projects)
+        .where(projects.c.id == any_(func.array(due)))
+        .values(sweep_after=until)
+        .returning(projects)
+    )

@@ -54,6 +54,12 @@ class ProjectsSettings(ServiceSettings):
     # How often the sweeper runs in the server; 0 turns the background task off.
     sweep_interval_seconds: float = 60.0
     sweep_batch_size: int = 100
+    # How long a sweeper owns the rows it claimed (an edit to settle, a project's unit, a
+    # purge) before another sweeper may take them over: longer than one batch's work.
+    sweep_lease_seconds: float = 300.0
+    # How long after an edit finishes (or a project is created or deleted) the request that
+    # did it has to settle its own reservations before the sweeper does.
+    settle_grace_seconds: float = 30.0
     # Steps one re-apply may carry.
     max_reapply_steps: int = 20
     tier_cache_seconds: float = 30.0
@@ -74,9 +80,16 @@ class ProjectsSettings(ServiceSettings):
                 problems.append(f"{ENV_PREFIX}{name.upper()} must be positive")
         if self.pending_timeout_seconds <= self.edit_timeout_seconds:
             problems.append(f"{ENV_PREFIX}PENDING_TIMEOUT_SECONDS must exceed EDIT_TIMEOUT_SECONDS")
-        for name in ("purge_after_seconds", "sweep_interval_seconds", "tier_cache_seconds"):
+        for name in (
+            "purge_after_seconds",
+            "sweep_interval_seconds",
+            "tier_cache_seconds",
+            "settle_grace_seconds",
+        ):
             if getattr(self, name) < 0:
                 problems.append(f"{ENV_PREFIX}{name.upper()} must not be negative")
+        if self.sweep_lease_seconds <= 0:
+            problems.append(f"{ENV_PREFIX}SWEEP_LEASE_SECONDS must be positive")
         if self.result_storage_factor < 0:
             problems.append(f"{ENV_PREFIX}RESULT_STORAGE_FACTOR must not be negative")
         if self.sweep_batch_size < 1 or self.max_reapply_steps < 1:

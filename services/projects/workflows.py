@@ -65,7 +65,6 @@ log = logging.getLogger("pixelshop.projects.workflows")
 EDIT_NAMESPACE = uuid.UUID("6f1d3c2e-8a57-4f7e-9a43-2b5d0c7e9f10")
 ENGINE_SECONDS = "edit_engine_seconds"
 EDIT_OUTCOMES = "edit_outcomes_total"
-SETTLE_GRACE_SECONDS = 30.0
 _EXTENSIONS = {"image/jpeg": "jpg", "image/png": "png", "image/webp": "webp"}
 
 
@@ -859,6 +858,11 @@ class ProjectSweeper:
         self._settings = settings
 
     async def sweep_once(self, now: datetime.datetime | None = None) -> dict[str, int]:
+        """One round over every state a crash can leave. Each step claims its batch with a
+        lease (`SWEEP_LEASE_SECONDS`) in a transaction that commits before any remote
+        call, so another sweeper leaves those rows alone until the lease runs out (this
+        one died or hangs); every step stays idempotent, so a takeover only repeats what
+        may have been done. The request path's own rows get `SETTLE_GRACE_SECONDS` first."""
         now = now or datetime.datetime.now(datetime.UTC)
         report = {
             "adopted_stuck": 0,
@@ -868,12 +872,14 @@ class ProjectSweeper:
             "purged": 0,
         }
         batch = self._settings.sweep_batch_size
+        until = now + datetime.timedelta(seconds=self._settings.sweep_lease_seconds)
+        settled_before = now - datetime.timedelta(seconds=self._settings.settle_grace_seconds)
         # Edits left pending by a crash: adopted when assets holds their result, failed
-        # and released when it holds none. Nothing is claimed: asking assets only reads,
-        # and finishing an edit is conditional on it still being pending, so a second
-        # sweeper (or the run itself, if it was only slow) finishes it at most once.
+        # and released when it holds none. Not claimed (ProjectRepository.stuck_pending):
+        # finishing is conditional on the edit still being pending, so of two sweepers
+        # (or the run itself, if it was only slow) one finishes and settles it.
         cutoff = now - datetime.timedelta(seconds=self._settings.pending_timeout_seconds)
-        async with self._database.transaction() as session:
+        async with self._database.read() as session:
             stuck = await ProjectRepository(session).stuck_pending(
                 created_before=cutoff, limit=batch
             )
@@ -881,16 +887,11 @@ class ProjectSweeper:
             outcome = await self.finish_stuck(edit)
             if outcome is not None:
                 report[outcome] += 1
-        # Finished edits whose reservations are still open (crash, or billing was down);
-        # a grace period leaves the request path time to settle its own.
-        settled_before = now - datetime.timedelta(seconds=SETTLE_GRACE_SECONDS)
+        # Finished edits whose reservations are still open (crash, or billing was down).
         async with self._database.transaction() as session:
-            repository = ProjectRepository(session)
-            unsettled = await repository.unsettled_edits(
-                finished_before=settled_before, limit=batch
+            unsettled = await ProjectRepository(session).claim_unsettled_edits(
+                now=now, finished_before=settled_before, until=until, limit=batch
             )
-            for edit in unsettled:
-                await repository.postpone_settlement(edit.id)
         for edit in unsettled:
             if edit.status is EditStatus.SUCCEEDED:
                 await self._workflows._settle(edit)
@@ -899,8 +900,9 @@ class ProjectSweeper:
             report["settled"] += 1
         # Projects whose unit was reserved but not committed, or deleted and not credited.
         async with self._database.transaction() as session:
-            reads = await ProjectRepository(session).reads()
-            projects_open = await reads.unsettled_projects(limit=batch)
+            projects_open = await ProjectRepository(session).claim_unsettled_projects(
+                now=now, settled_before=settled_before, until=until, limit=batch
+            )
         for project in projects_open:
             try:
                 if project.deleted_at is not None:
@@ -916,7 +918,9 @@ class ProjectSweeper:
         purge_before = now - datetime.timedelta(seconds=self._settings.purge_after_seconds)
         async with self._database.transaction() as session:
             repository = ProjectRepository(session)
-            doomed = await repository.deleted_projects(deleted_before=purge_before, limit=batch)
+            doomed = await repository.claim_deleted_projects(
+                now=now, deleted_before=purge_before, until=until, limit=batch
+            )
             results = {p.id: await repository.result_asset_ids(p.id) for p in doomed}
         for project in doomed:
             if await self.purge_project(project, results[project.id]):
