@@ -388,6 +388,8 @@ def edit_history_rules() -> dict[str, str | None]:
         "settled_at": f"{NOW}",
         "created_at": _ts(project),
         "finished_at": _ts(project),
+        # The sweeper's lease clock: as inserted (no claim since).
+        "settle_after": _ts(project),
     }
 
 
@@ -414,6 +416,8 @@ def project_rules() -> dict[str, str | None]:
         # The sweeper credits a deleted project within a sweep: all but one in 100 of the
         # deleted rows are credited (the ones waiting for the sweeper or the purge).
         "credited_at": f"CASE WHEN {{i}} % 100 = 0 AND {{i}} % 10000 <> 0 THEN {NOW} END",
+        # The sweeper's lease clock: as inserted (no claim since).
+        "sweep_after": _ts(),
     }
 
 

@@ -192,8 +192,8 @@ INDEX_QUERIES: dict[str, str] = {
     # projects
     "projects.ix_projects_owner_listing": "ListProjects newest first (keyset on "
     "created_at DESC, id DESC, live rows); counting a user's live projects",
-    "projects.ix_projects_awaiting_purge": "the sweeper's purge: deleted (and credited) "
-    "projects, oldest first (`deleted_projects`)",
+    "projects.ix_projects_awaiting_purge": "the sweeper's purge claim: deleted (and "
+    "credited) projects, oldest first (`claim_deleted_projects`)",
     "projects.uq_edits_project_id_seq": "ListEdits (`seq > $after` in order, keyset); one "
     "position per edit in its project; the CASCADE foreign key to projects",
     "projects.uq_edits_project_id_request_id": "ApplyEdit retries with the same request id "
@@ -205,16 +205,17 @@ INDEX_QUERIES: dict[str, str] = {
     "projects.ix_projects_owner_id": "PurgeUser: every project of an owner, live and "
     "deleted (`owned_project_ids`)",
     "projects.ix_projects_quota_reservation_id": "the sweeper: projects whose quota "
-    "reservation is not yet committed (`unsettled_projects`, with ix_projects_uncredited "
-    "for the other arm of its OR)",
+    "reservation is not yet committed (`claim_unsettled_projects`, with "
+    "ix_projects_uncredited for the other arm of its OR)",
     "projects.ix_projects_uncredited": "the sweeper: deleted projects whose unit is not yet "
-    "credited back (`unsettled_projects`, the second arm of its OR)",
+    "credited back (`claim_unsettled_projects`, the second arm of its OR)",
     "projects.ix_projects_head_edit_id": "the SET NULL foreign key of head (a project's purge)",
     "projects.ix_projects_root_latest_child_id": "the SET NULL foreign key of the original's "
     "redo pointer (a project's purge)",
     "projects.ix_edits_pending": "the sweeper: edits stuck pending, oldest first",
-    "projects.ix_edits_unsettled": "the sweeper: finished edits whose billing reservations "
-    "are not yet settled",
+    "projects.ix_edits_unsettled": "the sweeper claiming finished edits whose billing "
+    "reservations are not yet settled, in lease-clock order (`settle_after <= now`: rows "
+    "another sweeper holds sort last)",
     # billing
     "billing.uq_customers_stripe_customer_id": "webhooks: the user of a Stripe customer",
     "billing.ix_subscriptions_user_id": "a user's subscriptions (tier resolution, cancelling "
