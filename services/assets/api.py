@@ -94,35 +94,13 @@ def _kind(value: int, field: str, *, required: bool) -> AssetKind | None:
 
 
 def _idempotency_key(value: str, field: str) -> str | None:
-    return validation.text(value, field, max_length=IDEMPOTENCY_KEY_MAX, required=False) or None
-
-
-# The HTTP header the gateway (and Envoy) forward as this metadata key.
-IDEMPOTENCY_KEY_HEADER = "Idempotency-Key"
-IDEMPOTENCY_KEY_METADATA = "idempotency-key"
+    return validation.idempotency_key(value, field)
 
 
 def idempotency_key_header(context: Context) -> str | None:
-    """The `Idempotency-Key` of an HTTP upload: absent, or 1-255 printable ASCII
-    characters (what RFC 9110 allows in a header value, minus controls)."""
-    values = [
-        value
-        for key, value in (context.invocation_metadata() or ())
-        if key == IDEMPOTENCY_KEY_METADATA
-    ]
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidArgument(IDEMPOTENCY_KEY_HEADER, "must be sent once")
-    value = values[0]
-    if isinstance(value, bytes) or not 1 <= len(value) <= IDEMPOTENCY_KEY_MAX:
-        raise InvalidArgument(
-            IDEMPOTENCY_KEY_HEADER,
-            f"must be 1-{IDEMPOTENCY_KEY_MAX} printable ASCII characters",
-        )
-    if not all(" " <= c <= "~" for c in value):
-        raise InvalidArgument(IDEMPOTENCY_KEY_HEADER, "must hold printable ASCII characters only")
-    return value
+    """The `Idempotency-Key` of an HTTP upload (runtime.validation's one rule: absent,
+    or 1-255 printable ASCII characters, taken as sent)."""
+    return validation.idempotency_key_header(context.invocation_metadata())
 
 
 def _handed_reservation(header: assets_pb2.StoreAssetHeader) -> HandedReservation | None:

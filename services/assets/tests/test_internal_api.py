@@ -381,3 +381,35 @@ async def test_store_asset_with_a_reused_idempotency_key_and_other_bytes_is_refu
     assert "idempotency_key" in (raised.value.details() or "")
     listed = await assets.ListAssets(assets_pb2.ListAssetsRequest(), metadata=auth)
     assert [a.id for a in listed.assets] == [first.asset.id]
+
+
+async def test_store_asset_keys_are_taken_as_sent_and_too_long_is_refused(
+    internal: assets_pb2_grpc.AssetInternalServiceStub,
+    new_user: NewUser,
+    service_credential: Metadata,
+) -> None:
+    """runtime.validation's one rule for idempotency keys: a key that differs by a
+    space is another key (it was trimmed into the same one), and a key FindStoredAsset
+    cannot hold is INVALID_ARGUMENT naming the field."""
+    owner_id, _ = new_user()
+    first = await internal.StoreAsset(
+        store_requests(owner_id, images.jpeg(300, 200), idempotency_key="edit-8"),
+        metadata=service_credential,
+    )
+    other = await internal.StoreAsset(
+        store_requests(owner_id, images.png(64, 64), idempotency_key="edit-8 "),
+        metadata=service_credential,
+    )
+    assert other.asset.id != first.asset.id
+    found = await internal.FindStoredAsset(
+        assets_pb2.FindStoredAssetRequest(owner_id=str(owner_id), idempotency_key="edit-8 "),
+        metadata=service_credential,
+    )
+    assert found.asset.id == other.asset.id
+    with pytest.raises(grpc.aio.AioRpcError) as raised:
+        await internal.FindStoredAsset(
+            assets_pb2.FindStoredAssetRequest(owner_id=str(owner_id), idempotency_key="k" * 256),
+            metadata=service_credential,
+        )
+    assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert field_violation(raised.value) == "idempotency_key"
