@@ -24,7 +24,6 @@ from runtime.pagination import PageTokens, query_fingerprint
 from runtime.timestamps import to_timestamp
 from services.presets.models import (
     DESCRIPTION_MAX,
-    IDEMPOTENCY_KEY_MAX,
     NAME_MAX,
     PROMPT_MAX,
     Category,
@@ -47,8 +46,6 @@ from services.presets.workflows import PresetPublishing
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 
 QUERY_MAX = 200
-# Forwarded by the gateway and Envoy from the HTTP header of the same name.
-IDEMPOTENCY_KEY_METADATA = "idempotency-key"
 
 # Domain values <-> proto enum numbers; a number not in these maps is INVALID_ARGUMENT.
 _CATEGORY_NUMBERS: dict[Category, presets_pb2.PresetCategory] = {
@@ -104,19 +101,8 @@ def _visibility(value: int, field: str, *, default: Visibility | None) -> Visibi
 
 
 def _idempotency_key(context: Context) -> str | None:
-    """CreatePreset's `Idempotency-Key` (optional): printable, at most 255 characters."""
-    values = [v for k, v in context.invocation_metadata() or () if k == IDEMPOTENCY_KEY_METADATA]
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidArgument("Idempotency-Key", "must be given once")
-    value = values[0]
-    if not isinstance(value, str):
-        raise InvalidArgument("Idempotency-Key", "must be text")
-    return (
-        validation.text(value, "Idempotency-Key", max_length=IDEMPOTENCY_KEY_MAX, required=False)
-        or None
-    )
+    """CreatePreset's `Idempotency-Key` (optional; runtime.validation's one rule)."""
+    return validation.idempotency_key_header(context.invocation_metadata())
 
 
 def preset_message(preset: Preset) -> presets_pb2.Preset:

@@ -102,3 +102,16 @@ async def test_a_bad_key_is_invalid_argument(presets: PresetsClient) -> None:
     bad = await failure(_create(presets, user, "k" * 256))
     assert (bad.code, bad.field) == (grpc.StatusCode.INVALID_ARGUMENT, "Idempotency-Key")
     assert await presets.list_ids(user, scope=MINE) == []
+
+
+async def test_keys_are_taken_as_sent_never_trimmed(presets: PresetsClient) -> None:
+    """runtime.validation's one rule for idempotency keys: a key that differs by a space
+    is another key (it was trimmed into the same one, and refused as reused)."""
+    user = presets.user("pro")
+    key = f"create-{uuid.uuid4()}"
+    first = await _create(presets, user, key, name="First")
+    second = await _create(presets, user, f" {key} ", name="Second")
+    assert first.id != second.id
+    assert sorted(await presets.list_ids(user, scope=MINE)) == sorted([first.id, second.id])
+    at_most = await _create(presets, user, "k" * 255, name="Longest key")
+    assert at_most.id not in (first.id, second.id)
