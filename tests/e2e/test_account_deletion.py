@@ -3,76 +3,48 @@
 Over HTTP against the whole suite (one process per service): after DELETE /v1/users/me
 the still-valid access token gets 401 from every service (identity, assets, presets,
 projects, billing) within a few seconds (polled, no timing asserted); once the purges ran,
-no row, object or like of the user remains (nor a project, a usage counter or a
-reservation), and its e-mail address is in no text column of any table of any schema.
+no row, object or like of the user remains (nor a project, an edit, a usage counter or a
+reservation; no object in the S3 bucket), and its e-mail address is in no text column of
+any table of any schema.
+
+Writes in flight during the deletion are held at known statements, so the overlap is
+forced rather than hoped for: the test's own transaction locks tables they write
+(EXCLUSIVE: plain reads pass), waits until Postgres shows every write waiting on it, runs
+the deletion, waits until the deletion has reached every service and is itself held where
+the writes are, then releases.
 """
 
 from __future__ import annotations
 
 import asyncio
-import pathlib
 import uuid
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import asyncpg
 import httpx
 import pytest
 
-from tests.e2e.conftest import Suite, bearer, sign_up
+from tests.e2e.conftest import Suite
+from tests.support.api import (
+    Account,
+    a_system_preset,
+    apply_edit,
+    bearer,
+    create_preset,
+    create_project,
+    delete_account,
+    sign_up,
+    upload,
+    uploaded,
+)
 from tests.support.images import image_bytes
+from tests.support.waiting import eventually
 
-ATTEMPTS = 300  # of 0.1 s each: generous on a loaded machine; never a timing assertion
 CONSUMERS = ("assets", "presets", "projects", "billing")
+PICTURE = image_bytes("PNG", (48, 32))
 
 
-async def poll(
-    condition: Callable[[], Awaitable[bool]],
-    what: str,
-    state: Callable[[], Awaitable[object]] | None = None,
-) -> None:
-    for _ in range(ATTEMPTS):
-        if await condition():
-            return
-        await asyncio.sleep(0.1)
-    pytest.fail(f"never happened: {what}; state: {await state() if state else '-'}")
-
-
-async def upload(http: httpx.AsyncClient, account: dict[str, Any]) -> httpx.Response:
-    return await http.post(
-        "/v1/assets:upload?filename=mine.png",
-        headers={**bearer(account), "Content-Type": "image/png"},
-        content=image_bytes("PNG", (48, 32)),
-    )
-
-
-async def create_preset(http: httpx.AsyncClient, account: dict[str, Any]) -> httpx.Response:
-    return await http.post(
-        "/v1/presets",
-        headers=bearer(account),
-        json={
-            "name": f"Mine {uuid.uuid4().hex[:6]}",
-            "prompt": "Make it look like a summer afternoon.",
-            "category": "PRESET_CATEGORY_FILTER",
-            "visibility": "PRESET_VISIBILITY_UNLISTED",
-        },
-    )
-
-
-async def a_system_preset(http: httpx.AsyncClient, account: dict[str, Any]) -> str:
-    listed = await http.get("/v1/presets?scope=system", headers=bearer(account))
-    assert listed.status_code == 200, listed.text
-    return str(listed.json()["presets"][0]["id"])
-
-
-async def delete_account(http: httpx.AsyncClient, account: dict[str, Any]) -> None:
-    deleted = await http.request(
-        "DELETE", "/v1/users/me", headers=bearer(account), json={"password": account["password"]}
-    )
-    assert deleted.status_code == 200, deleted.text
-
-
-async def refused_everywhere(http: httpx.AsyncClient, account: dict[str, Any]) -> bool:
+async def refused_everywhere(http: httpx.AsyncClient, account: Account) -> bool:
     calls = [
         http.get("/v1/users/me", headers=bearer(account)),
         http.get("/v1/assets", headers=bearer(account)),
@@ -101,6 +73,9 @@ async def purged_everywhere(db: asyncpg.Connection, user_id: uuid.UUID) -> bool:
     return set((await purge_state(db, user_id)).values()) == {"purged"}
 
 
+ROWS = ("assets", "presets", "likes", "projects", "edits", "usage")
+
+
 async def rows_of(db: asyncpg.Connection, user_id: uuid.UUID) -> dict[str, int]:
     return {
         "assets": await db.fetchval(
@@ -115,6 +90,9 @@ async def rows_of(db: asyncpg.Connection, user_id: uuid.UUID) -> dict[str, int]:
         "projects": await db.fetchval(
             "SELECT count(*) FROM projects.projects WHERE owner_id = $1", user_id
         ),
+        "edits": await db.fetchval(
+            "SELECT count(*) FROM projects.edits WHERE owner_id = $1", user_id
+        ),
         "usage": await db.fetchval(
             "SELECT (SELECT count(*) FROM billing.usage_counters WHERE user_id = $1)"
             " + (SELECT count(*) FROM billing.usage_reservations WHERE user_id = $1)",
@@ -124,13 +102,8 @@ async def rows_of(db: asyncpg.Connection, user_id: uuid.UUID) -> dict[str, int]:
 
 
 def objects_of(suite: Suite, user_id: uuid.UUID) -> list[str]:
-    root = pathlib.Path(suite.env["PIXELSHOP_ASSETS_STORAGE_DIR"])
-    if not root.exists():
-        return []
-    # Objects are files; the directory store may leave an empty folder behind.
-    return [
-        str(p.relative_to(root)) for p in root.rglob("*") if p.is_file() and str(user_id) in str(p)
-    ]
+    """The user's objects in the bucket (every key of theirs holds their id)."""
+    return suite.s3.keys(containing=str(user_id))
 
 
 async def tables_mentioning(db: asyncpg.Connection, needle: str) -> list[str]:
@@ -174,8 +147,7 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
 ) -> None:
     leaving, staying = await sign_up(http), await sign_up(http)
     user_id = uuid.UUID(leaving["user"]["id"])
-    uploaded = await upload(http, leaving)
-    assert uploaded.status_code == 200, uploaded.text
+    asset_id = await uploaded(http, leaving, PICTURE, filename="mine.png")
     preset = await create_preset(http, leaving)
     assert preset.status_code == 200, preset.text
     readable = await http.get(
@@ -186,36 +158,29 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
     for target in (await a_system_preset(http, leaving), theirs):
         liked = await http.post(f"/v1/presets/{target}:like", headers=bearer(leaving), json={})
         assert liked.status_code == 200, liked.text
-    project = await http.post(
-        "/v1/projects",
-        headers=bearer(leaving),
-        json={"name": "Mine", "originalAssetId": uploaded.json()["asset"]["id"]},
-    )
+    project = await create_project(http, leaving, asset_id, "Mine")
     assert project.status_code == 200, project.text
+    pid = project.json()["project"]["id"]
+    cropped = await apply_edit(http, leaving, pid, crop={"x": 0, "y": 0, "width": 24, "height": 16})
+    assert cropped.status_code == 200, cropped.text
     counted = await rows_of(db, user_id)
     assert counted.pop("usage") > 0  # the upload's storage is counted
-    assert counted == {"assets": 1, "presets": 1, "likes": 2, "projects": 1}
+    assert counted == {"assets": 2, "presets": 1, "likes": 2, "projects": 1, "edits": 1}
     assert objects_of(suite, user_id)
 
     await delete_account(http, leaving)
 
-    await poll(lambda: refused_everywhere(http, leaving), "401 on every service")
+    await eventually(lambda: refused_everywhere(http, leaving), "401 on every service")
     # Writes with the old token are refused too, not merely reads.
-    assert (await upload(http, leaving)).status_code == 401
+    assert (await upload(http, leaving, PICTURE)).status_code == 401
     assert (await create_preset(http, leaving)).status_code == 401
-    await poll(
+    await eventually(
         lambda: purged_everywhere(db, user_id),
-        "purged in every consuming service",
-        lambda: purge_state(db, user_id),
+        "the purge in every consuming service",
+        state=lambda: purge_state(db, user_id),
     )
 
-    assert await rows_of(db, user_id) == {
-        "assets": 0,
-        "presets": 0,
-        "likes": 0,
-        "projects": 0,
-        "usage": 0,
-    }
+    assert await rows_of(db, user_id) == dict.fromkeys(ROWS, 0)
     assert objects_of(suite, user_id) == []
     assert await tables_mentioning(db, leaving["email"]) == []
     assert await tables_mentioning(db, leaving["username"]) == []
@@ -240,7 +205,7 @@ async def test_deleting_while_uploads_and_preset_writes_are_in_flight_leaves_not
     async def like() -> httpx.Response:
         return await http.post(f"/v1/presets/{system}:like", headers=bearer(leaving), json={})
 
-    writes = [upload(http, leaving) for _ in range(20)]
+    writes = [upload(http, leaving, PICTURE) for _ in range(20)]
     writes += [create_preset(http, leaving) for _ in range(19)] + [like()]
     in_flight = [asyncio.ensure_future(write) for write in writes]
     await asyncio.sleep(0)  # every request is on its way before the deletion
@@ -250,23 +215,22 @@ async def test_deleting_while_uploads_and_preset_writes_are_in_flight_leaves_not
     # Written, refused (401; 404 when identity no longer knows the user), or shed; no 500.
     assert set(codes) <= {200, 401, 404, 429, 503}, codes
 
-    await poll(lambda: refused_everywhere(http, leaving), "401 on every service")
-    await poll(
+    await eventually(lambda: refused_everywhere(http, leaving), "401 on every service")
+    await eventually(
         lambda: purged_everywhere(db, user_id),
-        "purged in every consuming service",
-        lambda: purge_state(db, user_id),
+        "the purge in every consuming service",
+        state=lambda: purge_state(db, user_id),
     )
 
     async def nothing_left() -> bool:
         return sum((await rows_of(db, user_id)).values()) == 0 and not objects_of(suite, user_id)
 
-    await poll(
+    await eventually(
         nothing_left,
         f"no row, object or like of the user (writes answered {codes})",
-        lambda: rows_of(db, user_id),
+        state=lambda: rows_of(db, user_id),
     )
     # And the purge took nobody's object from under a ready row.
-    root = pathlib.Path(suite.env["PIXELSHOP_ASSETS_STORAGE_DIR"])
+    stored = set(suite.s3.keys())
     ready = await db.fetch("SELECT storage_key FROM assets.assets WHERE state = 'ready'")
-    missing = [r["storage_key"] for r in ready if not (root / r["storage_key"]).exists()]
-    assert missing == []
+    assert [r["storage_key"] for r in ready if r["storage_key"] not in stored] == []

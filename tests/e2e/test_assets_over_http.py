@@ -2,17 +2,26 @@
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import io
-from typing import Any
 
 import httpx
 import pytest
 from PIL import Image
 
-from tests.e2e.conftest import bearer, sign_up
+from tests.e2e.conftest import Suite
+from tests.support.api import (
+    Account,
+    bearer,
+    create_preset,
+    delete_account,
+    sign_up,
+    upload,
+    uploaded,
+    usage,
+)
 from tests.support.images import HTML, SVG, image_bytes, png_bomb, truncated_png
+from tests.support.waiting import eventually
 
 
 @pytest.mark.parametrize(
@@ -30,13 +39,9 @@ async def test_upload_round_trip(
 ) -> None:
     account = await sign_up(http)
     data = image_bytes(fmt, (1200, 800))
-    uploaded = await http.post(
-        "/v1/assets:upload?filename=holiday%20photo.img",
-        headers={**bearer(account), "Content-Type": declared},
-        content=data,
-    )
-    assert uploaded.status_code == 200, uploaded.text
-    asset = uploaded.json()["asset"]
+    sent = await upload(http, account, data, filename="holiday photo.img", content_type=declared)
+    assert sent.status_code == 200, sent.text
+    asset = sent.json()["asset"]
     assert asset["mimeType"] == mime
     assert (asset["width"], asset["height"]) == (1200, 800)
     assert asset["sizeBytes"] == str(len(data))
@@ -78,23 +83,14 @@ async def test_bad_uploads_are_400_with_a_clear_message(
     http: httpx.AsyncClient, body: bytes, needle: str
 ) -> None:
     account = await sign_up(http)
-    response = await http.post(
-        "/v1/assets:upload?filename=x.png",
-        headers={**bearer(account), "Content-Type": "image/png"},
-        content=body,
-    )
+    response = await upload(http, account, body, filename="x.png")
     assert response.status_code == 400, response.text
     assert needle in response.json()["message"].lower()
 
 
 async def test_another_users_asset_is_404(http: httpx.AsyncClient) -> None:
     owner, stranger = await sign_up(http), await sign_up(http)
-    uploaded = await http.post(
-        "/v1/assets:upload",
-        headers={**bearer(owner), "Content-Type": "image/png"},
-        content=image_bytes("PNG", (64, 64)),
-    )
-    asset_id = uploaded.json()["asset"]["id"]
+    asset_id = await uploaded(http, owner, image_bytes("PNG", (64, 64)))
     for method, path in (
         ("GET", f"/v1/assets/{asset_id}"),
         ("GET", f"/v1/assets/{asset_id}:content"),
@@ -112,28 +108,27 @@ async def test_another_users_asset_is_404(http: httpx.AsyncClient) -> None:
 
 
 async def test_an_upload_retried_with_its_idempotency_key_stores_and_charges_once(
-    http: httpx.AsyncClient,
+    http: httpx.AsyncClient, suite: Suite
 ) -> None:
     # Issue 7 item 5: the gateway forwards Idempotency-Key as metadata; a browser retry
     # answers the first asset, with one object and one storage charge.
     account, other = await sign_up(http), await sign_up(http)
     data = image_bytes("PNG", (320, 200))
 
-    async def send(who: dict[str, Any], body: bytes, key: str) -> httpx.Response:
-        return await http.post(
-            "/v1/assets:upload?filename=retry.png",
-            headers={**bearer(who), "Content-Type": "image/png", "Idempotency-Key": key},
-            content=body,
-        )
+    async def send(who: Account, body: bytes, key: str) -> httpx.Response:
+        return await upload(http, who, body, filename="retry.png", headers={"Idempotency-Key": key})
 
     first, again = await send(account, data, "upload-1"), await send(account, data, "upload-1")
     assert first.status_code == again.status_code == 200, (first.text, again.text)
-    assert again.json()["asset"]["id"] == first.json()["asset"]["id"]
+    asset_id = first.json()["asset"]["id"]
+    assert again.json()["asset"]["id"] == asset_id
     listed = (await http.get("/v1/assets", headers=bearer(account))).json()
-    assert [a["id"] for a in listed["assets"]] == [first.json()["asset"]["id"]]
-    usage = (await http.get("/v1/billing/usage", headers=bearer(account))).json()
-    storage = next(m for m in usage["metrics"] if m["metric"] == "USAGE_METRIC_STORAGE_BYTES")
-    assert storage["used"] == str(len(data))
+    assert [a["id"] for a in listed["assets"]] == [asset_id]
+    assert (await usage(http, account))["USAGE_METRIC_STORAGE_BYTES"]["used"] == str(len(data))
+    # One original and its thumbnail in the bucket, under the one asset.
+    objects = suite.s3.keys(containing=account["user"]["id"])
+    assert len(objects) == 2, objects
+    assert all(asset_id in key for key in objects), objects
 
     other_bytes = await send(account, image_bytes("PNG", (64, 64)), "upload-1")
     assert other_bytes.status_code == 409, other_bytes.text
@@ -144,29 +139,29 @@ async def test_an_upload_retried_with_its_idempotency_key_stores_and_charges_onc
     assert theirs.json()["asset"]["id"] != first.json()["asset"]["id"]
 
 
-async def test_deleting_the_account_purges_images_and_presets(http: httpx.AsyncClient) -> None:
+async def test_deleting_the_account_purges_images_and_presets(
+    http: httpx.AsyncClient, suite: Suite
+) -> None:
     """identity's outbox reaches assets and presets, which purge the user's data."""
     account = await sign_up(http)
-    await http.post(
-        "/v1/assets:upload",
-        headers={**bearer(account), "Content-Type": "image/png"},
-        content=image_bytes("PNG", (64, 64)),
+    await uploaded(http, account, image_bytes("PNG", (64, 64)))
+    made = await create_preset(http, account, name="Mine", prompt="Make it moody.")
+    assert made.status_code == 200, made.text
+    await delete_account(http, account)
+
+    async def gone() -> bool:
+        # Once every service knows of the deletion it refuses the (still unexpired) token;
+        # until then the token can look for leftovers.
+        assets = await http.get("/v1/assets", headers=bearer(account))
+        mine = await http.get("/v1/presets?scope=mine", headers=bearer(account))
+        listed_nothing = all(
+            r.status_code == 401 or (r.status_code == 200 and not r.json().get(key))
+            for r, key in ((assets, "assets"), (mine, "presets"))
+        )
+        return listed_nothing and not suite.s3.keys(containing=account["user"]["id"])
+
+    await eventually(
+        gone,
+        "the deleted account's images (and their objects) and presets to be gone",
+        state=lambda: suite.s3.keys(containing=account["user"]["id"]),
     )
-    await http.post(
-        "/v1/presets",
-        headers=bearer(account),
-        json={"name": "Mine", "prompt": "Make it moody.", "category": "PRESET_CATEGORY_FILTER"},
-    )
-    deleted = await http.request(
-        "DELETE", "/v1/users/me", headers=bearer(account), json={"password": account["password"]}
-    )
-    assert deleted.status_code == 200, deleted.text
-    # Other services trust the (still unexpired) access token, so it can look for leftovers.
-    for _ in range(100):
-        assets = (await http.get("/v1/assets", headers=bearer(account))).json()
-        mine = (await http.get("/v1/presets?scope=mine", headers=bearer(account))).json()
-        if not assets.get("assets") and not mine.get("presets"):
-            break
-        await asyncio.sleep(0.1)
-    else:
-        raise AssertionError("the deleted account's images or presets are still there")

@@ -19,7 +19,8 @@ from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
-from tests.e2e.conftest import Suite, bearer, sign_up
+from tests.e2e.conftest import Suite
+from tests.support.api import Account, bearer, sign_up, upload, usage
 from tests.support.fake_stripe import (
     checkout_completed,
     invoice_event,
@@ -28,6 +29,7 @@ from tests.support.fake_stripe import (
 )
 from tests.support.images import image_bytes
 from tests.support.settings import INTERNAL_SECRET
+from tests.support.waiting import eventually
 
 WEBHOOK = "/v1/billing/stripe:webhook"
 
@@ -51,24 +53,20 @@ async def subscription(http: httpx.AsyncClient, account: dict[str, Any]) -> dict
     return dict(response.json()["subscription"])
 
 
-async def usage(http: httpx.AsyncClient, account: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    response = await http.get("/v1/billing/usage", headers=bearer(account))
-    assert response.status_code == 200, response.text
-    return {value["metric"]: value for value in response.json()["metrics"]}
-
-
-async def eventually(check: Any, timeout: float = 15.0) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await check()
-        if result or time.monotonic() > deadline:
-            return result
-        await asyncio.sleep(0.2)
-
-
-async def profile_tier(http: httpx.AsyncClient, account: dict[str, Any]) -> str:
+async def profile_tier(http: httpx.AsyncClient, account: Account) -> str:
     response = await http.get("/v1/users/me", headers=bearer(account))
     return str(response.json()["user"]["tier"])
+
+
+async def tier_becomes(http: httpx.AsyncClient, account: Account, tier: str) -> None:
+    """Identity learns a tier change through billing's outbox: wait for the profile."""
+
+    async def reached() -> bool:
+        return await profile_tier(http, account) == tier
+
+    await eventually(
+        reached, f"the profile's tier to become {tier}", state=lambda: profile_tier(http, account)
+    )
 
 
 def new_subscription_id() -> str:
@@ -137,12 +135,8 @@ async def test_a_signed_webhook_applies_and_reaches_identity(
     assert (seen["tier"], seen["status"]) == ("pro", "active")
     assert "currentPeriodEnd" in seen
     # Identity learns the tier through billing's outbox; new limits apply.
-    assert await eventually(lambda: _is(profile_tier(http, account), "pro"))
+    await tier_becomes(http, account, "pro")
     assert (await usage(http, account))["USAGE_METRIC_AI_EDITS"]["limit"] == "1000"
-
-
-async def _is(value: Any, expected: Any) -> bool:
-    return bool(await value == expected)
 
 
 @pytest.mark.parametrize(
@@ -211,7 +205,7 @@ async def test_out_of_order_final_cancel_and_past_due(
     await post_event(http, late)
     seen = await subscription(http, account)
     assert (seen["tier"], seen["status"]) == ("free", "canceled")
-    assert await eventually(lambda: _is(profile_tier(http, account), "free"))
+    await tier_becomes(http, account, "free")
 
 
 async def test_uploading_past_the_storage_limit_is_429_and_stores_nothing(
@@ -224,24 +218,16 @@ async def test_uploading_past_the_storage_limit_is_429_and_stores_nothing(
     account = await sign_up(http)
     await put_on_a_tiny_tier(suite, account["user"]["id"], storage_bytes=limit)
 
-    uploaded = await http.post(
-        "/v1/assets:upload?filename=one.png",
-        headers={**bearer(account), "Content-Type": "image/png"},
-        content=first_image,
-    )
+    uploaded = await upload(http, account, first_image, filename="one.png")
     assert uploaded.status_code == 200, uploaded.text
-    objects_before = _objects(suite)
-    refused = await http.post(
-        "/v1/assets:upload?filename=two.png",
-        headers={**bearer(account), "Content-Type": "image/png"},
-        content=second_image,
-    )
+    objects_before = suite.s3.keys()
+    refused = await upload(http, account, second_image, filename="two.png")
     assert refused.status_code == 429, refused.text
     assert "storage limit reached" in refused.json()["message"]
     assert "over the limit" in refused.json()["message"]
     listed = await http.get("/v1/assets", headers=bearer(account))
     assert [a["id"] for a in listed.json()["assets"]] == [uploaded.json()["asset"]["id"]]
-    assert _objects(suite) == objects_before
+    assert suite.s3.keys() == objects_before
     storage = (await usage(http, account))["USAGE_METRIC_STORAGE_BYTES"]
     assert storage["used"] == str(len(first_image))
     assert storage.get("reserved", "0") == "0"
@@ -252,11 +238,7 @@ async def test_uploading_past_the_storage_limit_is_429_and_stores_nothing(
     )
     assert deleted.status_code == 200, deleted.text
     assert (await usage(http, account))["USAGE_METRIC_STORAGE_BYTES"].get("used", "0") == "0"
-    again = await http.post(
-        "/v1/assets:upload?filename=two.png",
-        headers={**bearer(account), "Content-Type": "image/png"},
-        content=second_image,
-    )
+    again = await upload(http, account, second_image, filename="two.png")
     assert again.status_code == 200, again.text
 
 
@@ -265,11 +247,7 @@ async def test_another_users_token_sees_nothing_of_mine(
 ) -> None:
     mine = await sign_up(http)
     theirs = await sign_up(http)
-    uploaded = await http.post(
-        "/v1/assets:upload?filename=mine.png",
-        headers={**bearer(mine), "Content-Type": "image/png"},
-        content=image_bytes("PNG", (64, 64)),
-    )
+    uploaded = await upload(http, mine, image_bytes("PNG", (64, 64)), filename="mine.png")
     assert uploaded.status_code == 200
     assert (await usage(http, mine))["USAGE_METRIC_STORAGE_BYTES"]["used"] != "0"
     assert "used" not in (await usage(http, theirs))["USAGE_METRIC_STORAGE_BYTES"]
@@ -280,11 +258,6 @@ async def test_another_users_token_sees_nothing_of_mine(
         headers={**bearer(theirs), "Content-Type": "application/json"},
     )
     assert internal.status_code == 404
-
-
-def _objects(suite: Suite) -> int:
-    root = suite.state / "objects"
-    return sum(1 for path in root.rglob("*") if path.is_file()) if root.exists() else 0
 
 
 async def put_on_a_tiny_tier(suite: Suite, user_id: str, *, storage_bytes: int) -> None:
@@ -339,5 +312,7 @@ async def test_identitys_set_tier_records_the_tier_in_billing_too(
         return (seen["tier"], seen["status"]) == ("pro", "active")
 
     # Billing records it from identity's user.tier_changed event (ADR 0021), a poll later.
-    assert await eventually(recorded)
+    await eventually(
+        recorded, "billing to record the pro tier", state=lambda: subscription(http, account)
+    )
     assert (await usage(http, account))["USAGE_METRIC_AI_EDITS"]["limit"] == "1000"

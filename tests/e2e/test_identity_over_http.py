@@ -11,7 +11,8 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.e2e.conftest import LOGIN_FAILURES_PER_ACCOUNT, bearer, new_credentials, sign_up
+from tests.e2e.conftest import LOGIN_FAILURES_PER_ACCOUNT
+from tests.support.api import bearer, delete_account, new_credentials, sign_up
 
 
 async def test_sign_up_log_in_profile_refresh_log_out(http: httpx.AsyncClient) -> None:
@@ -281,10 +282,7 @@ async def test_sessions_and_account_deletion(http: httpx.AsyncClient) -> None:
         "DELETE", "/v1/users/me", headers=bearer(account), json={"password": "wrong password!"}
     )
     assert refused.status_code in (400, 401, 403)
-    deleted = await http.request(
-        "DELETE", "/v1/users/me", headers=bearer(account), json={"password": account["password"]}
-    )
-    assert deleted.status_code == 200, deleted.text
+    await delete_account(http, account)
     relog = await http.post(
         "/v1/auth:logIn", json={"login": account["email"], "password": account["password"]}
     )

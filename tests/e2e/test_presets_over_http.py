@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import httpx
 
-from tests.e2e.conftest import bearer, sign_up
+from tests.support.api import bearer, create_preset, sign_up
 
 
 async def test_system_presets_are_listed_by_category(http: httpx.AsyncClient) -> None:
@@ -26,15 +26,8 @@ async def test_system_presets_are_listed_by_category(http: httpx.AsyncClient) ->
 
 async def test_create_share_like_and_fork(http: httpx.AsyncClient) -> None:
     author, fan = await sign_up(http), await sign_up(http)
-    created = await http.post(
-        "/v1/presets",
-        headers=bearer(author),
-        json={
-            "name": "Teal and orange",
-            "prompt": "Grade the photo in teal and orange.",
-            "category": "PRESET_CATEGORY_FILTER",
-            "visibility": "PRESET_VISIBILITY_UNLISTED",
-        },
+    created = await create_preset(
+        http, author, name="Teal and orange", prompt="Grade the photo in teal and orange."
     )
     assert created.status_code == 200, created.text
     preset = created.json()["preset"]
@@ -66,11 +59,7 @@ async def test_bad_preset_input_is_400(http: httpx.AsyncClient) -> None:
     for query in ("pageToken=bogus", "category=99", "orderBy=random", "pageSize=-3"):
         response = await http.get(f"/v1/presets?{query}", headers=bearer(account))
         assert response.status_code == 400, (query, response.text)
-    empty = await http.post(
-        "/v1/presets",
-        headers=bearer(account),
-        json={"name": "", "prompt": "x", "category": "PRESET_CATEGORY_FILTER"},
-    )
+    empty = await create_preset(http, account, name="", prompt="x")
     assert empty.status_code == 400
     assert "name" in empty.text
 
@@ -93,10 +82,6 @@ async def test_create_retried_with_an_idempotency_key_makes_one_preset(
 
 async def test_a_name_with_a_right_to_left_override_is_400(http: httpx.AsyncClient) -> None:
     account = await sign_up(http)
-    response = await http.post(
-        "/v1/presets",
-        headers=bearer(account),
-        json={"name": "Sepia\u202egnp.exe", "prompt": "x", "category": "PRESET_CATEGORY_FILTER"},
-    )
+    response = await create_preset(http, account, name="Sepia\u202egnp.exe", prompt="x")
     assert response.status_code == 400
     assert "preset.name" in response.text

@@ -10,7 +10,14 @@ from typing import Any
 import httpx
 from PIL import Image, ImageStat
 
-from tests.e2e.conftest import bearer, sign_up
+from tests.support.api import (
+    apply_edit,
+    bearer,
+    create_project,
+    image_of,
+    sign_up,
+    uploaded,
+)
 
 
 def quadrants(size: tuple[int, int]) -> bytes:
@@ -26,21 +33,7 @@ def quadrants(size: tuple[int, int]) -> bytes:
 
 
 async def upload(http: httpx.AsyncClient, account: dict[str, Any], data: bytes) -> str:
-    response = await http.post(
-        "/v1/assets:upload?filename=photo.jpg",
-        headers={**bearer(account), "Content-Type": "image/jpeg"},
-        content=data,
-    )
-    assert response.status_code == 200, response.text
-    return str(response.json()["asset"]["id"])
-
-
-async def image_of(http: httpx.AsyncClient, account: dict[str, Any], asset_id: str) -> Image.Image:
-    response = await http.get(f"/v1/assets/{asset_id}:content", headers=bearer(account))
-    assert response.status_code == 200, response.text
-    image = Image.open(io.BytesIO(response.content))
-    image.load()
-    return image.convert("RGB")
+    return await uploaded(http, account, data, filename="photo.jpg", content_type="image/jpeg")
 
 
 def saturation(image: Image.Image) -> float:
@@ -49,16 +42,6 @@ def saturation(image: Image.Image) -> float:
 
 def mostly(image: Image.Image) -> tuple[int, ...]:
     return tuple(round(v) for v in ImageStat.Stat(image).mean)
-
-
-async def edit(
-    http: httpx.AsyncClient, account: dict[str, Any], project_id: str, **body: Any
-) -> httpx.Response:
-    return await http.post(
-        f"/v1/projects/{project_id}/edits",
-        headers=bearer(account),
-        json={"requestId": str(uuid.uuid4()), **body},
-    )
 
 
 async def move(
@@ -76,18 +59,14 @@ async def test_filter_crop_undo_redo_branch_jump_reset_and_reapply(
 ) -> None:
     account = await sign_up(http)
     original_id = await upload(http, account, quadrants((320, 240)))
-    created = await http.post(
-        "/v1/projects",
-        headers=bearer(account),
-        json={"name": "Holiday", "originalAssetId": original_id},
-    )
+    created = await create_project(http, account, original_id)
     assert created.status_code == 200, created.text
     project = created.json()["project"]
     pid = project["id"]
     assert project["currentAssetId"] == original_id
     assert project.get("editCount", 0) == 0
 
-    gray = await edit(http, account, pid, filter={"prompt": "black and white"})
+    gray = await apply_edit(http, account, pid, filter={"prompt": "black and white"})
     assert gray.status_code == 200, gray.text
     gray_edit = gray.json()["edit"]
     assert gray_edit["status"] == "EDIT_STATUS_SUCCEEDED"
@@ -95,7 +74,9 @@ async def test_filter_crop_undo_redo_branch_jump_reset_and_reapply(
     assert saturation(gray_image) < 3
     assert gray_image.size == (320, 240)
 
-    crop = await edit(http, account, pid, crop={"x": 160, "y": 120, "width": 160, "height": 120})
+    crop = await apply_edit(
+        http, account, pid, crop={"x": 160, "y": 120, "width": 160, "height": 120}
+    )
     assert crop.status_code == 200, crop.text
     crop_edit = crop.json()["edit"]
     assert crop_edit["parentId"] == gray_edit["id"]
@@ -112,7 +93,7 @@ async def test_filter_crop_undo_redo_branch_jump_reset_and_reapply(
     assert redone["currentAssetId"] == crop_edit["resultAssetId"]
     await move(http, account, pid, "undo")
 
-    branch = await edit(http, account, pid, adjust={"prompt": "make it darker"})
+    branch = await apply_edit(http, account, pid, adjust={"prompt": "make it darker"})
     assert branch.status_code == 200, branch.text
     branch_edit = branch.json()["edit"]
     assert branch_edit["parentId"] == gray_edit["id"]
@@ -146,11 +127,7 @@ async def test_filter_crop_undo_redo_branch_jump_reset_and_reapply(
 
     # Re-apply the crop onto a photo of another size: it scales by its fractions.
     other_asset = await upload(http, account, quadrants((640, 480)))
-    other = await http.post(
-        "/v1/projects",
-        headers=bearer(account),
-        json={"name": "Other", "originalAssetId": other_asset},
-    )
+    other = await create_project(http, account, other_asset, "Other")
     other_id = other.json()["project"]["id"]
     reapplied = await http.post(
         f"/v1/projects/{other_id}:reapply",
@@ -175,11 +152,9 @@ async def test_filter_crop_undo_redo_branch_jump_reset_and_reapply(
 async def test_bad_input_and_another_users_token(http: httpx.AsyncClient) -> None:
     owner, stranger = await sign_up(http), await sign_up(http)
     asset_id = await upload(http, owner, quadrants((64, 48)))
-    created = await http.post(
-        "/v1/projects", headers=bearer(owner), json={"name": "Mine", "originalAssetId": asset_id}
-    )
+    created = await create_project(http, owner, asset_id, "Mine")
     pid = created.json()["project"]["id"]
-    outside = await edit(http, owner, pid, crop={"x": 0, "y": 0, "width": 65, "height": 10})
+    outside = await apply_edit(http, owner, pid, crop={"x": 0, "y": 0, "width": 65, "height": 10})
     assert outside.status_code == 400
     assert outside.json()["message"].startswith("crop.width:")
     for method, path in (
@@ -192,11 +167,7 @@ async def test_bad_input_and_another_users_token(http: httpx.AsyncClient) -> Non
             method, path, headers=bearer(stranger), json={} if method == "POST" else None
         )
         assert response.status_code == 404, (method, path)
-    stolen = await http.post(
-        "/v1/projects",
-        headers=bearer(stranger),
-        json={"name": "Theirs", "originalAssetId": asset_id},
-    )
+    stolen = await create_project(http, stranger, asset_id, "Theirs")
     assert stolen.status_code == 400
 
 
@@ -219,11 +190,11 @@ async def test_free_plan_limits_ai_edits_and_projects(http: httpx.AsyncClient) -
 
     pid = projects[0]
     for _ in range(25):
-        response = await edit(http, account, pid, filter={"prompt": "warmer"})
+        response = await apply_edit(http, account, pid, filter={"prompt": "warmer"})
         assert response.status_code == 200, response.text
-    over = await edit(http, account, pid, filter={"prompt": "warmer"})
+    over = await apply_edit(http, account, pid, filter={"prompt": "warmer"})
     assert over.status_code == 429, over.text
-    crop = await edit(http, account, pid, crop={"x": 0, "y": 0, "width": 16, "height": 12})
+    crop = await apply_edit(http, account, pid, crop={"x": 0, "y": 0, "width": 16, "height": 12})
     assert crop.status_code == 200, crop.text
     usage = await http.get("/v1/billing/usage", headers=bearer(account))
     assert usage.status_code == 200, usage.text
