@@ -13,10 +13,12 @@ from PIL import Image, ImageStat
 from tests.support.api import (
     apply_edit,
     bearer,
+    count,
     create_project,
     image_of,
     sign_up,
     uploaded,
+    usage,
 )
 
 
@@ -171,40 +173,50 @@ async def test_bad_input_and_another_users_token(http: httpx.AsyncClient) -> Non
     assert stolen.status_code == 400
 
 
+def used(metrics: dict[str, dict[str, Any]], metric: str) -> tuple[int, int, int]:
+    """(used, reserved, limit) of one metric, as GET /v1/billing/usage shows it."""
+    value = metrics[f"USAGE_METRIC_{metric}"]
+    return count(value, "used"), count(value, "reserved"), count(value, "limit")
+
+
 async def test_free_plan_limits_ai_edits_and_projects(http: httpx.AsyncClient) -> None:
     account = await sign_up(http)
     asset_id = await upload(http, account, quadrants((32, 24)))
+    assert used(await usage(http, account), "PROJECTS") == (0, 0, 20)
     projects = []
     for index in range(20):
-        response = await http.post(
-            "/v1/projects",
-            headers=bearer(account),
-            json={"name": f"Project {index}", "originalAssetId": asset_id},
-        )
+        response = await create_project(http, account, asset_id, f"Project {index}")
         assert response.status_code == 200, response.text
         projects.append(response.json()["project"]["id"])
-    refused = await http.post(
-        "/v1/projects", headers=bearer(account), json={"name": "21st", "originalAssetId": asset_id}
-    )
+    assert used(await usage(http, account), "PROJECTS") == (20, 0, 20)
+    refused = await create_project(http, account, asset_id, "21st")
     assert refused.status_code == 429, refused.text
+    # The refusal held nothing back and counted nothing.
+    assert used(await usage(http, account), "PROJECTS") == (20, 0, 20)
 
     pid = projects[0]
     for _ in range(25):
         response = await apply_edit(http, account, pid, filter={"prompt": "warmer"})
         assert response.status_code == 200, response.text
+    assert used(await usage(http, account), "AI_EDITS") == (25, 0, 25)
     over = await apply_edit(http, account, pid, filter={"prompt": "warmer"})
     assert over.status_code == 429, over.text
     crop = await apply_edit(http, account, pid, crop={"x": 0, "y": 0, "width": 16, "height": 12})
     assert crop.status_code == 200, crop.text
-    usage = await http.get("/v1/billing/usage", headers=bearer(account))
-    assert usage.status_code == 200, usage.text
+    # Neither the refused edit nor the crop (free) is counted.
+    assert used(await usage(http, account), "AI_EDITS") == (25, 0, 25)
 
-    # Deleting a project gives its unit back.
+    # Deleting a project gives its unit back: the count drops, and a project fits again.
     deleted = await http.delete(f"/v1/projects/{projects[-1]}", headers=bearer(account))
     assert deleted.status_code == 200, deleted.text
-    again = await http.post(
-        "/v1/projects",
-        headers=bearer(account),
-        json={"name": "Room again", "originalAssetId": asset_id},
-    )
+    assert used(await usage(http, account), "PROJECTS") == (19, 0, 20)
+    again = await create_project(http, account, asset_id, "Room again")
     assert again.status_code == 200, again.text
+    assert used(await usage(http, account), "PROJECTS") == (20, 0, 20)
+    # Only the one unit came back: the next is refused again.
+    full = await create_project(http, account, asset_id, "One too many")
+    assert full.status_code == 429, full.text
+    # Deleting the same project twice credits it once.
+    twice = await http.delete(f"/v1/projects/{projects[-1]}", headers=bearer(account))
+    assert twice.status_code == 404, twice.text
+    assert used(await usage(http, account), "PROJECTS") == (20, 0, 20)
