@@ -35,7 +35,6 @@ from runtime.errors import (
     FailedPrecondition,
     InvalidArgument,
     NotFound,
-    Unauthenticated,
     Unavailable,
 )
 from runtime.events import TIER_SET_BY_OPERATOR, Event
@@ -408,9 +407,7 @@ class BillingWorkflows:
         tier_code = event.payload.get("to")
         if not isinstance(tier_code, str) or not tier_code:
             raise MalformedEvent(f"user.tier_changed event {event.id} names no tier")
-        try:
-            await self._tombstones.guard_write(session, event.user_id)
-        except Unauthenticated:
+        if await self._tombstones.is_recorded(session, event.user_id):
             return
         await self._subscriptions.record_manual_tier(session, event.user_id, tier_code)
 
