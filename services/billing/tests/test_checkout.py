@@ -6,9 +6,12 @@ import uuid
 from collections.abc import Callable
 
 import grpc
+import httpx
 import pytest
 from pixelshop.billing.v1 import billing_pb2
 
+from gateway.server import create_app, start
+from gateway.settings import DEFAULT_UPSTREAMS, GatewaySettings
 from services.billing.settings import BillingSettings
 from services.billing.tests.conftest import Billing, Metadata, StartBilling
 from tests.support.fake_stripe import PRICE_PRO, FakeStripe
@@ -266,3 +269,43 @@ async def test_a_crash_after_creating_the_customer_reuses_it_on_retry(
     assert len(created) == 2
     assert created[0].idempotency_key == created[1].idempotency_key
     customer_of(stripe_api, user)  # exactly one customer carries the user id
+
+
+async def test_a_too_long_idempotency_key_over_http_is_a_400_naming_the_header(
+    paid: Billing, new_user: Callable[..., tuple[uuid.UUID, Metadata]]
+) -> None:
+    """Through the Python gateway (which forwards the header as metadata, as Envoy does)
+    to this billing server: the header is refused whole, never cut to fit."""
+    _, token = new_user()
+    # Only billing is called; the other services' routes point at nothing.
+    upstreams = {service: "127.0.0.1:1" for service in DEFAULT_UPSTREAMS}
+    upstreams["billing"] = f"127.0.0.1:{paid.server.port}"
+    settings = GatewaySettings(port=0, upstreams=upstreams)
+    runner, port = await start(create_app(settings), "127.0.0.1", 0)
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+            headers = {"Authorization": token[0][1]}
+            refused = await http.post(
+                "/v1/billing:checkout",
+                json={"tier": "pro"},
+                headers={**headers, "Idempotency-Key": "k" * 256},
+            )
+            taken = await http.post(
+                "/v1/billing:checkout",
+                json={"tier": "pro"},
+                headers={**headers, "Idempotency-Key": "k" * 255},
+            )
+    finally:
+        await runner.cleanup()
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["message"] == (
+        "Idempotency-Key: must be 1-255 printable ASCII characters"
+    )
+    violations = [
+        violation
+        for detail in refused.json()["details"]
+        for violation in detail.get("fieldViolations", [])
+    ]
+    assert [v["field"] for v in violations] == ["Idempotency-Key"]
+    assert taken.status_code == 200, taken.text
+    assert taken.json()["url"].startswith("https://checkout.stripe.test/")
