@@ -315,6 +315,9 @@ class Database:
                     # advisory lock), so the default reset's round trip per release is
                     # skipped.
                     reset=_keep_session_state,
+                    # Idle connections stay, as SQLAlchemy's pool keeps its own: no timer
+                    # is re-armed on every release.
+                    max_inactive_connection_lifetime=0,
                     init=_json_codecs,
                     server_settings=self._reader_settings,
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import uuid
+from collections import OrderedDict
 from typing import Any, TypeAlias
 
 import grpc
@@ -23,7 +24,7 @@ from services.projects.engines import Point
 from services.projects.engines.crop import ASPECT_RATIOS, CropBox
 from services.projects.models import NAME_MAX, Edit, EditAction, EditStatus, Project
 from services.projects.repository import ProjectReads
-from services.projects.service import ProjectService
+from services.projects.service import EditsPage, ProjectService
 from services.projects.workflows import EditRequest, EditWorkflows, ProjectSweeper
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -139,6 +140,65 @@ def fill_edit(
     m.input_tokens = edit.input_tokens or 0
     m.output_tokens = edit.output_tokens or 0
     return m
+
+
+# Wire framing of a history page, by hand (ADR 0022): `ListEditsResponse.edits` is field 1
+# and `Edit.on_head_path` field 21, both as protoc numbers them.
+_EDITS_TAG = b"\x0a"
+_ON_HEAD_PATH = b"\xa8\x01\x01"
+_FINISHED = (EditStatus.SUCCEEDED, EditStatus.FAILED)
+if (
+    projects_pb2.ListEditsResponse.EDITS_FIELD_NUMBER != 1
+    or projects_pb2.Edit.ON_HEAD_PATH_FIELD_NUMBER != 21
+):
+    raise RuntimeError("api.EncodedEdits frames fields the proto has renumbered")
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+class EncodedEdits:
+    """Finished edits as a history page sends them, by id, least recently used dropped
+    first. A finished edit never changes (ADR 0022) except whether it lies on head's path,
+    which is left out of the encoding and added per page, so a page of edits held here is
+    framed bytes joined, parsed once by protobuf's C code, instead of 100 messages filled
+    field by field from rows decoded for them."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._bodies: OrderedDict[uuid.UUID, bytes] = OrderedDict()
+
+    def get(self, edit_id: uuid.UUID) -> bytes | None:
+        body = self._bodies.get(edit_id)
+        if body is not None:
+            self._bodies.move_to_end(edit_id)
+        return body
+
+    def response(self, page: EditsPage, next_page_token: str) -> projects_pb2.ListEditsResponse:
+        parts: list[bytes] = []
+        for entry in page.entries:
+            body = entry.held if entry.held is not None else self._encode(entry.edit)
+            if entry.on_head_path:
+                body += _ON_HEAD_PATH
+            parts += (_EDITS_TAG, _varint(len(body)), body)
+        response = projects_pb2.ListEditsResponse.FromString(b"".join(parts))
+        response.next_page_token = next_page_token
+        return response
+
+    def _encode(self, edit: Edit | None) -> bytes:
+        assert edit is not None, "a page entry not held is read in full"
+        body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
+        if edit.status in _FINISHED and self._capacity:
+            self._bodies[edit.id] = body
+            if len(self._bodies) > self._capacity:
+                self._bodies.popitem(last=False)
+        return body
 
 
 def project_message(project: Project) -> projects_pb2.Project:
@@ -267,8 +327,10 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
         workflows: EditWorkflows,
         page_tokens: PageTokens,
         max_reapply_steps: int,
+        encoded_edits: EncodedEdits,
     ) -> None:
         self._database = database
+        self._encoded = encoded_edits
         self._service = service
         self._workflows = workflows
         self._tokens = page_tokens
@@ -359,13 +421,15 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
         # bare driver connection (ADR 0020).
         async with self._database.reader() as reader:
             page = await self._service.list_edits(
-                ProjectReads(reader), owner_id, project_id, after_seq=after_seq, page_size=page_size
+                ProjectReads(reader),
+                owner_id,
+                project_id,
+                after_seq=after_seq,
+                page_size=page_size,
+                held=self._encoded.get,
             )
         token = self._tokens.encode([page.next_after_seq], query) if page.next_after_seq else ""
-        response = projects_pb2.ListEditsResponse(next_page_token=token)
-        for edit in page.edits:
-            fill_edit(response.edits.add(), edit)
-        return response
+        return self._encoded.response(page, token)
 
     async def GetEdit(
         self, request: projects_pb2.GetEditRequest, context: Context

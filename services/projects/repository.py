@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     Integer,
@@ -20,7 +20,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Query, Reader, reader
@@ -122,19 +122,33 @@ _EDIT_BY_REQUEST = Query.of(
 _BRANCH_START = Query.of(
     select(edits.c.seq, edits.c.branch_path).where(edits.c.id == bindparam("branch_id"))
 )
-# The page first (the (project_id, seq) index, LIMIT), then one primary-key probe per row
-# for its branch's first seq: the plan cannot join the whole history.
-_page = (
-    select(*_edit_columns)
+# A history page's outline first (the (project_id, seq) index, LIMIT), then one primary-key
+# probe per row for its branch's first seq: the plan cannot join the whole history. A
+# finished edit never changes (ADR 0022): the page reads in full only the edits its caller
+# does not already hold encoded (`_EDITS_BY_ID`).
+_outline = (
+    select(edits.c.id, edits.c.seq, edits.c.status, edits.c.depth, edits.c.branch_id)
     .where(edits.c.project_id == bindparam("project_id"), edits.c.seq > bindparam("after_seq"))
     .order_by(edits.c.seq)
     .limit(bindparam("limit", type_=Integer))
     .subquery("page")
 )
-_LIST_EDITS = Query.of(
-    select(_page, _branch_start.c.seq.label("branch_seq"))
-    .select_from(_page.join(_branch_start, _branch_start.c.id == _page.c.branch_id))
-    .order_by(_page.c.seq)
+_PAGE_OUTLINE = Query.of(
+    select(
+        _outline.c.id,
+        _outline.c.seq,
+        _outline.c.status,
+        _outline.c.depth,
+        _branch_start.c.seq.label("branch_seq"),
+    )
+    .select_from(_outline.join(_branch_start, _branch_start.c.id == _outline.c.branch_id))
+    .order_by(_outline.c.seq)
+)
+_EDITS_BY_ID = Query.of(
+    _edits_with_branch_seq().where(
+        edits.c.project_id == bindparam("project_id"),
+        edits.c.id == any_(bindparam("edit_ids", type_=ARRAY(UUID(as_uuid=True)))),
+    )
 )
 
 
@@ -263,13 +277,31 @@ class ProjectReads:
         assert row is not None, "every edit's branch starts at an edit of its project"
         return int(row[0]), list(row[1] or [])
 
-    async def list_edits(
-        self, project_id: uuid.UUID, *, after_seq: int, limit: int, path: HeadPath | None = None
-    ) -> list[Edit]:
+    async def page_outline(
+        self, project_id: uuid.UUID, *, after_seq: int, limit: int
+    ) -> list[OutlineRow]:
+        """The edits after `after_seq`, in seq order: (id, seq, status, depth, branch_seq)."""
         rows = await self._reader.fetch(
-            _LIST_EDITS, project_id=project_id, after_seq=after_seq, limit=limit
+            _PAGE_OUTLINE, project_id=project_id, after_seq=after_seq, limit=limit
         )
-        return [_edit(row[:_edit_width], branch_seq=row[_edit_width], path=path) for row in rows]
+        return [OutlineRow(row[0], row[1], _statuses[row[2]], row[3], row[4]) for row in rows]
+
+    async def edits_by_id(
+        self, project_id: uuid.UUID, edit_ids: list[uuid.UUID], path: HeadPath
+    ) -> dict[uuid.UUID, Edit]:
+        rows = await self._reader.fetch(_EDITS_BY_ID, project_id=project_id, edit_ids=edit_ids)
+        found = (_edit(row[:_edit_width], branch_seq=row[_edit_width], path=path) for row in rows)
+        return {edit.id: edit for edit in found}
+
+
+class OutlineRow(NamedTuple):
+    """Where one edit of a history page lies, without the rest of it."""
+
+    id: uuid.UUID
+    seq: int
+    status: EditStatus
+    depth: int
+    branch_seq: int
 
 
 class ProjectRepository:

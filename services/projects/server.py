@@ -34,7 +34,7 @@ from runtime.peers.identity import IdentityClient
 from runtime.peers.presets import PresetsClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.tombstones import Tombstones, deletion_follower
-from services.projects.api import ProjectApi, ProjectInternalApi
+from services.projects.api import EncodedEdits, ProjectApi, ProjectInternalApi
 from services.projects.engines import EditEngine
 from services.projects.engines.gemini import GeminiEngine
 from services.projects.engines.local import LocalEngine
@@ -175,6 +175,7 @@ async def start(
                     settings.service_name, settings.internal_secret.reveal()
                 ),
                 max_reapply_steps=settings.max_reapply_steps,
+                encoded_edits=EncodedEdits(settings.edit_cache_size),
             ),
             projects_pb2_grpc.add_ProjectServiceServicer_to_server,
         ),

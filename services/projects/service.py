@@ -12,8 +12,9 @@ import dataclasses
 import datetime
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -37,9 +38,19 @@ from services.projects.models import (
 from services.projects.repository import ProjectReads, ProjectRepository
 
 
+class PageEntry(NamedTuple):
+    """One edit of a history page: read in full (`edit`), or a finished edit the caller
+    already holds encoded (`held`, whatever its lookup answered). A page makes 100."""
+
+    edit_id: uuid.UUID
+    on_head_path: bool
+    edit: Edit | None = None
+    held: bytes | None = None
+
+
 @dataclass(frozen=True)
 class EditsPage:
-    edits: list[Edit]
+    entries: list[PageEntry]
     next_after_seq: int | None
 
 
@@ -223,14 +234,30 @@ class ProjectService:
         *,
         after_seq: int,
         page_size: int,
+        held: Callable[[uuid.UUID], bytes | None] = lambda edit_id: None,
     ) -> EditsPage:
+        """A page in seq order. A finished edit never changes (ADR 0022): `held` answers
+        what the caller keeps of one (its encoding), and only the others are read."""
         project = await self.get(reads, owner_id, project_id)
         path = await self.head_path(reads, project)
-        rows = await reads.list_edits(
-            project_id, after_seq=after_seq, limit=page_size + 1, path=path
-        )
-        page = rows[:page_size]
-        return EditsPage(page, page[-1].seq if len(rows) > page_size and page else None)
+        outline = await reads.page_outline(project_id, after_seq=after_seq, limit=page_size + 1)
+        more = len(outline) > page_size
+        outline = outline[:page_size]
+        kept = {
+            row.id: found
+            for row in outline
+            if row.status is not EditStatus.PENDING and (found := held(row.id)) is not None
+        }
+        missing = [row.id for row in outline if row.id not in kept]
+        read = await reads.edits_by_id(project_id, missing, path) if missing else {}
+        entries = []
+        for row in outline:
+            on_path = path.holds(row.branch_seq, row.depth)
+            if row.id in kept:
+                entries.append(PageEntry(row.id, on_path, held=kept[row.id]))
+            elif (edit := read.get(row.id)) is not None:  # absent: purged meanwhile
+                entries.append(PageEntry(row.id, on_path, edit=edit))
+        return EditsPage(entries, outline[-1].seq if more and outline else None)
 
     async def get_edit(
         self, reads: ProjectReads, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID

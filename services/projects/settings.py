@@ -62,6 +62,9 @@ class ProjectsSettings(ServiceSettings):
     settle_grace_seconds: float = 30.0
     # Steps one re-apply may carry.
     max_reapply_steps: int = 20
+    # Finished edits a replica keeps encoded for history pages (about 500 bytes each;
+    # 0 keeps none). They never change, so no replica can serve a stale one (ADR 0022).
+    edit_cache_size: int = 50_000
     tier_cache_seconds: float = 30.0
 
     def __post_init__(self) -> None:
@@ -90,6 +93,8 @@ class ProjectsSettings(ServiceSettings):
                 problems.append(f"{ENV_PREFIX}{name.upper()} must not be negative")
         if self.sweep_lease_seconds <= 0:
             problems.append(f"{ENV_PREFIX}SWEEP_LEASE_SECONDS must be positive")
+        if self.edit_cache_size < 0:
+            problems.append(f"{ENV_PREFIX}EDIT_CACHE_SIZE must not be negative")
         if self.result_storage_factor < 0:
             problems.append(f"{ENV_PREFIX}RESULT_STORAGE_FACTOR must not be negative")
         if self.sweep_batch_size < 1 or self.max_reapply_steps < 1:

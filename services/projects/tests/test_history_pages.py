@@ -1,0 +1,138 @@
+"""History pages served from encoded finished edits (ADR 0022) answer exactly what pages
+built from fresh reads answer, whatever head does afterwards."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import pytest
+from pixelshop.projects.v1 import projects_pb2 as pb
+
+from services.projects.api import EncodedEdits
+from services.projects.service import EditsPage, PageEntry
+from services.projects.tests.conftest import Stack
+from services.projects.tests.fakes import photo
+
+GRAY = pb.FilterParams(prompt="make it black and white")
+
+
+async def _pages(stack: Stack, auth: Any, project_id: str, page_size: int) -> list[pb.Edit]:
+    seen: list[pb.Edit] = []
+    token = ""
+    while True:
+        page = await stack.stub.ListEdits(
+            pb.ListEditsRequest(project_id=project_id, page_size=page_size, page_token=token),
+            metadata=auth,
+        )
+        seen += page.edits
+        token = page.next_page_token
+        if not token:
+            return seen
+
+
+async def _one_by_one(stack: Stack, auth: Any, project_id: str, ids: list[str]) -> list[pb.Edit]:
+    """Each edit as GetEdit answers it: read alone, its path worked out on its own."""
+    return [
+        (
+            await stack.stub.GetEdit(
+                pb.GetEditRequest(project_id=project_id, edit_id=edit_id), metadata=auth
+            )
+        ).edit
+        for edit_id in ids
+    ]
+
+
+async def test_cached_pages_equal_fresh_reads_as_head_moves(
+    stack_factory: Callable[..., Any],
+) -> None:
+    cached: Stack = await stack_factory()
+    uncached: Stack = await stack_factory(edit_cache_size=0)  # the same database
+    user_id, auth = cached.user()
+    project = await cached.project(auth, user_id, photo("JPEG", (96, 64)))
+    gray = await cached.apply(auth, project.id, filter=GRAY)
+    await cached.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=48, height=32))
+    with pytest.raises(grpc.aio.AioRpcError):
+        await cached.apply(auth, project.id, filter=pb.FilterParams(prompt="paint a dragon"))
+    await cached.stub.Undo(pb.UndoRequest(project_id=project.id), metadata=auth)
+    branch = await cached.apply(
+        auth,
+        project.id,
+        retouch=pb.RetouchParams(prompt="make it warmer", hotspots=[pb.Hotspot(x=5, y=6)]),
+    )
+    moves = [
+        pb.JumpRequest(project_id=project.id, edit_id=gray.edit.id),
+        pb.JumpRequest(project_id=project.id, edit_id=branch.edit.id),
+    ]
+    for step, move in enumerate([None, *moves, "reset"]):
+        if isinstance(move, pb.JumpRequest):
+            await cached.stub.Jump(move, metadata=auth)
+        elif move == "reset":
+            await cached.stub.Reset(pb.ResetRequest(project_id=project.id), metadata=auth)
+        # Twice: the first read encodes what the second is served from.
+        first = await _pages(cached, auth, project.id, 2)
+        second = await _pages(cached, auth, project.id, 2)
+        fresh = await _pages(uncached, auth, project.id, 2)
+        alone = await _one_by_one(cached, auth, project.id, [e.id for e in fresh])
+        assert first == second == fresh == alone, f"after move {step}"
+    on_path = [e.on_head_path for e in await _pages(cached, auth, project.id, 10)]
+    assert on_path == [False] * 4  # reset: nothing lies on the path to the original
+    assert [e.status for e in alone].count(pb.EDIT_STATUS_FAILED) == 1
+
+
+async def test_a_pending_edit_is_read_again_until_it_finishes(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    stack.engine.gate = asyncio.Event()
+    running = asyncio.create_task(stack.apply(auth, project.id, filter=GRAY))
+    await stack.engine.started.wait()
+    listed = await stack.stub.ListEdits(pb.ListEditsRequest(project_id=project.id), metadata=auth)
+    assert [e.status for e in listed.edits] == [pb.EDIT_STATUS_PENDING]
+    stack.engine.gate.set()
+    finished = await running
+    listed = await stack.stub.ListEdits(pb.ListEditsRequest(project_id=project.id), metadata=auth)
+    assert [e.status for e in listed.edits] == [pb.EDIT_STATUS_SUCCEEDED]
+    assert listed.edits[0].result_asset_id == finished.edit.result_asset_id
+    assert listed.edits[0].on_head_path
+    assert listed.edits[0].HasField("finish_time")
+
+
+async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    applied = [
+        (await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=w, height=w)))
+        for w in (30, 20, 10)
+    ]
+    async with stack.components.database.reader() as reader:
+        from services.projects.repository import ProjectReads
+
+        reads = ProjectReads(reader)
+        page = await stack.components.service.list_edits(
+            reads, uuid.UUID(str(user_id)), uuid.UUID(project.id), after_seq=0, page_size=10
+        )
+    assert [entry.edit is not None for entry in page.entries] == [True] * 3
+
+    encoded = EncodedEdits(2)
+    first = encoded.response(page, "")
+    ids = [uuid.UUID(a.edit.id) for a in applied]
+    # The oldest of three is dropped; the two kept answer what the page encoded.
+    assert encoded.get(ids[0]) is None
+    assert encoded.get(ids[1]) is not None
+    assert encoded.get(ids[2]) is not None
+    held = EditsPage(
+        [
+            PageEntry(e.edit_id, e.on_head_path, held=encoded.get(e.edit_id))
+            for e in page.entries[1:]
+        ],
+        None,
+    )
+    assert list(encoded.response(held, "").edits) == list(first.edits)[1:]
+    assert [e.on_head_path for e in first.edits] == [True, True, True]
+
+    nothing = EncodedEdits(0)
+    nothing.response(page, "")
+    assert all(nothing.get(i) is None for i in ids)
