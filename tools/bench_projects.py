@@ -4,7 +4,7 @@
   (median latency ratio, target <= 1.2);
 - a history page (ListEdits, 100 edits, at random positions) p50/p99 on that history
   (target p99 <= 5 ms), after a first read of the whole history (shown on its own line:
-  it fills the server's cache of encoded finished edits, ADR 0022);
+  it fills the server's cache of encoded finished edits, ADR 0023);
 - GetProject over gRPC at 16 clients vs the bare echo service (target >= 0.5, p99 <= 20 ms).
 
 The long history is seeded in one transaction with the shape ApplyEdit gives it (every
@@ -323,7 +323,7 @@ async def projects_benchmarks(
                 return f"p50 {statistics.median(ordered):.2f} ms, p99 {p99:.2f} ms"
 
             # The first read of every edit (the whole history once, in order) encodes it
-            # into the server's cache of finished edits (ADR 0022); the target is a page
+            # into the server's cache of finished edits (ADR 0023); the target is a page
             # of a history the user has been looking at, at random positions.
             for _ in range(WARMUP_PAGES):
                 await page_ms(random.randrange(0, 100))

@@ -142,7 +142,7 @@ def fill_edit(
     return m
 
 
-# Wire framing of a history page, by hand (ADR 0022): `ListEditsResponse.edits` is field 1
+# Wire framing of a history page, by hand (ADR 0023): `ListEditsResponse.edits` is field 1
 # and `Edit.on_head_path` field 21, both as protoc numbers them.
 _EDITS_TAG = b"\x0a"
 _ON_HEAD_PATH = b"\xa8\x01\x01"
@@ -165,7 +165,7 @@ def _varint(value: int) -> bytes:
 
 class EncodedEdits:
     """Finished edits as a history page sends them, by id, least recently used dropped
-    first. A finished edit never changes (ADR 0022) except whether it lies on head's path,
+    first. A finished edit never changes (ADR 0023) except whether it lies on head's path,
     which is left out of the encoding and added per page, so a page of edits held here is
     framed bytes joined, parsed once by protobuf's C code, instead of 100 messages filled
     field by field from rows decoded for them."""

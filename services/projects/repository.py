@@ -124,7 +124,7 @@ _BRANCH_START = Query.of(
 )
 # A history page's outline first (the (project_id, seq) index, LIMIT), then one primary-key
 # probe per row for its branch's first seq: the plan cannot join the whole history. A
-# finished edit never changes (ADR 0022): the page reads in full only the edits its caller
+# finished edit never changes (ADR 0023): the page reads in full only the edits its caller
 # does not already hold encoded (`_EDITS_BY_ID`).
 _outline = (
     select(edits.c.id, edits.c.seq, edits.c.status, edits.c.depth, edits.c.branch_id)

@@ -236,7 +236,7 @@ class ProjectService:
         page_size: int,
         held: Callable[[uuid.UUID], bytes | None] = lambda edit_id: None,
     ) -> EditsPage:
-        """A page in seq order. A finished edit never changes (ADR 0022): `held` answers
+        """A page in seq order. A finished edit never changes (ADR 0023): `held` answers
         what the caller keeps of one (its encoding), and only the others are read."""
         project = await self.get(reads, owner_id, project_id)
         path = await self.head_path(reads, project)

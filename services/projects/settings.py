@@ -63,7 +63,7 @@ class ProjectsSettings(ServiceSettings):
     # Steps one re-apply may carry.
     max_reapply_steps: int = 20
     # Finished edits a replica keeps encoded for history pages (about 500 bytes each;
-    # 0 keeps none). They never change, so no replica can serve a stale one (ADR 0022).
+    # 0 keeps none). They never change, so no replica can serve a stale one (ADR 0023).
     edit_cache_size: int = 50_000
     tier_cache_seconds: float = 30.0
 

@@ -1,4 +1,4 @@
-"""History pages served from encoded finished edits (ADR 0022) answer exactly what pages
+"""History pages served from encoded finished edits (ADR 0023) answer exactly what pages
 built from fresh reads answer, whatever head does afterwards."""
 
 from __future__ import annotations
