@@ -1,9 +1,14 @@
-"""Runs the gateway on a real HTTP port for a test, with an httpx client pointed at it."""
+"""Runs the gateway for a test: in process on a real HTTP port with an httpx client pointed
+at it, or as its own process (`python -m gateway`) whose JSON log the test reads."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import json
 import os
+import pathlib
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -14,6 +19,7 @@ import pytest
 from gateway.server import create_app, start
 from gateway.settings import GatewaySettings
 
+REPO = pathlib.Path(__file__).resolve().parents[2]
 ALLOWED_ORIGIN = "https://app.pixelshop.test"
 # Another gateway to check (a real Envoy, run with `tools.envoy_config --local-upstream
 # 127.0.0.1:$GATEWAY_UPSTREAM_PORT --cors-origin https://app.pixelshop.test`): the
@@ -58,3 +64,32 @@ async def run_gateway(
             yield http
     finally:
         await runner.cleanup()
+
+
+@contextlib.asynccontextmanager
+async def gateway_process(**env: str) -> AsyncIterator[asyncio.subprocess.Process]:
+    """`python -m gateway` with `env` on top of this process's, its log on a pipe; killed
+    on exit if it is still running."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "gateway",
+        cwd=REPO,
+        env={**os.environ, **env},
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def read_log(process: asyncio.subprocess.Process) -> dict[str, object]:
+    """The process's next JSON log line."""
+    assert process.stderr is not None
+    line = await asyncio.wait_for(process.stderr.readline(), 60)
+    assert line, "the gateway exited without logging"
+    entry: dict[str, object] = json.loads(line)
+    return entry

@@ -24,6 +24,7 @@ from gateway_harness import GATEWAY_URL, FakeClock, in_process_only, run_gateway
 
 from gateway.settings import GatewaySettings
 from gateway.transcoder import RequestTranscoder
+from tests.support.waiting import eventually
 
 SECRET = "Bearer sekrit-token-value-never-logged"
 
@@ -230,13 +231,17 @@ async def test_bytes_in_flight_are_bounded_with_503_and_retry_after(
         )
         await writer.drain()
         await asyncio.sleep(0)
-        for _ in range(100):  # until the gateway has reserved it (no timing assertion)
-            second = await client.post(
+
+        async def refused() -> httpx.Response | None:
+            response = await client.post(
                 "/v1/assets:upload", content=b"\0" * 30_000, headers={"Content-Type": "image/png"}
             )
-            if second.status_code == 503:
-                break
-            await asyncio.sleep(0.02)
+            return response if response.status_code == 503 else None
+
+        # Until the gateway has reserved the first one's bytes (no timing assertion).
+        second = await eventually(
+            refused, "a second upload turned away while the first holds the budget", interval=0.02
+        )
         small = await client.post("/v1/projects/p-1:jump", json={"editId": "e"})
         writer.write(b"\0" * 40_000)
         await writer.drain()
@@ -504,14 +509,15 @@ async def test_a_client_going_away_mid_upload_is_not_an_error(
         await asyncio.sleep(0.05)
         writer.transport.abort()
         # Until the gateway has noticed: its access line says so.
-        for _ in range(200):
-            if any(
+        await eventually(
+            lambda: any(
                 getattr(r, "fields", {}).get("reason") == "CLIENT_CLOSED" for r in caplog.records
-            ):
-                break
-            await asyncio.sleep(0.01)
+            ),
+            "an access line with reason CLIENT_CLOSED",
+            state=lambda: [r.getMessage() for r in caplog.records],
+            interval=0.01,
+        )
 
-    assert any(getattr(r, "fields", {}).get("reason") == "CLIENT_CLOSED" for r in caplog.records)
     assert_nothing_secret_logged(caplog)
     assert recorder.calls == []
 

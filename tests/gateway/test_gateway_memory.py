@@ -11,15 +11,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
-import json
-import os
 import pathlib
-import sys
 from collections.abc import AsyncIterator
 
 import httpx
+from gateway_harness import gateway_process, read_log
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
+from tests.support.waiting import eventually
+
 MIB = 1024 * 1024
 UPLOAD_LIMIT = 64 * MIB  # the default upload limit: every upload here is maximum-size
 INFLIGHT_BUDGET = 512 * MIB  # the default bound on request bytes in flight
@@ -37,36 +36,20 @@ def memory_kib(pid: int, field: str) -> int:
 
 
 @contextlib.asynccontextmanager
-async def gateway_process(upstream: str) -> AsyncIterator[tuple[int, int]]:
-    env = {
-        **os.environ,
-        "PIXELSHOP_GATEWAY_PORT": "0",
-        "PIXELSHOP_GATEWAY_LOG_LEVEL": "WARNING",
-        **{f"PIXELSHOP_GATEWAY_{s.upper()}_ADDR": upstream for s in SERVICES},
-    }
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        cwd=REPO,
-        env={**env, "PIXELSHOP_GATEWAY_LOG_LEVEL": "INFO"},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    assert process.stderr is not None
-    try:
-        while True:
-            line = await asyncio.wait_for(process.stderr.readline(), 60)
-            assert line, "the gateway exited"
-            entry = json.loads(line)
-            if entry.get("msg") == "gateway listening":
-                break
+async def listening_gateway(upstream: str) -> AsyncIterator[tuple[int, int]]:
+    """The gateway process with default limits, every service at `upstream`: its pid and
+    port once it says it listens."""
+    upstreams = {f"PIXELSHOP_GATEWAY_{s.upper()}_ADDR": upstream for s in SERVICES}
+    async with gateway_process(
+        PIXELSHOP_GATEWAY_PORT="0", PIXELSHOP_GATEWAY_LOG_LEVEL="INFO", **upstreams
+    ) as process:
+        entry = await read_log(process)
+        while entry.get("msg") != "gateway listening":
+            entry = await read_log(process)
+        assert process.stderr is not None
         drain = asyncio.create_task(process.stderr.read())  # keep the pipe from filling
-        yield process.pid, int(entry["port"])
+        yield process.pid, int(str(entry["port"]))
         drain.cancel()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
 
 
 class Hold:
@@ -94,7 +77,8 @@ async def send(
             if hold is not None and body_size - sent <= MIB:
                 hold.waiting += 1
                 released = asyncio.ensure_future(hold.released.wait())
-                await asyncio.wait([answer, released], timeout=120, return_when="FIRST_COMPLETED")
+                # No timeout: the test releases the hold in every case (finally).
+                await asyncio.wait([answer, released], return_when="FIRST_COMPLETED")
                 released.cancel()
                 hold.waiting -= 1
                 if answer.done():
@@ -123,7 +107,7 @@ async def test_rss_stays_bounded_under_big_uploads_and_bombs(upstream_address: s
         b"POST /v1/assets:upload HTTP/1.1\r\nHost: x\r\nContent-Type: image/png\r\n"
         b"Content-Encoding: gzip\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(bomb)
     )
-    async with gateway_process(upstream_address) as (pid, port):
+    async with listening_gateway(upstream_address) as (pid, port):
         base = f"http://127.0.0.1:{port}"
         async with httpx.AsyncClient(base_url=base, timeout=120) as http:
             assert (await http.get("/v1/tiers")).status_code == 200  # warm
@@ -134,14 +118,24 @@ async def test_rss_stays_bounded_under_big_uploads_and_bombs(upstream_address: s
                 for _ in range(UPLOADS)
             ]
             flood += [asyncio.create_task(send(port, bomb_head, 0, bomb)) for _ in range(BOMBS)]
-            # Until every request is answered or holds its last MiB: the flood is at its peak.
-            for _ in range(1200):
-                if sum(task.done() for task in flood) + hold.waiting == len(flood):
-                    break
-                await asyncio.sleep(0.05)
-            small = await http.get("/v1/tiers")
-            running = hold.waiting
-            hold.released.set()
+
+            def flood_state() -> str:
+                answered = sum(task.done() for task in flood)
+                return f"{answered} answered and {hold.waiting} holding of {len(flood)}"
+
+            try:
+                # Until every request is answered or holds its last MiB: the peak.
+                await eventually(
+                    lambda: sum(task.done() for task in flood) + hold.waiting == len(flood),
+                    "the flood's peak (every request answered or holding its last MiB)",
+                    state=flood_state,
+                    timeout=120,
+                    interval=0.05,
+                )
+                small = await http.get("/v1/tiers")
+                running = hold.waiting
+            finally:
+                hold.released.set()
             statuses = await asyncio.gather(*flood)
         peak = memory_kib(pid, "VmHWM")
 

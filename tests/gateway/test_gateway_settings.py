@@ -3,17 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-import os
-import pathlib
 import signal
-import sys
-from collections.abc import AsyncIterator
 
 import httpx
 import pytest
-from gateway_harness import FakeClock
+from gateway_harness import REPO, FakeClock, gateway_process, read_log
 
 from gateway.ratelimit import ClientRateLimiter
 from gateway.settings import (
@@ -23,7 +18,6 @@ from gateway.settings import (
     SettingsError,
 )
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 PROJECTS = "pixelshop.projects.v1.ProjectService"
 
 
@@ -165,32 +159,6 @@ def test_rate_limiter_resets_when_every_client_is_active() -> None:
 
 
 # --- the process ------------------------------------------------------------------------------
-
-
-@contextlib.asynccontextmanager
-async def gateway_process(**env: str) -> AsyncIterator[asyncio.subprocess.Process]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "gateway",
-        cwd=REPO,
-        env={**os.environ, **env},
-        stderr=asyncio.subprocess.PIPE,
-    )
-    try:
-        yield process
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-
-
-async def read_log(process: asyncio.subprocess.Process) -> dict[str, object]:
-    assert process.stderr is not None
-    line = await asyncio.wait_for(process.stderr.readline(), 60)
-    assert line, "the gateway exited without logging"
-    entry: dict[str, object] = json.loads(line)
-    return entry
 
 
 async def test_python_m_gateway_serves_until_sigterm() -> None:

@@ -7,18 +7,15 @@ same command checks it (gateway/README.md, "Checking another gateway").
 from __future__ import annotations
 
 import os
-import pathlib
 import subprocess
 import sys
-import time
-import urllib.request
 
 import pytest
-from gateway_harness import GATEWAY_URL
+from gateway_harness import GATEWAY_URL, REPO
 
+from tests.support.waiting import answering, eventually_sync
 from tools.pgcluster import free_port
 
-REPO = pathlib.Path(__file__).resolve().parents[2]
 TABLES = ("tests/gateway/test_gateway_conformance.py", "tests/gateway/test_gateway_errors.py")
 
 
@@ -38,13 +35,10 @@ def test_the_conformance_tables_run_against_a_gateway_at_gateway_url() -> None:
     }
     gateway = subprocess.Popen([sys.executable, "-m", "gateway"], cwd=REPO, env=env)
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{gateway_port}/healthz", timeout=1):
-                    break
-            except OSError:
-                assert gateway.poll() is None, "the gateway exited"
-                time.sleep(0.1)
+        health = f"http://127.0.0.1:{gateway_port}/healthz"
+        eventually_sync(
+            lambda: answering(health, gateway, "the gateway"), "the gateway to answer /healthz"
+        )
         run = subprocess.run(
             [sys.executable, "-m", "pytest", "-q", "-rs", *TABLES],
             cwd=REPO,

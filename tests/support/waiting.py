@@ -6,9 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import subprocess
 import time
+import urllib.request
 from collections.abc import Callable
-from typing import Any
+from dataclasses import dataclass, field
+from typing import Any, NoReturn
 
 import pytest
 
@@ -16,50 +19,60 @@ TIMEOUT = 30.0  # generous on a loaded two-core machine
 INTERVAL = 0.1
 
 
+@dataclass
+class Waiting:
+    """What is waited for, and for how long: `eventually`'s keyword options (`state`, a
+    plain or async callable whose answer the failure shows; `timeout`; `interval`)."""
+
+    what: str
+    state: Callable[[], Any] | None = None
+    timeout: float = TIMEOUT
+    interval: float = INTERVAL
+    deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.timeout
+
+    def over(self) -> bool:
+        return time.monotonic() >= self.deadline
+
+    def fail(self, seen: object) -> NoReturn:
+        said = f"; state: {seen}" if self.state is not None else ""
+        pytest.fail(f"timed out after {self.timeout:g} s waiting for {self.what}{said}")
+
+
 async def _value(call: Callable[[], Any]) -> Any:
     value = call()
     return await value if inspect.isawaitable(value) else value
 
 
-async def eventually(
-    condition: Callable[[], Any],
-    what: str,
-    *,
-    state: Callable[[], Any] | None = None,
-    timeout: float = TIMEOUT,
-    interval: float = INTERVAL,
-) -> Any:
+async def eventually(condition: Callable[[], Any], what: str, **options: Any) -> Any:
     """Calls `condition` (plain or async) until it answers something truthy, and returns
-    that; after `timeout` seconds fails with `what` and, when given, `state()`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = await _value(condition)
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(_never(what, timeout, await _value(state) if state else None, state))
-        await asyncio.sleep(interval)
+    that; fails with `what` (and the `state`) once the `timeout` is over."""
+    waiting = Waiting(what, **options)
+    while not (result := await _value(condition)):
+        if waiting.over():
+            waiting.fail(await _value(waiting.state) if waiting.state else None)
+        await asyncio.sleep(waiting.interval)
+    return result
 
 
-def eventually_sync(
-    condition: Callable[[], Any],
-    what: str,
-    *,
-    state: Callable[[], Any] | None = None,
-    timeout: float = TIMEOUT,
-    interval: float = INTERVAL,
-) -> Any:
-    """`eventually` for code that has no event loop (a plain test, a fixture)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = condition()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            pytest.fail(_never(what, timeout, state() if state else None, state))
-        time.sleep(interval)
+def eventually_sync(condition: Callable[[], Any], what: str, **options: Any) -> Any:
+    """`eventually` for code without an event loop (a plain test, a fixture)."""
+    waiting = Waiting(what, **options)
+    while not (result := condition()):
+        if waiting.over():
+            waiting.fail(waiting.state() if waiting.state else None)
+        time.sleep(waiting.interval)
+    return result
 
 
-def _never(what: str, timeout: float, seen: object, state: object) -> str:
-    said = f"; state: {seen}" if state is not None else ""
-    return f"timed out after {timeout:g} s waiting for {what}{said}"
+def answering(url: str, process: subprocess.Popen[bytes], name: str = "the process") -> bool:
+    """A condition for `eventually_sync`: `url` answers, and (failing at once otherwise)
+    the process that should serve it is still running."""
+    assert process.poll() is None, f"{name} exited with {process.returncode}"
+    try:
+        with urllib.request.urlopen(url, timeout=1):  # noqa: S310 (a local test URL)
+            return True
+    except OSError:
+        return False
