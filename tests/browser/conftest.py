@@ -5,7 +5,6 @@ headless Chromium driven by Playwright (`make test` installs `chromium` when mis
 from __future__ import annotations
 
 import asyncio
-import io
 import os
 import pathlib
 import shutil
@@ -17,9 +16,9 @@ from typing import Any
 
 import pytest
 from aiohttp import web
-from PIL import Image
 from sqlalchemy.engine import make_url
 
+from tests.support.images import image_bytes
 from tests.support.settings import INTERNAL_SECRET
 from tools.pgcluster import free_port
 from tools.provision import provision
@@ -46,12 +45,6 @@ class Stack:
     gateway: str  # http://127.0.0.1:PORT
     allowed_page: str  # a page origin the gateway's CORS allows
     other_page: str  # a page origin it does not
-
-
-def png(size: tuple[int, int]) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", size, (200, 40, 90)).save(out, format="PNG")
-    return out.getvalue()
 
 
 @pytest.fixture(scope="package")
@@ -110,7 +103,7 @@ def gateway_url(
 @pytest.fixture(scope="package")
 async def stack(gateway_url: str, page_ports: tuple[int, int]) -> AsyncIterator[Stack]:
     """The same test page on two origins: 127.0.0.1:A is allowed, 127.0.0.1:B is not."""
-    image = png(IMAGE_SIZE)
+    image = image_bytes("PNG", IMAGE_SIZE)
 
     async def page(request: web.Request) -> web.Response:
         return web.Response(text=PAGE.replace("GATEWAY", gateway_url), content_type="text/html")

@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.browser.conftest import IMAGE_SIZE, Stack
+from tests.support.api import new_credentials, sign_up
 
 
 @pytest.fixture
@@ -76,17 +77,9 @@ async def test_a_page_from_another_origin_is_blocked_by_the_browser(
 async def test_docs_load_offline_and_a_developer_authorizes_and_tries_a_call(
     stack: Stack, page: Any
 ) -> None:
-    tag = uuid.uuid4().hex[:8]
     async with httpx.AsyncClient(base_url=stack.gateway, timeout=30) as http:
-        signed_up = await http.post(
-            "/v1/auth:signUp",
-            json={
-                "email": f"dev-{tag}@example.com",
-                "username": f"dev_{tag}",
-                "password": f"correct horse {tag}",
-            },
-        )
-    token = signed_up.json()["accessToken"]
+        developer = await sign_up(http, **new_credentials("dev"))
+    token = developer["accessToken"]
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
 
@@ -104,7 +97,7 @@ async def test_docs_load_offline_and_a_developer_authorizes_and_tries_a_call(
 
     assert (await status.inner_text()).strip() == "200"
     body = await operation.locator(".live-responses-table .microlight").first.inner_text()
-    assert f"dev_{tag}" in body  # the call went out with the bearer token
+    assert developer["username"] in body  # the call went out with the bearer token
     gateway_origin = urllib.parse.urlsplit(stack.gateway).netloc
     hosts = {urllib.parse.urlsplit(url).netloc for url in requested if not url.startswith("data:")}
     assert hosts == {gateway_origin}, requested  # nothing left the machine

@@ -145,6 +145,28 @@ async def db(e2e_db: str) -> Any:
         await connection.close()
 
 
+async def nothing_of_the_user_left(
+    http: httpx.AsyncClient, suite: Suite, db: asyncpg.Connection, account: Account
+) -> None:
+    """Once every purge ran (and every write answered): no row and no object of the user,
+    and the old token is refused for reads and writes everywhere."""
+    user_id = uuid.UUID(account["user"]["id"])
+    await eventually(lambda: refused_everywhere(http, account), "401 on every service")
+    await eventually(
+        lambda: purged_everywhere(db, user_id),
+        "the purge in every consuming service",
+        state=lambda: purge_state(db, user_id),
+    )
+    assert await rows_of(db, user_id) == dict.fromkeys(ROWS, 0)
+    assert objects_of(suite, user_id) == []
+    assert (await upload(http, account, PICTURE)).status_code == 401
+    assert (await create_preset(http, account)).status_code == 401
+    # And the purges took nobody's object from under a ready row.
+    stored = set(suite.s3.keys())
+    ready = await db.fetch("SELECT storage_key FROM assets.assets WHERE state = 'ready'")
+    assert [r["storage_key"] for r in ready if r["storage_key"] not in stored] == []
+
+
 async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
     http: httpx.AsyncClient, suite: Suite, db: asyncpg.Connection
 ) -> None:
@@ -173,18 +195,7 @@ async def test_a_deleted_account_is_refused_everywhere_and_leaves_nothing(
 
     await delete_account(http, leaving)
 
-    await eventually(lambda: refused_everywhere(http, leaving), "401 on every service")
-    # Writes with the old token are refused too, not merely reads.
-    assert (await upload(http, leaving, PICTURE)).status_code == 401
-    assert (await create_preset(http, leaving)).status_code == 401
-    await eventually(
-        lambda: purged_everywhere(db, user_id),
-        "the purge in every consuming service",
-        state=lambda: purge_state(db, user_id),
-    )
-
-    assert await rows_of(db, user_id) == dict.fromkeys(ROWS, 0)
-    assert objects_of(suite, user_id) == []
+    await nothing_of_the_user_left(http, suite, db, leaving)
     assert await tables_mentioning(db, leaving["email"]) == []
     assert await tables_mentioning(db, leaving["username"]) == []
     # The probe: the unlisted preset made before the deletion was still readable and
@@ -307,28 +318,6 @@ def said(answered: dict[str, list[httpx.Response]]) -> list[str]:
         for r in rs
         if r.status_code != 200
     ]
-
-
-async def nothing_of_the_user_left(
-    http: httpx.AsyncClient, suite: Suite, db: asyncpg.Connection, account: Account
-) -> None:
-    """Once every purge ran (and every write answered): no row and no object of the user,
-    and the old token is refused for reads and writes everywhere."""
-    user_id = uuid.UUID(account["user"]["id"])
-    await eventually(lambda: refused_everywhere(http, account), "401 on every service")
-    await eventually(
-        lambda: purged_everywhere(db, user_id),
-        "the purge in every consuming service",
-        state=lambda: purge_state(db, user_id),
-    )
-    assert await rows_of(db, user_id) == dict.fromkeys(ROWS, 0)
-    assert objects_of(suite, user_id) == []
-    assert (await upload(http, account, PICTURE)).status_code == 401
-    assert (await create_preset(http, account)).status_code == 401
-    # And the purges took nobody's object from under a ready row.
-    stored = set(suite.s3.keys())
-    ready = await db.fetch("SELECT storage_key FROM assets.assets WHERE state = 'ready'")
-    assert [r["storage_key"] for r in ready if r["storage_key"] not in stored] == []
 
 
 async def test_writes_inside_their_transaction_when_the_deletion_comes(

@@ -8,14 +8,12 @@ import pathlib
 import signal
 import subprocess
 import sys
-import time
-import urllib.error
-import urllib.request
 import uuid
 
 import httpx
 
 from tests.support.images import image_bytes
+from tests.support.waiting import answering, eventually_sync
 from tools.pgcluster import free_port
 from tools.provision import ALL_SERVICES
 
@@ -45,16 +43,17 @@ def _environment(state: pathlib.Path) -> dict[str, str]:
 def _start(env: dict[str, str]) -> tuple[subprocess.Popen[bytes], str]:
     process = subprocess.Popen([sys.executable, "-m", "tools.run"], cwd=ROOT, env=env)
     base = f"http://127.0.0.1:{env['PIXELSHOP_GATEWAY_PORT']}"
-    deadline = time.monotonic() + 90
-    while time.monotonic() < deadline:
-        assert process.poll() is None, f"make run exited with {process.returncode}"
-        try:
-            with urllib.request.urlopen(f"{base}/healthz", timeout=1):  # noqa: S310
-                return process, base
-        except (urllib.error.URLError, OSError):
-            time.sleep(0.3)
-    process.kill()
-    raise AssertionError("make run did not serve HTTP in time")
+    try:
+        eventually_sync(
+            lambda: answering(f"{base}/healthz", process, "make run"),
+            "make run to serve HTTP",
+            timeout=90,
+            interval=0.3,
+        )
+    except BaseException:
+        process.kill()
+        raise
+    return process, base
 
 
 def _stop(process: subprocess.Popen[bytes]) -> int:
