@@ -292,7 +292,7 @@ async def test_a_crash_once_the_purge_deleted_the_results_is_finished_next_sweep
     assert report["purged"] >= 1
     assert await _project(stack, project_id) is None
     async with stack.components.database.reader() as reader:
-        left = await ProjectReads(reader).list_edits(project_id, after_seq=0, limit=10)
+        left = await ProjectReads(reader).page_outline(project_id, after_seq=0, limit=10)
     assert left == []
     # No orphan: every result of the user's project is deleted, the original kept (it is
     # the user's upload); the unit was credited back once.
