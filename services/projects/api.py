@@ -183,7 +183,11 @@ class EncodedEdits:
     def response(self, page: EditsPage, next_page_token: str) -> projects_pb2.ListEditsResponse:
         parts: list[bytes] = []
         for entry in page.entries:
-            body = entry.held if entry.held is not None else self._encode(entry.edit)
+            if entry.held is not None:
+                body = entry.held
+            else:
+                assert entry.edit is not None, "a page entry not held is read in full"
+                body = self.remember(entry.edit)
             if entry.on_head_path:
                 body += _ON_HEAD_PATH
             parts += (_EDITS_TAG, _varint(len(body)), body)
@@ -191,8 +195,8 @@ class EncodedEdits:
         response.next_page_token = next_page_token
         return response
 
-    def _encode(self, edit: Edit | None) -> bytes:
-        assert edit is not None, "a page entry not held is read in full"
+    def remember(self, edit: Edit) -> bytes:
+        """The edit's encoding without `on_head_path`; kept when the edit has finished."""
         body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
         if edit.status in _FINISHED and self._capacity:
             self._bodies[edit.id] = body
@@ -403,6 +407,8 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
         owner_id = current_principal().user_id
         project_id = _project_id(request.project_id)
         applied = await self._workflows.apply(owner_id, project_id, edit_request(request))
+        # The history the client reloads next holds it already.
+        self._encoded.remember(applied.edit)
         return projects_pb2.ApplyEditResponse(
             edit=edit_message(applied.edit), project=project_message(applied.project)
         )
@@ -507,6 +513,8 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
             owner_id, project_id, request_id, source_id, edit_ids, preset_id
         )
         assert result.project is not None
+        for edit in result.edits:
+            self._encoded.remember(edit)
         return projects_pb2.ReapplyResponse(
             edits=[edit_message(e) for e in result.edits],
             project=project_message(result.project),

@@ -83,6 +83,36 @@ async def test_cached_pages_equal_fresh_reads_as_head_moves(
     assert [e.status for e in alone].count(pb.EDIT_STATUS_FAILED) == 1
 
 
+async def test_edits_this_replica_made_are_paged_from_the_outline_alone(stack: Stack) -> None:
+    from runtime import db
+    from services.projects.repository import _EDITS_BY_ID, _PAGE_OUTLINE
+
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    await stack.apply(auth, project.id, filter=GRAY)
+    await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=20, height=20))
+    source = await stack.project(auth, user_id, photo())
+    await stack.stub.Reapply(
+        pb.ReapplyRequest(
+            project_id=source.id,
+            source_project_id=project.id,
+            edit_ids=[e.id for e in await _pages(stack, auth, project.id, 10)],
+            request_id=str(uuid.uuid4()),
+        ),
+        metadata=auth,
+    )
+    seen: list[str] = []
+    db.statement_observers.append(lambda sql, arguments, name: seen.append(sql))
+    try:
+        for project_id in (project.id, source.id):
+            listed = await _pages(stack, auth, project_id, 10)
+            assert len(listed) == 2
+    finally:
+        db.statement_observers.pop()
+    assert _PAGE_OUTLINE.sql in seen
+    assert _EDITS_BY_ID.sql not in seen  # nothing read in full: ApplyEdit and Reapply kept them
+
+
 async def test_a_pending_edit_is_read_again_until_it_finishes(stack: Stack) -> None:
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
