@@ -89,14 +89,16 @@ async def test_edits_this_replica_made_are_paged_from_the_outline_alone(stack: S
 
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
-    await stack.apply(auth, project.id, filter=GRAY)
-    await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=20, height=20))
+    made = [
+        await stack.apply(auth, project.id, filter=GRAY),
+        await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=20, height=20)),
+    ]
     source = await stack.project(auth, user_id, photo())
     await stack.stub.Reapply(
         pb.ReapplyRequest(
             project_id=source.id,
             source_project_id=project.id,
-            edit_ids=[e.id for e in await _pages(stack, auth, project.id, 10)],
+            edit_ids=[applied.edit.id for applied in made],
             request_id=str(uuid.uuid4()),
         ),
         metadata=auth,
