@@ -20,7 +20,7 @@ from sqlalchemy import (
     tuple_,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY, UUID, insert
+from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Query, Reader, reader
@@ -125,7 +125,8 @@ _BRANCH_START = Query.of(
 # A history page's outline first (the (project_id, seq) index, LIMIT), then one primary-key
 # probe per row for its branch's first seq: the plan cannot join the whole history. A
 # finished edit never changes (ADR 0023): the page reads in full only the edits its caller
-# does not already hold encoded (`_EDITS_BY_ID`).
+# does not already hold encoded (`_EDITS_AT`, by seq: the same index, not 100 probes of
+# the primary key's random UUIDs).
 _outline = (
     select(edits.c.id, edits.c.seq, edits.c.status, edits.c.depth, edits.c.branch_id)
     .where(edits.c.project_id == bindparam("project_id"), edits.c.seq > bindparam("after_seq"))
@@ -144,10 +145,10 @@ _PAGE_OUTLINE = Query.of(
     .select_from(_outline.join(_branch_start, _branch_start.c.id == _outline.c.branch_id))
     .order_by(_outline.c.seq)
 )
-_EDITS_BY_ID = Query.of(
+_EDITS_AT = Query.of(
     _edits_with_branch_seq().where(
         edits.c.project_id == bindparam("project_id"),
-        edits.c.id == any_(bindparam("edit_ids", type_=ARRAY(UUID(as_uuid=True)))),
+        edits.c.seq == any_(bindparam("seqs", type_=ARRAY(Integer))),
     )
 )
 
@@ -286,10 +287,11 @@ class ProjectReads:
         )
         return [OutlineRow(row[0], row[1], _statuses[row[2]], row[3], row[4]) for row in rows]
 
-    async def edits_by_id(
-        self, project_id: uuid.UUID, edit_ids: list[uuid.UUID], path: HeadPath
+    async def edits_at(
+        self, project_id: uuid.UUID, seqs: list[int], path: HeadPath
     ) -> dict[uuid.UUID, Edit]:
-        rows = await self._reader.fetch(_EDITS_BY_ID, project_id=project_id, edit_ids=edit_ids)
+        """The project's edits at these seqs, by id."""
+        rows = await self._reader.fetch(_EDITS_AT, project_id=project_id, seqs=seqs)
         found = (_edit(row[:_edit_width], branch_seq=row[_edit_width], path=path) for row in rows)
         return {edit.id: edit for edit in found}
 

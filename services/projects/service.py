@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import utc_now
 from runtime.errors import FailedPrecondition
 from services.projects.errors import (
     EditNotFound,
@@ -144,7 +145,7 @@ class ProjectService:
         repository = ProjectRepository(session)
         reads = await repository.reads()
         project = await self._locked(reads, owner_id, project_id)
-        await repository.update_project(project_id, deleted_at=datetime.datetime.now(datetime.UTC))
+        await repository.update_project(project_id, deleted_at=utc_now())
         return project
 
     # -- moving head: O(1) in the history's length ---------------------------------------
@@ -248,8 +249,8 @@ class ProjectService:
             for row in outline
             if row.status is not EditStatus.PENDING and (found := held(row.id)) is not None
         }
-        missing = [row.id for row in outline if row.id not in kept]
-        read = await reads.edits_by_id(project_id, missing, path) if missing else {}
+        missing = [row.seq for row in outline if row.id not in kept]
+        read = await reads.edits_at(project_id, missing, path) if missing else {}
         entries = []
         for row in outline:
             on_path = path.holds(row.branch_seq, row.depth)

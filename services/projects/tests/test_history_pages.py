@@ -85,7 +85,7 @@ async def test_cached_pages_equal_fresh_reads_as_head_moves(
 
 async def test_edits_this_replica_made_are_paged_from_the_outline_alone(stack: Stack) -> None:
     from runtime import db
-    from services.projects.repository import _EDITS_BY_ID, _PAGE_OUTLINE
+    from services.projects.repository import _EDITS_AT, _PAGE_OUTLINE
 
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
@@ -112,7 +112,7 @@ async def test_edits_this_replica_made_are_paged_from_the_outline_alone(stack: S
     finally:
         db.statement_observers.pop()
     assert _PAGE_OUTLINE.sql in seen
-    assert _EDITS_BY_ID.sql not in seen  # nothing read in full: ApplyEdit and Reapply kept them
+    assert _EDITS_AT.sql not in seen  # nothing read in full: ApplyEdit and Reapply kept them
 
 
 async def test_a_pending_edit_is_read_again_until_it_finishes(stack: Stack) -> None:
