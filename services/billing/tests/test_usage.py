@@ -158,6 +158,31 @@ async def test_the_same_key_is_the_same_reservation(
     assert (await usage_of(billing, token))[STORAGE].reserved == 700
 
 
+async def test_concurrent_first_reservations_of_a_period_are_all_granted(
+    billing: Billing,
+    new_user: Callable[..., tuple[uuid.UUID, Metadata]],
+    service_credential: Metadata,
+) -> None:
+    # No counter exists before a user's first reservation of a metric in a period; the
+    # requests that race to create it must all find room (the loser of the insert once
+    # answered RESOURCE_EXHAUSTED, "would go -18 projects over").
+    for round_ in range(10):
+        user, token = new_user("free")
+        answers = await asyncio.gather(
+            *[
+                billing.internal.ReserveUsage(
+                    reserve(user, PROJECTS, 1, f"first-{round_}-{i}"),
+                    metadata=service_credential,
+                )
+                for i in range(4)
+            ],
+            return_exceptions=True,
+        )
+        refused = [a for a in answers if isinstance(a, BaseException)]
+        assert refused == [], f"round {round_}: {refused}"
+        assert (await usage_of(billing, token))[PROJECTS].reserved == 4
+
+
 async def test_two_thousand_concurrent_reservations_grant_exactly_the_limit(
     settings: BillingSettings,
     start_billing: StartBilling,
