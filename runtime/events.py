@@ -35,7 +35,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any, Protocol
 
 from sqlalchemy import (
@@ -61,6 +61,7 @@ from sqlalchemy.engine import Row
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncSession
 from sqlalchemy.types import UserDefinedType
 
+from runtime.clock import utc_now
 from runtime.db import Database
 from runtime.metrics import Metrics
 
@@ -230,7 +231,7 @@ class CursorStore:
             source=self.source,
             xact_id=position.xact_id,
             sequence=position.sequence,
-            updated_at=datetime.now(UTC),
+            updated_at=utc_now(),
         )
         await session.execute(
             statement.on_conflict_do_update(

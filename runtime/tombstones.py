@@ -33,12 +33,13 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 from sqlalchemy import Column, DateTime, MetaData, Select, Table, func, select, text, update
 from sqlalchemy.dialects.postgresql import UUID, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import utc_now
 from runtime.db import Database
 from runtime.errors import Unauthenticated
 from runtime.events import USER_DELETED, CursorStore, Event, EventSource, OutboxFollower
@@ -112,7 +113,7 @@ class RecentlyDeleted:
         self._added.add(user_id)
 
     async def load(self) -> None:
-        since = datetime.now(UTC) - self._remember
+        since = utc_now() - self._remember
         async with self._database.read() as session:
             self._deleted = frozenset(await session.scalars(self._query(since)))
         self._added -= self._deleted

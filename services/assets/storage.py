@@ -25,6 +25,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from runtime.clock import Clock, utc_now
 from runtime.db import refuse_remote_call
 from runtime.errors import FailedPrecondition
 from services.assets.errors import ObjectMissing, StorageUnavailable
@@ -36,12 +37,6 @@ READ_CHUNK_BYTES = 1024 * 1024
 LIST_PAGE_MAX = 1000  # S3's own maximum per ListObjectsV2 call
 DIRECT_UPLOAD_NEEDS_S3 = "direct upload needs the s3 storage backend"
 DOWNLOAD_URL_NEEDS_S3 = "download URLs need the s3 storage backend"
-
-Clock = Callable[[], datetime.datetime]
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 @dataclass(frozen=True)

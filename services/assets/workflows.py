@@ -35,6 +35,7 @@ import uuid
 from collections.abc import AsyncIterable, Awaitable
 from dataclasses import asdict, dataclass, replace
 
+from runtime.clock import Clock, utc_now
 from runtime.db import Database
 from runtime.errors import (
     Aborted,
@@ -72,11 +73,9 @@ from services.assets.service import AssetService, RetryKey, same_content, thumbn
 from services.assets.settings import AssetsSettings
 from services.assets.storage import (
     DIRECT_UPLOAD_NEEDS_S3,
-    Clock,
     ObjectStore,
     PresignedRequest,
     StoredObject,
-    utc_now,
 )
 
 log = logging.getLogger("pixelshop.assets")

@@ -24,6 +24,7 @@ from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
+from runtime.clock import Clock, utc_now
 from runtime.db import Database
 from runtime.events import USER_DELETED, USER_TIER_CHANGED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
@@ -36,12 +37,7 @@ from runtime.settings import SettingsError
 from runtime.tombstones import Tombstones
 from services.billing.api import BillingApi, BillingInternalApi
 from services.billing.models import SCHEMA, deleted_users, event_cursors, parked_events
-from services.billing.service import (
-    Clock,
-    SubscriptionService,
-    UsageService,
-    utc_now,
-)
+from services.billing.service import SubscriptionService, UsageService
 from services.billing.settings import BillingSettings, load
 from services.billing.stripe_api import StripeApi
 from services.billing.workflows import BillingWorkflows

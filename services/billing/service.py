@@ -10,12 +10,13 @@ from __future__ import annotations
 import datetime
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import Clock, utc_now
 from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded
 from runtime.metrics import Metrics
 from runtime.peers.identity import TierInfo
@@ -37,8 +38,6 @@ from services.billing.repository import BillingRepository
 
 log = logging.getLogger("pixelshop.billing")
 
-Clock = Callable[[], datetime.datetime]
-
 RESERVATIONS_METRIC = "quota_reservations_total"
 RESERVATIONS_HELP = "Usage reservations by metric and outcome (granted, denied, repeated)"
 
@@ -47,10 +46,6 @@ _LABELS = {
     Metric.STORAGE_BYTES: "storage",
     Metric.PROJECTS: "projects",
 }
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 def calendar_month(now: datetime.datetime) -> Period:

@@ -30,6 +30,7 @@ from typing import Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import Clock, utc_now
 from runtime.db import Database
 from runtime.errors import (
     FailedPrecondition,
@@ -45,13 +46,7 @@ from runtime.workflow import checkpoint
 from services.billing.errors import BadWebhook, BillingNotConfigured
 from services.billing.models import FREE_TIER
 from services.billing.repository import BillingRepository
-from services.billing.service import (
-    Clock,
-    StripeSubscriptionState,
-    SubscriptionService,
-    UsageService,
-    utc_now,
-)
+from services.billing.service import StripeSubscriptionState, SubscriptionService, UsageService
 from services.billing.settings import BillingSettings
 from services.billing.stripe_api import StripeApi
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import datetime
 import uuid
-from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import (
@@ -32,6 +31,7 @@ from cryptography.hazmat.primitives.serialization import (
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.auth import ACCESS_TOKEN_ALGORITHM, b64url_encode
+from runtime.clock import Clock
 from services.identity.models import SigningKey
 from services.identity.repository import IdentityRepository
 from services.identity.settings import MAX_ACCESS_TOKEN_SECONDS
@@ -40,8 +40,6 @@ from services.identity.settings import MAX_ACCESS_TOKEN_SECONDS
 CLOCK_LEEWAY = datetime.timedelta(seconds=60)
 # How long after retirement a key's public half stays published.
 PUBLISHED_AFTER_RETIREMENT = datetime.timedelta(seconds=MAX_ACCESS_TOKEN_SECONDS) + CLOCK_LEEWAY
-
-Clock = Callable[[], datetime.datetime]
 
 
 def jwk(key: SigningKey) -> dict[str, str]:

@@ -22,13 +22,13 @@ from collections.abc import Sequence
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import Clock, utc_now
 from runtime.db import Database
 from runtime.errors import InvalidArgument
 from runtime.events import CROSS_SERVICE_TYPES, Position
 from runtime.tombstones import RecentlyDeleted
 from services.identity.models import OutboxEvent
 from services.identity.repository import IdentityRepository, recently_deleted_users
-from services.identity.service import Clock, utc_now
 
 DEFAULT_RETENTION = datetime.timedelta(days=7)
 PRUNE_BATCH = 1000

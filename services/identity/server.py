@@ -26,6 +26,7 @@ from cryptography.hazmat.primitives.serialization import load_pem_public_key
 from pixelshop.identity.v1 import identity_pb2_grpc
 
 from runtime.auth import AccessTokenVerifier
+from runtime.clock import Clock, utc_now
 from runtime.db import Database
 from runtime.errors import DomainError
 from runtime.logs import configure_logging
@@ -47,13 +48,11 @@ from services.identity.outbox import PRUNE_BATCH, Outbox, deleted_users
 from services.identity.passwords import PasswordHasher
 from services.identity.service import (
     Accounts,
-    Clock,
     Housekeeping,
     MailDesk,
     MailLimits,
     Sessions,
     Tiers,
-    utc_now,
 )
 from services.identity.settings import IdentitySettings, load
 from services.identity.throttle import LoginThrottle, ThrottleRule

@@ -19,11 +19,11 @@ import hashlib
 import logging
 import unicodedata
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import Clock
 from runtime.context import Principal
 from runtime.db import FailAfterCommit
 from runtime.errors import (
@@ -61,8 +61,6 @@ from services.identity.tokens import AccessTokenIssuer, new_opaque_token, token_
 
 log = logging.getLogger("pixelshop.identity")
 
-Clock = Callable[[], datetime.datetime]
-
 EMAIL_MAX_LENGTH = 254
 EMAIL_LOCAL_MAX_LENGTH = 64
 USERNAME_MIN_LENGTH = 3
@@ -76,10 +74,6 @@ EMAIL_LOCAL_PUNCTUATION = frozenset("!#$%&'*+/=?^_`{|}~.-")
 
 USER_DELETED_EVENT = "user.deleted"
 USER_TIER_CHANGED_EVENT = "user.tier_changed"
-
-
-def utc_now() -> datetime.datetime:
-    return datetime.datetime.now(datetime.UTC)
 
 
 # Identifiers and passwords

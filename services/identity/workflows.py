@@ -21,6 +21,7 @@ import contextlib
 import datetime
 import logging
 
+from runtime.clock import Clock
 from runtime.context import Principal
 from runtime.db import Database
 from runtime.workflow import checkpoint
@@ -32,7 +33,6 @@ from services.identity.repository import IdentityRepository
 from services.identity.service import (
     Accounts,
     ClientInfo,
-    Clock,
     IssuedTokens,
     MailDesk,
     ProfileChanges,

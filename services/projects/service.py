@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.clock import utc_now
 from runtime.errors import FailedPrecondition
 from services.projects.errors import (
     EditNotFound,
@@ -144,7 +145,7 @@ class ProjectService:
         repository = ProjectRepository(session)
         reads = await repository.reads()
         project = await self._locked(reads, owner_id, project_id)
-        await repository.update_project(project_id, deleted_at=datetime.datetime.now(datetime.UTC))
+        await repository.update_project(project_id, deleted_at=utc_now())
         return project
 
     # -- moving head: O(1) in the history's length ---------------------------------------

@@ -44,6 +44,7 @@ from typing import Any, Protocol
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime import errors as domain
+from runtime.clock import utc_now
 from runtime.db import Database
 from runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from runtime.metrics import Metrics
@@ -863,7 +864,7 @@ class ProjectSweeper:
         call, so another sweeper leaves those rows alone until the lease runs out (this
         one died or hangs); every step stays idempotent, so a takeover only repeats what
         may have been done. The request path's own rows get `SETTLE_GRACE_SECONDS` first."""
-        now = now or datetime.datetime.now(datetime.UTC)
+        now = now or utc_now()
         report = {
             "adopted_stuck": 0,
             "failed_stuck": 0,

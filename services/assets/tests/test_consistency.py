@@ -20,6 +20,7 @@ import pytest
 from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 from sqlalchemy import select, text
 
+from runtime.clock import utc_now
 from runtime.peers.billing import Metric
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.assets.models import (
@@ -36,7 +37,7 @@ from services.assets.repository import AssetRepository
 from services.assets.server import AssetsComponents, build
 from services.assets.service import RetryKey
 from services.assets.settings import AssetsSettings
-from services.assets.storage import ObjectStore, build_store, utc_now
+from services.assets.storage import ObjectStore, build_store
 from services.assets.tests import images
 from services.assets.tests.conftest import Metadata, StartServer
 from services.assets.tests.fakes import FailingStore, FixedTiers, RecordingQuota

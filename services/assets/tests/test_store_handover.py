@@ -13,12 +13,12 @@ import grpc
 import pytest
 from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 
+from runtime.clock import utc_now
 from runtime.workflow import SimulatedCrash, crash_at
 from services.assets.models import AssetKind, IdempotencyScope
 from services.assets.server import AssetsComponents, build
 from services.assets.service import RetryKey
 from services.assets.settings import AssetsSettings
-from services.assets.storage import utc_now
 from services.assets.tests import images
 from services.assets.tests.conftest import Metadata
 from services.assets.tests.fakes import FixedTiers, RecordingQuota
