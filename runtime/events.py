@@ -64,6 +64,7 @@ from sqlalchemy.types import UserDefinedType
 from runtime.clock import utc_now
 from runtime.db import Database
 from runtime.metrics import Metrics
+from runtime.periodic import every
 
 log = logging.getLogger("pixelshop.events")
 
@@ -76,6 +77,8 @@ CROSS_SERVICE_TYPES = (USER_DELETED, USER_TIER_CHANGED)
 # relaying Stripe). Billing records an operator's change as a manual subscription: the
 # outbox is the one way that change reaches it (ADR 0021).
 TIER_SET_BY_OPERATOR = "operator"
+# A follower whose rounds keep failing waits at most this long between them.
+MAX_ROUND_BACKOFF_SECONDS = 60.0
 
 
 @dataclass(frozen=True, order=True)
@@ -658,18 +661,14 @@ class OutboxFollower:
         return True
 
     async def run(self) -> None:
-        """Follows forever (or stands by); failures back off and retry from the cursor."""
-        delay = self._poll
+        """Follows forever (or stands by); a failed round backs off (doubling, at most
+        `MAX_ROUND_BACKOFF_SECONDS`) and retries from the cursor."""
         try:
-            while True:
-                try:
-                    await self.round()
-                    delay = self._poll
-                except asyncio.CancelledError:
-                    raise
-                except Exception:
-                    log.warning("following the outbox failed; retrying", exc_info=True)
-                    delay = min(delay * 2, 60.0)
-                await asyncio.sleep(delay)
+            await every(
+                self._poll,
+                self.round,
+                name="following the outbox",
+                max_backoff=MAX_ROUND_BACKOFF_SECONDS,
+            )
         finally:
             await self.leadership.release()

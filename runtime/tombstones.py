@@ -44,6 +44,7 @@ from runtime.db import Database
 from runtime.errors import Unauthenticated
 from runtime.events import USER_DELETED, CursorStore, Event, EventSource, OutboxFollower
 from runtime.metrics import Metrics
+from runtime.periodic import every
 
 log = logging.getLogger("pixelshop.tombstones")
 
@@ -120,14 +121,7 @@ class RecentlyDeleted:
 
     async def run(self) -> None:
         """The refresh loop; a failed refresh keeps the last set and is retried."""
-        while True:
-            try:
-                await self.load()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("refreshing deleted users failed; retrying", exc_info=True)
-            await asyncio.sleep(self._refresh)
+        await every(self._refresh, self.load, name="refreshing deleted users")
 
 
 class MalformedEvent(ValueError):

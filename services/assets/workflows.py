@@ -47,6 +47,7 @@ from runtime.errors import (
 )
 from runtime.peers.billing import Metric, Quota
 from runtime.peers.identity import TierLookup
+from runtime.periodic import every
 from runtime.workflow import checkpoint
 from services.assets.decoding import DecodeSlots
 from services.assets.errors import InvalidContent, ObjectMissing
@@ -743,14 +744,12 @@ class AssetSweeper:
         the next one tries again."""
         # Replicas started together should not sweep in lockstep.
         await asyncio.sleep(interval_seconds * random.uniform(0.5, 1.0))
-        while True:
-            try:
-                report = await self.sweep_once()
-                if any(asdict(report).values()):
-                    log.info("swept", extra=asdict(report))
-            except Exception as error:
-                log.error("sweep failed", exc_info=error)
-            await asyncio.sleep(interval_seconds)
+        await every(interval_seconds, self._sweep_and_log, name="assets sweep")
+
+    async def _sweep_and_log(self) -> None:
+        report = await self.sweep_once()
+        if any(asdict(report).values()):
+            log.info("swept", extra=asdict(report))
 
 
 def _accounted_for(stored: StoredObject, rows: dict[uuid.UUID, Asset]) -> bool:

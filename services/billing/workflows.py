@@ -18,7 +18,6 @@ tombstones whose purge is owed.
 
 from __future__ import annotations
 
-import asyncio
 import datetime
 import hashlib
 import json
@@ -41,6 +40,7 @@ from runtime.errors import (
 from runtime.events import TIER_SET_BY_OPERATOR, Event
 from runtime.metrics import Metrics
 from runtime.peers.identity import CachedTierLookup
+from runtime.periodic import every
 from runtime.tombstones import MalformedEvent, Tombstones
 from runtime.workflow import checkpoint
 from services.billing.errors import BadWebhook, BillingNotConfigured
@@ -447,11 +447,6 @@ class BillingWorkflows:
         return SweepReport(expired, relayed, purged)
 
     async def run_periodically(self, interval: float) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("billing sweep failed; retrying", exc_info=True)
-            await asyncio.sleep(interval)
+        """Sweeps every `interval` seconds until cancelled; a failed round is logged and
+        the next one tries again."""
+        await every(interval, self.sweep_once, name="billing sweep")

@@ -20,6 +20,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
@@ -32,6 +33,7 @@ from runtime.errors import DomainError
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
+from runtime.periodic import every
 from runtime.server import Registration, RunningServer, serve, start_server
 from runtime.settings import SettingsError
 from services.identity.api import (
@@ -233,9 +235,14 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
+    interval = settings.maintenance_interval_seconds
     running.background.append(
         asyncio.create_task(
-            keep_house(components.housekeeping, database, settings.maintenance_interval_seconds),
+            every(
+                interval,
+                partial(keep_house, components.housekeeping, database),
+                name="housekeeping",
+            ),
             name="identity-housekeeping",
         )
     )
@@ -244,46 +251,38 @@ async def start(
     running.background.append(asyncio.create_task(refused.run(), name="identity-deleted-users"))
     running.background.append(
         asyncio.create_task(
-            prune_outbox(outbox, database, settings.maintenance_interval_seconds),
+            every(interval, partial(prune_outbox, outbox, database), name="pruning the outbox"),
             name="identity-outbox-pruning",
         )
     )
     return running
 
 
-async def prune_outbox(outbox: Outbox, database: Database, interval: float) -> None:
-    """Deletes, every `interval` seconds, the events every follower has passed and older
-    than the retention, in batches of one short transaction each."""
+async def prune_outbox(outbox: Outbox, database: Database) -> None:
+    """One pruning round (every maintenance interval, `runtime.periodic.every`): deletes
+    the events every follower has passed and older than the retention, in batches of one
+    short transaction each."""
+    total = 0
     while True:
-        try:
-            total = 0
-            while True:
-                async with database.transaction() as session:
-                    pruned = await outbox.prune(session)
-                total += pruned
-                if pruned < PRUNE_BATCH:
-                    break
-            if total:
-                log.info("pruned the outbox", extra={"deleted": total})
-        except Exception:
-            log.exception("pruning the outbox failed; retrying at the next interval")
-        await asyncio.sleep(interval)
+        async with database.transaction() as session:
+            pruned = await outbox.prune(session)
+        total += pruned
+        if pruned < PRUNE_BATCH:
+            break
+    if total:
+        log.info("pruned the outbox", extra={"deleted": total})
 
 
-async def keep_house(housekeeping: Housekeeping, database: Database, interval: float) -> None:
-    """Runs housekeeping now and then every `interval` seconds; a failed round (say,
-    Postgres restarting) is logged and the next one tries again."""
-    while True:
-        try:
-            async with database.transaction() as session:
-                await housekeeping.rotate_keys(session)
-            async with database.transaction() as session:
-                swept = await housekeeping.sweep(session)
-            if any(swept.values()):
-                log.info("swept expired rows", extra={"deleted": swept})
-        except Exception:
-            log.exception("housekeeping failed; retrying at the next interval")
-        await asyncio.sleep(interval)
+async def keep_house(housekeeping: Housekeeping, database: Database) -> None:
+    """One housekeeping round (every maintenance interval, `runtime.periodic.every`; a
+    failed one, say Postgres restarting, is logged and the next tries again): rotates the
+    signing keys and sweeps expired rows."""
+    async with database.transaction() as session:
+        await housekeeping.rotate_keys(session)
+    async with database.transaction() as session:
+        swept = await housekeeping.sweep(session)
+    if any(swept.values()):
+        log.info("swept expired rows", extra={"deleted": swept})
 
 
 class PublishedKeySource:

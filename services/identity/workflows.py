@@ -24,6 +24,7 @@ import logging
 from runtime.clock import Clock
 from runtime.context import Principal
 from runtime.db import Database
+from runtime.periodic import every
 from runtime.workflow import checkpoint
 from services.identity.errors import invalid_login, wrong_password
 from services.identity.mail import Mailer
@@ -286,10 +287,8 @@ class MailWorkflow:
             await checkpoint("mail.delivered")
 
     async def run(self) -> None:
-        """Until cancelled: every poll interval, or at once when woken."""
-        while True:
-            try:
-                await self.run_once()
-            except Exception:
-                log.exception("mail worker round failed; retrying at the next one")
-            await self.wake_up.wait(self._poll_seconds)
+        """Until cancelled: every poll interval, or at once when woken; a failed round
+        is logged and the next one tries again."""
+        await every(
+            self._poll_seconds, self.run_once, name="mail worker round", pause=self.wake_up.wait
+        )

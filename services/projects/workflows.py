@@ -52,6 +52,7 @@ from runtime.peers.assets import AssetInfo
 from runtime.peers.billing import AI_EDITS, PROJECTS, STORAGE_BYTES, Quota
 from runtime.peers.identity import TierLookup
 from runtime.peers.presets import ADJUSTMENT, FILTER, ResolvedPreset
+from runtime.periodic import every
 from runtime.workflow import checkpoint
 from services.projects.engines import EditEngine, EngineRequest, EngineResult, Point
 from services.projects.engines.crop import ASPECT_RATIOS, CropBox, crop, fit_ratio, matches_ratio
@@ -987,14 +988,9 @@ class ProjectSweeper:
         return purged
 
     async def run_periodically(self, interval: float) -> None:
-        while True:
-            try:
-                await self.sweep_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.warning("sweep failed; retrying next round", exc_info=True)
-            await asyncio.sleep(interval)
+        """Sweeps every `interval` seconds until cancelled; a failed round is logged and
+        the next one tries again."""
+        await every(interval, self.sweep_once, name="projects sweep")
 
 
 __all__ = ["ProjectNotFound"]
