@@ -148,20 +148,25 @@ async def test_settling_an_edit_leaves_its_finish_time_alone(stack: Stack) -> No
 # -- leases -------------------------------------------------------------------------------
 
 
-async def test_two_sweepers_at_once_settle_an_edit_once(stack: Stack) -> None:
-    now = await drained(stack)
-    user_id, _auth, project_id, edit = await _unsettled_edit(stack)
-    reservation = edit.ai_reservation_id
-    commits = Held(stack.quota, "commit", lambda rid: rid == reservation)
+async def _two_sweepers_at_once(stack: Stack, now: datetime.datetime, commits: Held) -> None:
+    """The first sweeper claims what is due and waits on billing (`commits` holds it);
+    a second, at the same moment, must leave it alone; billing is asked once."""
     first = asyncio.ensure_future(stack.components.sweeper.sweep_once(now))
     await commits.reached_by(first)
-    # The first sweeper claimed the edit and waits on billing; the second, at the same
-    # moment, must leave it alone.
     await another_sweeper(stack).sweep_once(now)
     assert commits.calls == 1
     commits.release.set()
     await first
     assert commits.calls == 1
+
+
+async def test_two_sweepers_at_once_settle_an_edit_once(stack: Stack) -> None:
+    now = await drained(stack)
+    user_id, _auth, project_id, edit = await _unsettled_edit(stack)
+    reservation = edit.ai_reservation_id
+    await _two_sweepers_at_once(
+        stack, now, Held(stack.quota, "commit", lambda rid: rid == reservation)
+    )
     settled = await _edit(stack, project_id, edit.request_id)
     assert settled.settled_at is not None
     assert stack.quota.charged(user_id) == 1
@@ -195,14 +200,9 @@ async def test_two_sweepers_at_once_settle_a_project_unit_once(stack: Stack) -> 
     with crash_at("create_project.recorded"), pytest.raises(SimulatedCrash):
         await stack.components.workflows.create_project(user_id, "Interrupted", asset_id)
     (reservation,) = stack.quota.open(user_id)
-    commits = Held(stack.quota, "commit", lambda rid: rid == reservation)
-    first = asyncio.ensure_future(stack.components.sweeper.sweep_once(now))
-    await commits.reached_by(first)
-    await another_sweeper(stack).sweep_once(now)
-    assert commits.calls == 1
-    commits.release.set()
-    await first
-    assert commits.calls == 1
+    await _two_sweepers_at_once(
+        stack, now, Held(stack.quota, "commit", lambda rid: rid == reservation)
+    )
     assert stack.quota.open(user_id) == []
     assert stack.quota.committed.count(reservation) == 1
 
