@@ -200,3 +200,13 @@ def new_user(identity: FakeIdentity) -> Callable[..., tuple[uuid.UUID, Metadata]
 def service_credential() -> Metadata:
     """What assets or projects send to internal RPCs (a fresh token: they live 5 minutes)."""
     return ((SERVICE_TOKEN_METADATA, ServiceTokens(INTERNAL_SECRET, "assets").token()),)
+
+
+@pytest.fixture
+async def paid(
+    stripe_settings: BillingSettings,
+    start_billing: StartBilling,
+    connect: Callable[[RunningServer], Billing],
+) -> Billing:
+    """Billing with Stripe on (the local fake Stripe)."""
+    return connect(await start_billing(stripe_settings))

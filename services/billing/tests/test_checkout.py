@@ -13,17 +13,8 @@ from pixelshop.billing.v1 import billing_pb2
 from gateway.server import create_app, start
 from gateway.settings import DEFAULT_UPSTREAMS, GatewaySettings
 from services.billing.settings import BillingSettings
-from services.billing.tests.conftest import Billing, Metadata, StartBilling
+from services.billing.tests.conftest import Billing, Metadata
 from tests.support.fake_stripe import PRICE_PRO, FakeStripe
-
-
-@pytest.fixture
-async def paid(
-    stripe_settings: BillingSettings,
-    start_billing: StartBilling,
-    connect: Callable[..., Billing],
-) -> Billing:
-    return connect(await start_billing(stripe_settings))
 
 
 def customer_of(stripe_api: FakeStripe, user: uuid.UUID) -> str:

@@ -24,7 +24,7 @@ from runtime.tombstones import user_lock_key
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.billing.server import BillingComponents, build
 from services.billing.settings import BillingSettings
-from services.billing.tests.conftest import Billing, Metadata, StartBilling
+from services.billing.tests.conftest import Billing, Metadata
 from tests.support.fake_identity import FakeIdentity
 from tests.support.fake_stripe import (
     FakeStripe,
@@ -43,15 +43,6 @@ async def parts(stripe_settings: BillingSettings) -> AsyncIterator[BillingCompon
     built = build(stripe_settings)
     yield built
     await built.close()
-
-
-@pytest.fixture
-async def paid(
-    stripe_settings: BillingSettings,
-    start_billing: StartBilling,
-    connect: Callable[..., Billing],
-) -> Billing:
-    return connect(await start_billing(stripe_settings))
 
 
 def new_subscription_id() -> str:

@@ -18,7 +18,7 @@ from sqlalchemy import text
 from runtime.workflow import SimulatedCrash, crash_at, record_checkpoints
 from services.billing.server import build
 from services.billing.settings import BillingSettings
-from services.billing.tests.conftest import Billing, Clock, Metadata, StartBilling
+from services.billing.tests.conftest import Billing, Clock, Metadata
 from tests.support.fake_identity import FakeIdentity
 from tests.support.fake_stripe import (
     WEBHOOK_SECRET_PREVIOUS,
@@ -29,15 +29,6 @@ from tests.support.fake_stripe import (
     signature,
     subscription_event,
 )
-
-
-@pytest.fixture
-async def paid(
-    stripe_settings: BillingSettings,
-    start_billing: StartBilling,
-    connect: Callable[..., Billing],
-) -> Billing:
-    return connect(await start_billing(stripe_settings))
 
 
 async def deliver(billing: Billing, payload: bytes, header: str | None = None) -> bool:
