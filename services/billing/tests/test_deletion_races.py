@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 
 import grpc
 import pytest
@@ -32,6 +32,7 @@ from tests.support.fake_stripe import (
     signature,
     subscription_event,
 )
+from tests.support.waiting import eventually
 
 NewUser = Callable[..., tuple[uuid.UUID, Metadata]]
 
@@ -47,14 +48,6 @@ async def parts(stripe_settings: BillingSettings) -> AsyncIterator[BillingCompon
 
 def new_subscription_id() -> str:
     return f"sub_{uuid.uuid4().hex[:14]}"
-
-
-async def until(condition: Callable[[], Awaitable[bool]]) -> None:
-    for _ in range(2000):
-        if await condition():
-            return
-        await asyncio.sleep(0.01)
-    pytest.fail("condition not reached")
 
 
 def _lock_ids(user_id: uuid.UUID) -> dict[str, int]:
@@ -143,10 +136,13 @@ async def test_a_webhook_that_wins_the_race_is_seen_and_canceled_by_the_purge(
             {"id": uuid.uuid4(), "user": uuid.uuid4(), "sub": sub_id},
         )
         webhook = asyncio.create_task(parts.workflows.handle_webhook(payload, signature(payload)))
-        await until(lambda: blocked_by(parts, pid))
+        await eventually(lambda: blocked_by(parts, pid), "the webhook blocked on the lock")
 
         deletion = asyncio.create_task(parts.workflows.delete_account(user))
-        await until(lambda: waits_for_the_lock(parts, user, "ExclusiveLock", deletion))
+        await eventually(
+            lambda: waits_for_the_lock(parts, user, "ExclusiveLock", deletion),
+            "the deletion waiting for the tombstone lock",
+        )
         deletion_waited_for_the_webhook = not deletion.done()
         await holding.rollback()
     assert await webhook is True
@@ -183,7 +179,10 @@ async def test_a_webhook_that_loses_the_race_waits_for_the_tombstone_and_cancels
     recorder = asyncio.create_task(record_the_tombstone())
     await recorded.wait()
     webhook = asyncio.create_task(parts.workflows.handle_webhook(payload, signature(payload)))
-    await until(lambda: waits_for_the_lock(parts, user, "ShareLock", webhook))
+    await eventually(
+        lambda: waits_for_the_lock(parts, user, "ShareLock", webhook),
+        "the webhook waiting for the tombstone lock",
+    )
     webhook_waited_for_the_tombstone = not webhook.done()
     commit.set()
     await recorder
