@@ -2,74 +2,71 @@
 
 `Quota` is what assets and projects depend on. `BillingQuota` talks to the billing
 service (the default everywhere); `UnlimitedQuota` grants everything and is only an
-explicit opt-out (PIXELSHOP_<SVC>_QUOTA=unlimited). Metrics are the domain enum `Metric`;
-the protobuf numbers appear only inside this module. The former constants (`AI_EDITS`,
-`STORAGE_BYTES`, `PROJECTS`, protobuf numbers) still work until every caller uses `Metric`.
+explicit opt-out (PIXELSHOP_<SVC>_QUOTA=unlimited). Metrics are the domain enum
+`runtime.usage.Metric` (re-exported here); their protobuf numbers appear only in this
+module (`metric_number`, `metric_of`), which billing's own API uses too.
 """
 
 from __future__ import annotations
 
 import uuid
-from enum import StrEnum
-from typing import Any, Protocol, TypeAlias
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 import grpc
 from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from runtime.clients import PeerChannel
 from runtime.errors import FailedPrecondition, QuotaExceeded, Unauthenticated, Unavailable
+from runtime.usage import Metric
 
+__all__ = [
+    "METRIC_NUMBERS",
+    "BillingQuota",
+    "Metric",
+    "Quota",
+    "UnlimitedQuota",
+    "metric_number",
+    "metric_of",
+]
 
-class Metric(StrEnum):
-    """What billing counts: AI edits per period, and two gauges that never reset."""
-
-    AI_EDITS = "ai_edits"
-    STORAGE_BYTES = "storage_bytes"
-    PROJECTS = "projects"
-
-
-_METRIC_NUMBERS = {
+# Each metric's `billing.v1.UsageMetric` number: the one mapping, both ways.
+METRIC_NUMBERS: Mapping[Metric, billing_pb2.UsageMetric] = {
     Metric.AI_EDITS: billing_pb2.USAGE_METRIC_AI_EDITS,
     Metric.STORAGE_BYTES: billing_pb2.USAGE_METRIC_STORAGE_BYTES,
     Metric.PROJECTS: billing_pb2.USAGE_METRIC_PROJECTS,
 }
-
-# The former constants (protobuf numbers); callers move to `Metric`.
-AI_EDITS = billing_pb2.USAGE_METRIC_AI_EDITS
-STORAGE_BYTES = billing_pb2.USAGE_METRIC_STORAGE_BYTES
-PROJECTS = billing_pb2.USAGE_METRIC_PROJECTS
-
-# A metric as callers may still pass it while they move to `Metric`.
-AnyMetric: TypeAlias = Metric | int
+_METRICS_BY_NUMBER: dict[int, Metric] = {int(n): metric for metric, n in METRIC_NUMBERS.items()}
 
 
-def metric_number(metric: AnyMetric) -> int:
-    """The protobuf number of a metric (the only place that knows it)."""
-    if isinstance(metric, Metric):
-        return int(_METRIC_NUMBERS[metric])
-    if metric not in _METRIC_NUMBERS.values():
-        raise ValueError(f"unknown usage metric {metric!r}")
-    return int(metric)
+def metric_number(metric: Metric) -> billing_pb2.UsageMetric:
+    """The protobuf number of a metric."""
+    return METRIC_NUMBERS[metric]
+
+
+def metric_of(number: int) -> Metric:
+    """The metric a protobuf number stands for; ValueError for any other number (an API
+    validates the field first, so a client's unknown value is INVALID_ARGUMENT)."""
+    try:
+        return _METRICS_BY_NUMBER[number]
+    except KeyError:
+        raise ValueError(f"unknown usage metric {number!r}") from None
 
 
 class Quota(Protocol):
-    async def reserve(
-        self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str
-    ) -> str: ...
+    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str: ...
 
     async def commit(self, reservation_id: str) -> None: ...
 
     async def release(self, reservation_id: str) -> None: ...
 
-    async def credit(
-        self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str
-    ) -> None: ...
+    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None: ...
 
 
 class UnlimitedQuota:
     """Grants every reservation; for deployments without billing."""
 
-    async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
+    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
         return str(uuid.uuid5(uuid.NAMESPACE_URL, f"unlimited:{user_id}:{metric}:{key}"))
 
     async def commit(self, reservation_id: str) -> None:
@@ -78,7 +75,7 @@ class UnlimitedQuota:
     async def release(self, reservation_id: str) -> None:
         return None
 
-    async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
+    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
         return None
 
 
@@ -110,10 +107,10 @@ class BillingQuota:
         except grpc.aio.AioRpcError as error:
             raise _domain_error(error) from error
 
-    async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
+    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
         request = billing_pb2.ReserveUsageRequest(
             user_id=str(user_id),
-            metric=metric_number(metric),  # type: ignore[arg-type]
+            metric=metric_number(metric),
             amount=amount,
             idempotency_key=key,
         )
@@ -128,10 +125,10 @@ class BillingQuota:
         request = billing_pb2.ReleaseUsageRequest(reservation_id=reservation_id)
         await self._call(self._stub.ReleaseUsage, request)
 
-    async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
+    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
         request = billing_pb2.CreditUsageRequest(
             user_id=str(user_id),
-            metric=metric_number(metric),  # type: ignore[arg-type]
+            metric=metric_number(metric),
             amount=amount,
             idempotency_key=key,
         )

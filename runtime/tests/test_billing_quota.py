@@ -13,7 +13,7 @@ from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.errors import FailedPrecondition, QuotaExceeded, Unavailable
-from runtime.peers.billing import STORAGE_BYTES, BillingQuota, Metric, metric_number
+from runtime.peers.billing import BillingQuota, Metric, metric_number, metric_of
 from tests.support.settings import INTERNAL_SECRET
 
 LIMIT = 100
@@ -65,11 +65,11 @@ async def test_reserve_release_and_over_the_limit(billing: tuple[Billing, str]) 
     quota = BillingQuota(peer)
     user = uuid.uuid4()
     try:
-        first = await quota.reserve(user, STORAGE_BYTES, 60, "upload-1")
+        first = await quota.reserve(user, Metric.STORAGE_BYTES, 60, "upload-1")
         with pytest.raises(QuotaExceeded, match="storage limit reached"):
-            await quota.reserve(user, STORAGE_BYTES, 60, "upload-2")
+            await quota.reserve(user, Metric.STORAGE_BYTES, 60, "upload-2")
         await quota.release(first)
-        await quota.reserve(user, STORAGE_BYTES, 60, "upload-3")
+        await quota.reserve(user, Metric.STORAGE_BYTES, 60, "upload-3")
         # Billing failing is something to retry, never the caller's INTERNAL.
         with pytest.raises(Unavailable):
             await quota.commit("upload-3")
@@ -84,12 +84,12 @@ async def test_billing_down_is_unavailable() -> None:
     peer = PeerChannel(f"127.0.0.1:{free_port()}", ServiceTokens(INTERNAL_SECRET, "assets"))
     try:
         with pytest.raises(Unavailable):
-            await BillingQuota(peer).reserve(uuid.uuid4(), STORAGE_BYTES, 1, "k")
+            await BillingQuota(peer).reserve(uuid.uuid4(), Metric.STORAGE_BYTES, 1, "k")
     finally:
         await peer.close()
 
 
-async def test_metrics_are_the_domain_enum_and_old_constants_still_work(
+async def test_metrics_are_the_domain_enum_mapped_to_protobuf_in_one_place(
     billing: tuple[Billing, str],
 ) -> None:
     servicer, address = billing
@@ -99,7 +99,7 @@ async def test_metrics_are_the_domain_enum_and_old_constants_still_work(
     try:
         await quota.reserve(user, Metric.AI_EDITS, 1, "edit-1")
         await quota.reserve(user, Metric.PROJECTS, 1, "project-1")
-        await quota.reserve(user, STORAGE_BYTES, 1, "upload-1")
+        await quota.reserve(user, Metric.STORAGE_BYTES, 1, "upload-1")
         # Billing's own refusals keep their meaning; only failures become Unavailable.
         with pytest.raises(FailedPrecondition, match="expired"):
             await quota.reserve(user, Metric.AI_EDITS, 1, "expired")
@@ -111,5 +111,11 @@ async def test_metrics_are_the_domain_enum_and_old_constants_still_work(
         billing_pb2.USAGE_METRIC_STORAGE_BYTES,
     ]
     assert [metric_number(m) for m in Metric] == [1, 2, 3]
-    with pytest.raises(ValueError, match="unknown usage metric"):
-        metric_number(99)
+    # The same table read back (billing's API maps requests with it).
+    assert [metric_of(metric_number(m)) for m in Metric] == list(Metric)
+    for number in (billing_pb2.USAGE_METRIC_UNSPECIFIED, 99):
+        with pytest.raises(ValueError, match="unknown usage metric"):
+            metric_of(number)
+    # One enum for billing's tables and its callers: the stored values, and which reset.
+    assert [m.value for m in Metric] == ["ai_edits", "storage_bytes", "projects"]
+    assert [m for m in Metric if m.is_gauge] == [Metric.STORAGE_BYTES, Metric.PROJECTS]

@@ -18,10 +18,12 @@ from runtime import validation
 from runtime.context import current_principal
 from runtime.db import Database
 from runtime.errors import InvalidArgument, Unauthenticated
+from runtime.peers.billing import METRIC_NUMBERS, metric_number, metric_of
 from runtime.peers.identity import CachedTierLookup
 from runtime.timestamps import to_timestamp
 from runtime.tombstones import DELETED_MESSAGE, Tombstones
-from services.billing.models import Metric, Reservation, ReservationState
+from runtime.usage import Metric
+from services.billing.models import Reservation, ReservationState
 from services.billing.service import SubscriptionService, UsageService
 from services.billing.workflows import BillingWorkflows
 
@@ -30,14 +32,6 @@ Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
 TIER_CODE_MAX = 32
 URL_MAX = 2048
 
-METRIC_TO_PROTO = {
-    Metric.AI_EDITS: billing_pb2.USAGE_METRIC_AI_EDITS,
-    Metric.STORAGE_BYTES: billing_pb2.USAGE_METRIC_STORAGE_BYTES,
-    Metric.PROJECTS: billing_pb2.USAGE_METRIC_PROJECTS,
-}
-METRIC_FROM_PROTO: dict[int, Metric] = {
-    number: metric for metric, number in METRIC_TO_PROTO.items()
-}
 STATE_TO_PROTO = {
     ReservationState.RESERVED: billing_pb2.RESERVATION_STATE_RESERVED,
     ReservationState.COMMITTED: billing_pb2.RESERVATION_STATE_COMMITTED,
@@ -50,8 +44,9 @@ def _timestamp(moment: datetime.datetime | None) -> Any:
 
 
 def _metric(value: int, field: str = "metric") -> Metric:
-    validation.enum_value(value, field, set(METRIC_FROM_PROTO), allow_unspecified=False)
-    return METRIC_FROM_PROTO[value]
+    known = {int(number) for number in METRIC_NUMBERS.values()}
+    validation.enum_value(value, field, known, allow_unspecified=False)
+    return metric_of(value)
 
 
 def _url(value: str, field: str, default: str) -> str:
@@ -108,7 +103,7 @@ class BillingApi(billing_pb2_grpc.BillingServiceServicer):
             period_end=_timestamp(summary.period.end),
             metrics=[
                 billing_pb2.UsageMetricValue(
-                    metric=METRIC_TO_PROTO[counter.metric],
+                    metric=metric_number(counter.metric),
                     used=counter.used,
                     reserved=counter.reserved,
                     limit=counter.limit,

@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import UUID
 from runtime.db import schema_metadata
 from runtime.events import event_cursor_table, parked_event_table
 from runtime.tombstones import tombstone_table
+from runtime.usage import Metric
 
 SCHEMA = "billing"
 metadata = schema_metadata(SCHEMA)
@@ -53,16 +54,6 @@ MANUAL_STATUS = "manual"
 
 OPEN_RESERVATION = "state = 'reserved'"
 UNDELIVERED = "delivered_at IS NULL"
-
-
-class Metric(enum.StrEnum):
-    AI_EDITS = "ai_edits"
-    STORAGE_BYTES = "storage_bytes"
-    PROJECTS = "projects"
-
-    @property
-    def is_gauge(self) -> bool:
-        return self is not Metric.AI_EDITS
 
 
 class ReservationState(enum.StrEnum):

@@ -11,11 +11,11 @@ from sqlalchemy import and_, any_, delete, func, insert, literal, or_, select, t
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from runtime.usage import Metric
 from services.billing.models import (
     OPEN_RESERVATION,
     UNDELIVERED,
     LedgerKind,
-    Metric,
     Reservation,
     ReservationState,
     Subscription,

@@ -21,6 +21,7 @@ from runtime.errors import FailedPrecondition, InvalidArgument, QuotaExceeded
 from runtime.metrics import Metrics
 from runtime.peers.identity import TierInfo
 from runtime.tombstones import Tombstones
+from runtime.usage import Metric
 from services.billing.models import (
     FINAL_STATUSES,
     FREE_TIER,
@@ -28,7 +29,6 @@ from services.billing.models import (
     MANUAL_STATUS,
     Counter,
     LedgerKind,
-    Metric,
     Period,
     Reservation,
     ReservationState,

@@ -49,7 +49,7 @@ from runtime.db import Database
 from runtime.errors import DomainError, FailedPrecondition, InvalidArgument, PermissionDenied
 from runtime.metrics import Metrics
 from runtime.peers.assets import AssetInfo
-from runtime.peers.billing import AI_EDITS, PROJECTS, STORAGE_BYTES, Quota
+from runtime.peers.billing import Metric, Quota
 from runtime.peers.identity import TierLookup
 from runtime.peers.presets import ADJUSTMENT, FILTER, ResolvedPreset
 from runtime.periodic import every
@@ -306,7 +306,9 @@ class EditWorkflows:
         if not asset.ready:
             raise FailedPrecondition("the image is still being uploaded; retry shortly")
         project_id = uuid.uuid4()
-        reservation = await self._quota.reserve(owner_id, PROJECTS, 1, f"project:{project_id}")
+        reservation = await self._quota.reserve(
+            owner_id, Metric.PROJECTS, 1, f"project:{project_id}"
+        )
         try:
             async with self._database.transaction() as session:
                 await self._guard_write(session, owner_id)
@@ -344,7 +346,9 @@ class EditWorkflows:
     async def _credit_deleted(self, project: Project) -> None:
         if project.quota_reservation_id:
             await self._commit_project_unit(project.id, project.quota_reservation_id)
-        await self._quota.credit(project.owner_id, PROJECTS, 1, f"project:{project.id}:deleted")
+        await self._quota.credit(
+            project.owner_id, Metric.PROJECTS, 1, f"project:{project.id}:deleted"
+        )
         async with self._database.transaction() as session:
             await ProjectRepository(session).mark_credited(project.id)
 
@@ -388,11 +392,13 @@ class EditWorkflows:
         ai_reservation = storage_reservation = None
         try:
             if request.action.is_ai:
-                ai_reservation = await self._quota.reserve(owner_id, AI_EDITS, 1, ai_key(edit_id))
+                ai_reservation = await self._quota.reserve(
+                    owner_id, Metric.AI_EDITS, 1, ai_key(edit_id)
+                )
             room = int(image.size_bytes * self._settings.result_storage_factor)
             if room > 0:
                 storage_reservation = await self._quota.reserve(
-                    owner_id, STORAGE_BYTES, room, storage_key(edit_id)
+                    owner_id, Metric.STORAGE_BYTES, room, storage_key(edit_id)
                 )
             async with self._database.transaction() as session:
                 await self._guard_write(session, owner_id)

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 from runtime.db import refuse_remote_call
 from runtime.errors import QuotaExceeded, Unauthenticated
-from runtime.peers.billing import AnyMetric
+from runtime.peers.billing import Metric
 from runtime.peers.identity import TierInfo
 from services.assets.errors import StorageUnavailable
 from services.assets.storage import ObjectStore
@@ -40,9 +40,9 @@ class RecordingQuota:
     released: list[str] = field(default_factory=list)
     credited: list[tuple[uuid.UUID, int, str]] = field(default_factory=list)
     # Every metric asked for: the domain enum, never a protobuf number.
-    metrics: list[AnyMetric] = field(default_factory=list)
+    metrics: list[Metric] = field(default_factory=list)
 
-    async def reserve(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> str:
+    async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
         refuse_remote_call("billing")
         self._refuse()
         self.metrics.append(metric)
@@ -65,7 +65,7 @@ class RecordingQuota:
         self._refuse()
         self.released.append(reservation_id)
 
-    async def credit(self, user_id: uuid.UUID, metric: AnyMetric, amount: int, key: str) -> None:
+    async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
         refuse_remote_call("billing")
         self._refuse()
         self.metrics.append(metric)

@@ -569,7 +569,7 @@ async def test_metrics_count_grants_and_denials(
 
 
 def test_tier_info_limits_are_what_billing_enforces() -> None:
-    from services.billing.models import Metric
+    from runtime.usage import Metric
     from services.billing.service import limit_of
 
     tier = TierInfo(code="t", ai_edits_per_month=3, storage_bytes=4, max_projects=5)

@@ -19,7 +19,7 @@ from PIL import Image, ImageOps
 
 from runtime.errors import FailedPrecondition, NotFound, QuotaExceeded
 from runtime.peers.assets import AssetInfo
-from runtime.peers.billing import AI_EDITS, STORAGE_BYTES, Metric
+from runtime.peers.billing import Metric
 from runtime.peers.presets import ResolvedPreset
 from services.projects.engines import EditEngine, EngineRequest, EngineResult
 from services.projects.engines.local import LocalEngine
@@ -133,10 +133,10 @@ class FakeAssets:
             await self.quota.commit(reservation_id)
             if reserved_bytes > size:
                 await self.quota.credit(
-                    owner_id, STORAGE_BYTES, reserved_bytes - size, f"{key}:surplus"
+                    owner_id, Metric.STORAGE_BYTES, reserved_bytes - size, f"{key}:surplus"
                 )
             return
-        own = await self.quota.reserve(owner_id, STORAGE_BYTES, size, key)
+        own = await self.quota.reserve(owner_id, Metric.STORAGE_BYTES, size, key)
         await self.quota.commit(own)
 
     async def find_stored(self, owner_id: uuid.UUID, idempotency_key: str) -> AssetInfo | None:
@@ -188,14 +188,14 @@ class RecordingQuota:
     """Grants reservations up to per-metric limits (idempotent on the key, like billing)
     and remembers every call."""
 
-    limits: dict[int, int] = field(default_factory=dict)
-    reservations: dict[str, tuple[uuid.UUID, int, int, str]] = field(default_factory=dict)
+    limits: dict[Metric, int] = field(default_factory=dict)
+    reservations: dict[str, tuple[uuid.UUID, Metric, int, str]] = field(default_factory=dict)
     keys: dict[str, str] = field(default_factory=dict)
     committed: list[str] = field(default_factory=list)
     released: list[str] = field(default_factory=list)
-    credited: list[tuple[uuid.UUID, int, int, str]] = field(default_factory=list)
+    credited: list[tuple[uuid.UUID, Metric, int, str]] = field(default_factory=list)
 
-    def used(self, user_id: uuid.UUID, metric: int) -> int:
+    def used(self, user_id: uuid.UUID, metric: Metric) -> int:
         """Committed plus held (reserved, neither committed nor released)."""
         return sum(
             amount
@@ -203,7 +203,7 @@ class RecordingQuota:
             if owner == user_id and m == metric and rid not in self.released
         ) - sum(a for owner, m, a, _ in self.credited if owner == user_id and m == metric)
 
-    def charged(self, user_id: uuid.UUID, metric: int = AI_EDITS) -> int:
+    def charged(self, user_id: uuid.UUID, metric: Metric = Metric.AI_EDITS) -> int:
         return sum(
             amount
             for rid, (owner, m, amount, _key) in self.reservations.items()
@@ -220,12 +220,12 @@ class RecordingQuota:
     async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
         if key in self.keys:
             return self.keys[key]
-        limit = self.limits.get(int(metric))
-        if limit is not None and self.used(user_id, int(metric)) + amount > limit:
+        limit = self.limits.get(metric)
+        if limit is not None and self.used(user_id, metric) + amount > limit:
             raise QuotaExceeded("usage limit of your plan reached")
         reservation_id = f"reservation:{key}"
         self.keys[key] = reservation_id
-        self.reservations[reservation_id] = (user_id, int(metric), amount, key)
+        self.reservations[reservation_id] = (user_id, metric, amount, key)
         return reservation_id
 
     async def commit(self, reservation_id: str) -> None:
@@ -238,7 +238,7 @@ class RecordingQuota:
 
     async def credit(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> None:
         if all(k != key for *_rest, k in self.credited):
-            self.credited.append((user_id, int(metric), amount, key))
+            self.credited.append((user_id, metric, amount, key))
 
 
 class CountingEngine:

@@ -10,7 +10,7 @@ import pytest
 from pixelshop.projects.v1 import projects_pb2 as pb
 
 from runtime.errors import Unavailable
-from runtime.peers.billing import AI_EDITS, PROJECTS, STORAGE_BYTES
+from runtime.peers.billing import Metric
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
 
@@ -136,7 +136,7 @@ async def test_head_moved_during_an_edit_is_not_lost(stack: Stack) -> None:
 
 async def test_the_26th_ai_edit_is_refused_and_crop_still_works(stack: Stack) -> None:
     user_id, auth = stack.user()
-    stack.quota.limits[int(AI_EDITS)] = 25
+    stack.quota.limits[Metric.AI_EDITS] = 25
     project = await stack.project(auth, user_id, photo("PNG", (64, 48)))
     for _ in range(25):
         await stack.apply(auth, project.id, filter=WARM)
@@ -150,7 +150,7 @@ async def test_the_26th_ai_edit_is_refused_and_crop_still_works(stack: Stack) ->
 
 async def test_the_21st_project_is_refused(stack: Stack) -> None:
     user_id, auth = stack.user()
-    stack.quota.limits[int(PROJECTS)] = 20
+    stack.quota.limits[Metric.PROJECTS] = 20
     for _ in range(20):
         await stack.project(auth, user_id, photo("PNG", (8, 8)))
     with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -161,7 +161,7 @@ async def test_the_21st_project_is_refused(stack: Stack) -> None:
 async def test_storage_is_reserved_before_the_engine_runs(stack: Stack) -> None:
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
-    stack.quota.limits[int(STORAGE_BYTES)] = 10  # no room for any result
+    stack.quota.limits[Metric.STORAGE_BYTES] = 10  # no room for any result
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stack.apply(auth, project.id, filter=WARM)
     assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

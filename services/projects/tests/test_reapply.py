@@ -9,7 +9,7 @@ import grpc
 import pytest
 from pixelshop.projects.v1 import projects_pb2 as pb
 
-from runtime.peers.billing import AI_EDITS
+from runtime.peers.billing import Metric
 from services.projects.tests.conftest import Metadata, Stack
 from services.projects.tests.fakes import photo
 
@@ -149,7 +149,7 @@ async def test_a_failure_part_way_stops_and_keeps_what_succeeded(stack: Stack) -
     user_id, auth = stack.user()
     source, edits = await _source(stack, auth, user_id)
     target = await stack.project(auth, user_id, photo("JPEG", (320, 240)))
-    stack.quota.limits[int(AI_EDITS)] = stack.quota.charged(user_id)  # no AI edit left
+    stack.quota.limits[Metric.AI_EDITS] = stack.quota.charged(user_id)  # no AI edit left
     done = await stack.stub.Reapply(
         pb.ReapplyRequest(
             project_id=target.id,

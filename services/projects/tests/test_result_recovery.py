@@ -11,7 +11,7 @@ import pytest
 from pixelshop.projects.v1 import projects_pb2 as pb
 
 from runtime.errors import QuotaExceeded
-from runtime.peers.billing import STORAGE_BYTES
+from runtime.peers.billing import Metric
 from runtime.workflow import SimulatedCrash, crash_at
 from services.projects.models import EditAction, EditStatus
 from services.projects.repository import ProjectReads
@@ -118,13 +118,13 @@ async def test_a_concurrent_upload_cannot_take_the_room_held_for_a_result(stack:
     created = await stack.project(auth, user_id, source)
     room = int(len(source) * stack.components.settings.result_storage_factor)
     # The plan has exactly the room the edit holds for its result.
-    stack.quota.limits[int(STORAGE_BYTES)] = room
+    stack.quota.limits[Metric.STORAGE_BYTES] = room
     refused: list[Exception] = []
 
     async def another_upload() -> None:
         # Another upload of the same user lands as the result is about to be stored.
         try:
-            await stack.quota.reserve(user_id, STORAGE_BYTES, room, f"asset:{uuid.uuid4()}")
+            await stack.quota.reserve(user_id, Metric.STORAGE_BYTES, room, f"asset:{uuid.uuid4()}")
         except QuotaExceeded as error:
             refused.append(error)
 
@@ -137,7 +137,7 @@ async def test_a_concurrent_upload_cannot_take_the_room_held_for_a_result(stack:
     assert stack.assets.handed == [f"reservation:{storage_key(edit_id)}"]
     edit, _project = await _edit(stack, uuid.UUID(created.id), done.edit.request_id)
     assert edit.result_bytes is not None
-    assert stack.quota.used(user_id, int(STORAGE_BYTES)) == edit.result_bytes
+    assert stack.quota.used(user_id, Metric.STORAGE_BYTES) == edit.result_bytes
     assert stack.quota.open(user_id) == []
 
 
