@@ -79,6 +79,9 @@ ADMIN_PORT = 9901
 # two read-only admin paths they need.
 OPS_PORT = 9902
 OPS_PATHS = ("/ready", "/stats/prometheus")
+# The public listener's HTTP stats are `http.<prefix>.*`; the gateway pod's preStop hook
+# (deploy/k8s/base/gateway/drain.sh, ADR 0024) waits on `http.<prefix>.downstream_rq_active`.
+PUBLIC_STAT_PREFIX = "ingress_http"
 
 # The auth rate limit (SPEC section 4, gateway): the edge table's only rate limit.
 (AUTH_RATE_LIMIT,) = EDGE.rate_limits
@@ -549,7 +552,7 @@ def _http_connection_manager(
     timeouts = EDGE.timeouts
     return _typed(
         "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
-        stat_prefix="ingress_http",
+        stat_prefix=PUBLIC_STAT_PREFIX,
         codec_type="AUTO",
         # The edge: the client address is the TCP peer (the LoadBalancer Service keeps it
         # with externalTrafficPolicy: Local). Raise xff_num_trusted_hops behind an L7 proxy.
@@ -768,10 +771,17 @@ def _ops_listener() -> dict[str, Any]:
     return _listener("ops", OPS_PORT, manager)
 
 
-def _listener(name: str, port: int, manager: dict[str, Any]) -> dict[str, Any]:
+def _listener(
+    name: str, port: int, manager: dict[str, Any], *, inbound: bool = False
+) -> dict[str, Any]:
+    # The drain on shutdown (`POST /drain_listeners?graceful&inboundonly`, ADR 0024) acts
+    # only on INBOUND listeners: the public one. The ops listener keeps answering the
+    # kubelet's probes and Prometheus until Envoy exits.
+    direction = {"traffic_direction": "INBOUND"} if inbound else {}
     return {
         "name": name,
         "address": {"socket_address": {"address": "0.0.0.0", "port_value": port}},
+        **direction,
         "filter_chains": [
             {
                 "filters": [
@@ -851,6 +861,7 @@ def render(
                     _http_connection_manager(
                         public, services, cors_origins, table, proto_descriptor
                     ),
+                    inbound=True,
                 ),
                 _ops_listener(),
             ],
