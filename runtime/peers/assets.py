@@ -18,6 +18,7 @@ from runtime.errors import (
     QuotaExceeded,
     Unavailable,
 )
+from runtime.peers.errors import peer_error
 
 CHUNK_BYTES = 1024 * 1024
 
@@ -44,16 +45,23 @@ class AssetInfo:
 
 
 def _domain_error(error: grpc.aio.AioRpcError, asset_id: object = "") -> DomainError:
-    code = error.code()
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound("asset", str(asset_id))
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return QuotaExceeded(error.details() or "storage limit of your plan reached")
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument("asset", error.details() or "was refused by assets")
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(error.details() or "assets refused the request")
-    return Unavailable(f"image storage is unavailable ({code.name}); try again")
+    return peer_error(
+        error,
+        peer="assets",
+        unavailable="image storage is unavailable ({code}); try again",
+        verdicts={
+            grpc.StatusCode.NOT_FOUND: lambda _: NotFound("asset", str(asset_id)),
+            grpc.StatusCode.RESOURCE_EXHAUSTED: lambda message: QuotaExceeded(
+                message or "storage limit of your plan reached"
+            ),
+            grpc.StatusCode.INVALID_ARGUMENT: lambda message: InvalidArgument(
+                "asset", message or "was refused by assets"
+            ),
+            grpc.StatusCode.FAILED_PRECONDITION: lambda message: FailedPrecondition(
+                message or "assets refused the request"
+            ),
+        },
+    )
 
 
 class AssetsClient:

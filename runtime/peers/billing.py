@@ -17,7 +17,8 @@ import grpc
 from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 
 from runtime.clients import PeerChannel
-from runtime.errors import FailedPrecondition, QuotaExceeded, Unauthenticated, Unavailable
+from runtime.errors import FailedPrecondition, QuotaExceeded, Unauthenticated
+from runtime.peers.errors import Verdict, peer_error
 from runtime.usage import Metric
 
 __all__ = [
@@ -79,21 +80,19 @@ class UnlimitedQuota:
         return None
 
 
-def _unavailable(error: grpc.aio.AioRpcError) -> Unavailable:
-    """Billing down or slow is something to retry, not an internal error of the caller."""
-    return Unavailable(f"usage accounting is unavailable ({error.code().name}); try again")
-
-
-def _domain_error(error: grpc.aio.AioRpcError) -> Exception:
-    """Billing's answer as the caller's domain error (its message names the limit)."""
-    code, details = error.code(), error.details() or ""
-    if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        return QuotaExceeded(details or "usage limit reached")
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(details, reason="RESERVATION_EXPIRED")
-    if code == grpc.StatusCode.UNAUTHENTICATED:
-        return Unauthenticated(details or "this account has been deleted", reason="ACCOUNT_DELETED")
-    return _unavailable(error)
+# Billing's answers as the caller's domain errors (its message names the limit); billing
+# down or slow is something to retry (Unavailable), not an internal error of the caller.
+_VERDICTS: dict[grpc.StatusCode, Verdict] = {
+    grpc.StatusCode.RESOURCE_EXHAUSTED: lambda message: QuotaExceeded(
+        message or "usage limit reached"
+    ),
+    grpc.StatusCode.FAILED_PRECONDITION: lambda message: FailedPrecondition(
+        message, reason="RESERVATION_EXPIRED"
+    ),
+    grpc.StatusCode.UNAUTHENTICATED: lambda message: Unauthenticated(
+        message or "this account has been deleted", reason="ACCOUNT_DELETED"
+    ),
+}
 
 
 class BillingQuota:
@@ -105,7 +104,12 @@ class BillingQuota:
         try:
             return await method(request, metadata=self._peer.metadata(), timeout=10)
         except grpc.aio.AioRpcError as error:
-            raise _domain_error(error) from error
+            raise peer_error(
+                error,
+                peer="billing",
+                unavailable="usage accounting is unavailable ({code}); try again",
+                verdicts=_VERDICTS,
+            ) from error
 
     async def reserve(self, user_id: uuid.UUID, metric: Metric, amount: int, key: str) -> str:
         request = billing_pb2.ReserveUsageRequest(

@@ -7,7 +7,6 @@ a transaction: a peer call inside one is refused (ADR 0011).
 
 from __future__ import annotations
 
-import logging
 import time
 import uuid
 from collections.abc import Sequence
@@ -19,10 +18,9 @@ from google.protobuf import json_format
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
 from runtime.clients import PeerChannel
-from runtime.errors import NotFound, Unavailable
+from runtime.errors import NotFound
 from runtime.events import Event, EventPage, Position
-
-log = logging.getLogger("pixelshop.peers.identity")
+from runtime.peers.errors import peer_error
 
 
 @dataclass(frozen=True)
@@ -105,10 +103,12 @@ class IdentityClient:
                 wait_for_ready=True,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound("user", str(user_id)) from error
-            log.warning("identity tier lookup failed", extra={"code": error.code().name})
-            raise Unavailable("cannot read the user's plan right now; try again") from error
+            raise peer_error(
+                error,
+                peer="identity",
+                unavailable="cannot read the user's plan right now; try again",
+                verdicts={grpc.StatusCode.NOT_FOUND: lambda _: NotFound("user", str(user_id))},
+            ) from error
         tier = TierInfo.from_proto(response.tier)
         self._tier_cache[user_id] = (now, tier)
         if len(self._tier_cache) > 10_000:
@@ -127,10 +127,16 @@ class IdentityClient:
                 timeout=10,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound("user or tier", f"{user_id} {tier_code}") from error
-            log.warning("identity set-tier failed", extra={"code": error.code().name})
-            raise Unavailable("identity did not take the tier change; try again") from error
+            raise peer_error(
+                error,
+                peer="identity",
+                unavailable="identity did not take the tier change; try again",
+                verdicts={
+                    grpc.StatusCode.NOT_FOUND: lambda _: NotFound(
+                        "user or tier", f"{user_id} {tier_code}"
+                    )
+                },
+            ) from error
         self._tier_cache.pop(user_id, None)
 
     async def events(

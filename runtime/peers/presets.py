@@ -9,7 +9,8 @@ import grpc
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 
 from runtime.clients import PeerChannel
-from runtime.errors import NotFound, Unavailable
+from runtime.errors import NotFound
+from runtime.peers.errors import peer_error
 
 FILTER = "filter"
 ADJUSTMENT = "adjustment"
@@ -45,10 +46,11 @@ class PresetsClient:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            if error.code() == grpc.StatusCode.NOT_FOUND:
-                raise NotFound("preset", str(preset_id)) from error
-            raise Unavailable(
-                f"presets are unavailable ({error.code().name}); try again"
+            raise peer_error(
+                error,
+                peer="presets",
+                unavailable="presets are unavailable ({code}); try again",
+                verdicts={grpc.StatusCode.NOT_FOUND: lambda _: NotFound("preset", str(preset_id))},
             ) from error
         return ResolvedPreset(
             id=uuid.UUID(response.preset_id),
@@ -67,4 +69,6 @@ class PresetsClient:
                 timeout=self._timeout,
             )
         except grpc.aio.AioRpcError as error:
-            raise Unavailable(f"presets are unavailable ({error.code().name})") from error
+            raise peer_error(
+                error, peer="presets", unavailable="presets are unavailable ({code})"
+            ) from error
