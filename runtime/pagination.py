@@ -9,7 +9,9 @@ costs the same however deep it is. The pieces every service shares:
   position plus the query it belongs to (a fingerprint of everything that selects or orders
   the rows); a token from another query, a tampered or a forged one is INVALID_ARGUMENT on
   `page_token`. `keyset_after(token, query, key_type)` / `keyset_token(position, query)`
-  read and write a `Keyset`; `decode` / `encode` are the raw JSON-list form beneath them.
+  read and write a `Keyset`; `sequence_after` / `sequence_token` the same for a listing
+  ordered by a unique ascending number alone (a project's edits by `seq`); `decode` /
+  `encode` are the raw JSON-list form beneath them.
 - `fetch_limit(page_size)` and `page_of(rows, page_size, position)`: ask the repository for
   one row more than the page, and the extra row (never shown) says whether a next page
   exists, with no COUNT and no empty last page.
@@ -132,6 +134,24 @@ class PageTokens:
         """The position a token continues after; None for the first page."""
         position = self.decode(token, query)
         return None if position is None else Keyset.from_json(position, key_type)
+
+    def sequence_token(self, after: int | None, query: str = "") -> str:
+        """The next page's token for a listing by a unique number; "" when there is none."""
+        return "" if after is None else self.encode([after], query)
+
+    def sequence_after(self, token: str, query: str = "") -> int:
+        """The number a token continues after; 0 (before every row) for the first page."""
+        position = self.decode(token, query)
+        if position is None:
+            return 0
+        if (
+            len(position) != 1
+            or not isinstance(position[0], int)
+            or isinstance(position[0], bool)
+            or position[0] < 0
+        ):
+            raise InvalidArgument(FIELD, "is not a valid page token")
+        return position[0]
 
 
 def query_fingerprint(*parts: object) -> str:

@@ -76,6 +76,23 @@ def test_a_signed_position_of_the_wrong_shape_is_invalid_argument(
     assert error.value.field == "page_token"
 
 
+def test_sequence_tokens_round_trip_and_start_before_every_row() -> None:
+    token = TOKENS.sequence_token(100, "edits")
+    assert TOKENS.sequence_after(token, "edits") == 100
+    assert TOKENS.sequence_after("", "edits") == 0
+    assert TOKENS.sequence_token(None, "edits") == ""
+    with pytest.raises(InvalidArgument, match="different query"):
+        TOKENS.sequence_after(token, "other edits")
+
+
+@pytest.mark.parametrize("position", [[], [1, 2], ["7"], [True], [-1], [1.5], [None]])
+def test_a_signed_sequence_of_the_wrong_shape_is_invalid_argument(position: list[Any]) -> None:
+    token = TOKENS.encode(position, "q")
+    with pytest.raises(InvalidArgument) as error:
+        TOKENS.sequence_after(token, "q")
+    assert error.value.field == "page_token"
+
+
 def test_fingerprints_are_unambiguous() -> None:
     assert query_fingerprint("a|b", "c") != query_fingerprint("a", "b|c")
     assert query_fingerprint("a", None) == query_fingerprint("a", "")

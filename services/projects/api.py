@@ -19,7 +19,7 @@ from runtime import validation
 from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import InvalidArgument
-from runtime.pagination import PageTokens
+from runtime.pagination import PageTokens, query_fingerprint
 from services.projects.engines import Point
 from services.projects.engines.crop import ASPECT_RATIOS, CropBox
 from services.projects.models import NAME_MAX, Edit, EditAction, EditStatus, Project
@@ -302,24 +302,6 @@ def edit_request(request: projects_pb2.ApplyEditRequest) -> EditRequest:
     return EditRequest(request_id=request_id, action=action, prompt=prompt, preset_id=preset_id)
 
 
-def _list_position(position: list[Any] | None) -> tuple[datetime.datetime, uuid.UUID] | None:
-    if position is None:
-        return None
-    try:
-        created_at, project_id = position
-        return datetime.datetime.fromisoformat(created_at), uuid.UUID(project_id)
-    except (TypeError, ValueError) as error:
-        raise InvalidArgument("page_token", "is not a valid page token") from error
-
-
-def _seq_position(position: list[Any] | None) -> int:
-    if position is None:
-        return 0
-    if len(position) != 1 or not isinstance(position[0], int) or position[0] < 0:
-        raise InvalidArgument("page_token", "is not a valid page token")
-    return int(position[0])
-
-
 class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
     """The public service: the caller owns what they touch, from the access token."""
 
@@ -356,19 +338,15 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
     ) -> projects_pb2.ListProjectsResponse:
         owner_id = current_principal().user_id
         page_size = validation.page_size(request.page_size)
-        query = f"projects:{owner_id}"
-        after = _list_position(self._tokens.decode(request.page_token, query))
+        query = query_fingerprint("projects", owner_id)
+        after = self._tokens.keyset_after(request.page_token, query, datetime.datetime)
         async with self._database.reader() as reader:
-            page, next_after = await self._service.list(
+            page = await self._service.list(
                 ProjectReads(reader), owner_id, after=after, page_size=page_size
             )
-        token = (
-            self._tokens.encode([next_after[0].isoformat(), str(next_after[1])], query)
-            if next_after
-            else ""
-        )
         return projects_pb2.ListProjectsResponse(
-            projects=[project_message(p) for p in page], next_page_token=token
+            projects=[project_message(p) for p in page.items],
+            next_page_token=self._tokens.keyset_token(page.next_after, query),
         )
 
     async def GetProject(
@@ -422,7 +400,7 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
             request.page_size, default=EDITS_PAGE_DEFAULT, maximum=EDITS_PAGE_MAX
         )
         query = f"edits:{project_id}"
-        after_seq = _seq_position(self._tokens.decode(request.page_token, query))
+        after_seq = self._tokens.sequence_after(request.page_token, query)
         # Reads only (the project, head's chain start, the page), in autocommit on the
         # bare driver connection (ADR 0020).
         async with self._database.reader() as reader:
@@ -434,7 +412,7 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
                 page_size=page_size,
                 held=self._encoded.get,
             )
-        token = self._tokens.encode([page.next_after_seq], query) if page.next_after_seq else ""
+        token = self._tokens.sequence_token(page.next_after_seq, query)
         return self._encoded.response(page, token)
 
     async def GetEdit(

@@ -24,6 +24,7 @@ from sqlalchemy.dialects.postgresql import ARRAY, insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.db import Query, Reader, reader
+from runtime.pagination import Keyset
 from services.projects.models import (
     AWAITING_PURGE,
     EDIT_FIELDS,
@@ -247,7 +248,7 @@ class ProjectReads:
         self,
         owner_id: uuid.UUID,
         *,
-        after: tuple[datetime.datetime, uuid.UUID] | None,
+        after: Keyset | None,
         limit: int,
     ) -> list[Project]:
         if after is None:
@@ -256,8 +257,8 @@ class ProjectReads:
             rows = await self._reader.fetch(
                 _LIST_PROJECTS_AFTER,
                 owner_id=owner_id,
-                after_created_at=after[0],
-                after_id=after[1],
+                after_created_at=after.key,
+                after_id=after.id,
                 limit=limit,
             )
         return [_project(row) for row in rows]

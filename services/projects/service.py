@@ -9,7 +9,6 @@ transactions, between which it makes its remote calls.
 from __future__ import annotations
 
 import dataclasses
-import datetime
 import uuid
 from collections import OrderedDict
 from collections.abc import Callable
@@ -20,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from runtime.clock import utc_now
 from runtime.errors import FailedPrecondition
+from runtime.pagination import Keyset, Page, fetch_limit, page_of
 from services.projects.errors import (
     EditNotFound,
     EditRunning,
@@ -114,13 +114,12 @@ class ProjectService:
         reads: ProjectReads,
         owner_id: uuid.UUID,
         *,
-        after: tuple[datetime.datetime, uuid.UUID] | None,
+        after: Keyset | None,
         page_size: int,
-    ) -> tuple[list[Project], tuple[datetime.datetime, uuid.UUID] | None]:
-        rows = await reads.list_projects(owner_id, after=after, limit=page_size + 1)
-        page = rows[:page_size]
-        more = len(rows) > page_size
-        return page, ((page[-1].created_at, page[-1].id) if more and page else None)
+    ) -> Page[Project]:
+        """The owner's projects, newest first, after `after` (runtime.pagination)."""
+        rows = await reads.list_projects(owner_id, after=after, limit=fetch_limit(page_size))
+        return page_of(rows, page_size, lambda project: Keyset(project.created_at, project.id))
 
     async def rename(
         self,
@@ -241,7 +240,9 @@ class ProjectService:
         what the caller keeps of one (its encoding), and only the others are read."""
         project = await self.get(reads, owner_id, project_id)
         path = await self.head_path(reads, project)
-        outline = await reads.page_outline(project_id, after_seq=after_seq, limit=page_size + 1)
+        outline = await reads.page_outline(
+            project_id, after_seq=after_seq, limit=fetch_limit(page_size)
+        )
         more = len(outline) > page_size
         outline = outline[:page_size]
         kept = {

@@ -165,6 +165,14 @@ async def test_list_get_and_delete(stack: Stack) -> None:
         pb.ListProjectsRequest(page_size=1, page_token=listed.next_page_token), metadata=auth
     )
     assert [p.id for p in rest.projects] == [first.id]
+    assert rest.next_page_token == ""  # exactly the last page: no empty page after it
+    # A page token continues only its own owner's listing.
+    _other_id, other = stack.user()
+    with pytest.raises(grpc.aio.AioRpcError) as foreign:
+        await stack.stub.ListProjects(
+            pb.ListProjectsRequest(page_size=1, page_token=listed.next_page_token), metadata=other
+        )
+    assert foreign.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     got = await stack.stub.GetProject(pb.GetProjectRequest(project_id=first.id), metadata=auth)
     assert got.project.thumbnail_uri.endswith(":content?variant=thumbnail")
     await stack.stub.DeleteProject(pb.DeleteProjectRequest(project_id=first.id), metadata=auth)
