@@ -74,18 +74,6 @@ class NewEdit:
     reapplied_from_project_id: uuid.UUID | None = None
 
 
-@dataclass(frozen=True)
-class Outcome:
-    """What the engine produced, as the succeeded edit records it."""
-
-    result: Image
-    model: str
-    finish_reason: str
-    input_tokens: int
-    output_tokens: int
-    duration_ms: int | None
-
-
 # Parsed head paths kept per head edit: the path above an edit never changes (nothing is
 # deleted, edits only gain children), so an entry is valid forever. Bounded, oldest out.
 HEAD_PATH_CACHE_SIZE = 256
@@ -331,24 +319,22 @@ class ProjectService:
         return edit, True
 
     async def record_succeeded(
-        self, session: AsyncSession, edit: Edit, outcome: Outcome
+        self, session: AsyncSession, edit: Edit, result: Image
     ) -> Edit | None:
-        """Marks the edit succeeded and, if head is still its parent, moves head to it, in
-        one transaction. None when the edit was no longer pending (the sweeper failed it)."""
+        """Marks the edit succeeded with its stored result and, if head is still its
+        parent, moves head to it, in one transaction. What the engine reported (model,
+        finish reason, tokens, duration) is already on the edit: the workflow records it
+        once, before storing the result, so an adopted edit has it too. None when the edit
+        was no longer pending (the sweeper failed it)."""
         repository = ProjectRepository(session)
         done = await repository.finish_edit(
             edit.id,
             status=EditStatus.SUCCEEDED.value,
-            result_asset_id=outcome.result.asset_id,
-            result_mime_type=outcome.result.mime_type,
-            result_width=outcome.result.width,
-            result_height=outcome.result.height,
-            result_bytes=outcome.result.size_bytes,
-            model=outcome.model or None,
-            finish_reason=outcome.finish_reason or None,
-            input_tokens=outcome.input_tokens or None,
-            output_tokens=outcome.output_tokens or None,
-            duration_ms=outcome.duration_ms,
+            result_asset_id=result.asset_id,
+            result_mime_type=result.mime_type,
+            result_width=result.width,
+            result_height=result.height,
+            result_bytes=result.size_bytes,
         )
         if done is None:
             return None
@@ -358,7 +344,7 @@ class ProjectService:
             edit.id,
             move_head_from=edit.parent_id,
             new_head=edit.id,
-            thumbnail=outcome.result.asset_id,
+            thumbnail=result.asset_id,
         )
         return done
 

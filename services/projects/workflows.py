@@ -59,7 +59,7 @@ from services.projects.engines.crop import ASPECT_RATIOS, CropBox, crop, fit_rat
 from services.projects.errors import EditNotFound, ProjectNotFound
 from services.projects.models import Edit, EditAction, EditStatus, Image, Project
 from services.projects.repository import ProjectReads, ProjectRepository
-from services.projects.service import NewEdit, Outcome, ProjectService
+from services.projects.service import NewEdit, ProjectService
 from services.projects.settings import ProjectsSettings
 
 log = logging.getLogger("pixelshop.projects.workflows")
@@ -524,18 +524,7 @@ class EditWorkflows:
                     raise
                 stored = found
             await checkpoint("apply.result_stored")
-            done = await self._record_succeeded(
-                edit,
-                stored,
-                Outcome(
-                    result=_image_of(stored),
-                    model=result.model,
-                    finish_reason=result.finish_reason,
-                    input_tokens=result.input_tokens,
-                    output_tokens=result.output_tokens,
-                    duration_ms=duration_ms,
-                ),
-            )
+            done = await self._record_succeeded(edit, stored)
             if done is None:
                 done = await self._finished_elsewhere(edit, stored)
             outcome = "succeeded"
@@ -565,8 +554,9 @@ class EditWorkflows:
 
     async def _record_engine_run(self, edit: Edit, result: EngineResult, duration_ms: int) -> None:
         """[commit: what the engine reported, on the pending edit], before the result is
-        stored: a run that dies after storing is adopted with its model, finish reason,
-        tokens and duration, not without them."""
+        stored, and the only place it is written: a run that dies after storing is adopted
+        with its model, finish reason, tokens and duration, and one that succeeds keeps
+        them (`record_succeeded` adds only the result)."""
         async with self._database.transaction() as session:
             await ProjectRepository(session).record_engine_run(
                 edit.id,
@@ -577,14 +567,12 @@ class EditWorkflows:
                 duration_ms=duration_ms,
             )
 
-    async def _record_succeeded(
-        self, edit: Edit, stored: AssetInfo, outcome: Outcome
-    ) -> Edit | None:
+    async def _record_succeeded(self, edit: Edit, stored: AssetInfo) -> Edit | None:
         """[commit: succeeded, head moved if still at the parent]. The storage hold went
         to assets with the result (or was released before it), so it is no longer the
         edit's to release."""
         async with self._database.transaction() as session:
-            done = await self._service.record_succeeded(session, edit, outcome)
+            done = await self._service.record_succeeded(session, edit, _image_of(stored))
             if done is not None and done.storage_reservation_id:
                 await ProjectRepository(session).clear_storage_reservation(edit.id)
                 done = dataclasses.replace(done, storage_reservation_id=None)
@@ -622,21 +610,9 @@ class EditWorkflows:
                 return None
         if stored is None or not stored.ready:
             return None
-        # What the run recorded before it stored the result (nothing, if it died first).
-        async with self._database.reader() as reader:
-            recorded = await ProjectReads(reader).get_edit(edit.project_id, edit.id) or edit
-        done = await self._record_succeeded(
-            edit,
-            stored,
-            Outcome(
-                result=_image_of(stored),
-                model=recorded.model or "",
-                finish_reason=recorded.finish_reason or "",
-                input_tokens=recorded.input_tokens or 0,
-                output_tokens=recorded.output_tokens or 0,
-                duration_ms=recorded.duration_ms,
-            ),
-        )
+        # What the engine reported is on the edit already: the run recorded it before it
+        # stored the result.
+        done = await self._record_succeeded(edit, stored)
         if done is None:  # finished meanwhile (by the run itself or another sweeper)
             async with self._database.reader() as reader:
                 return await ProjectReads(reader).get_edit(edit.project_id, edit.id)

@@ -10,7 +10,7 @@ from pixelshop.projects.v1 import projects_pb2 as pb
 
 from services.projects.models import EditAction, Image
 from services.projects.repository import ProjectRepository
-from services.projects.service import NewEdit, Outcome
+from services.projects.service import NewEdit
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
 
@@ -43,9 +43,7 @@ async def grow(stack: Stack, owner_id: uuid.UUID, project_id: uuid.UUID, steps: 
                     storage_reservation_id=None,
                 )
                 await service.record_succeeded(
-                    session,
-                    edit,
-                    Outcome(Image(uuid.uuid4(), "image/png", 8, 8, 10), "", "", 0, 0, 1),
+                    session, edit, Image(uuid.uuid4(), "image/png", 8, 8, 10)
                 )
 
 

@@ -51,6 +51,9 @@ async def test_a_retry_after_a_crash_once_the_result_is_stored_returns_it(stack:
     assert stored is not None
     assert again.edit.result_asset_id == stored.id
     assert again.project.head_edit_id == again.edit.id
+    # The engine's report, recorded once before the result was stored, is kept.
+    assert (again.edit.model, again.edit.finish_reason) == ("pillow:warmer", "STOP")
+    assert again.edit.duration_ms is not None
     assert stack.engine.total == 1
     assert stack.assets.stores == 1
     assert stack.quota.charged(user_id) == 1
