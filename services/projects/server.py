@@ -205,6 +205,9 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
+    # Run before the pools close (on_close runs last first): an edit whose caller went
+    # away is no open call, so the server's own grace does not wait for it.
+    running.on_close.append(lambda: components.workflows.drain(settings.shutdown_grace_seconds))
     follower = build_follower(components, running.metrics)
     running.background.append(asyncio.create_task(follower.run(), name="projects-events"))
     running.background.append(asyncio.create_task(tombstones.run(), name="projects-tombstones"))

@@ -366,6 +366,19 @@ class EditWorkflows:
             task.add_done_callback(lambda done: self._finished(edit_id, done))
         return await asyncio.shield(task)
 
+    async def drain(self, timeout: float) -> int:
+        """Waits up to `timeout` for the edits running in this process, also those whose
+        caller went away (shutdown: the pools close after this); answers how many were
+        still running when it gave up. Those are the sweeper's, as after a crash."""
+        running = list(self._running.values())
+        if not running:
+            return 0
+        log.info("waiting for running edits", extra={"edits": len(running)})
+        _, pending = await asyncio.wait(running, timeout=timeout)
+        if pending:
+            log.warning("edits still running at shutdown", extra={"edits": len(pending)})
+        return len(pending)
+
     def _finished(self, edit_id: uuid.UUID, task: asyncio.Task[Applied]) -> None:
         if self._running.get(edit_id) is task:
             del self._running[edit_id]

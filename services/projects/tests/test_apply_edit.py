@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import grpc
 import pytest
@@ -11,6 +13,8 @@ from pixelshop.projects.v1 import projects_pb2 as pb
 
 from runtime.errors import Unavailable
 from runtime.peers.billing import Metric
+from services.projects.models import EditStatus
+from services.projects.repository import ProjectReads
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
 
@@ -91,6 +95,37 @@ async def test_a_client_that_cancels_still_gets_the_result_on_retry(stack: Stack
     assert retried.project.head_edit_id == retried.edit.id
     assert stack.engine.total == 1
     assert stack.quota.charged(user_id) == 1
+
+
+async def test_a_shutdown_waits_for_an_edit_whose_client_went_away(
+    stack_factory: Callable[..., Any],
+) -> None:
+    stack: Stack = await stack_factory()
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    stack.engine.gate = asyncio.Event()
+    request_id = str(uuid.uuid4())
+    call = stack.stub.ApplyEdit(
+        pb.ApplyEditRequest(project_id=project.id, request_id=request_id, filter=WARM),
+        metadata=auth,
+    )
+    await stack.engine.started.wait()
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    # No call is open any more, yet the edit runs: the shutdown waits for it before the
+    # database pool closes, instead of leaving it to the sweeper half-done.
+    stopping = asyncio.ensure_future(stack.server.stop(5))
+    await asyncio.sleep(0.5)
+    assert not stopping.done()
+    stack.engine.gate.set()
+    await stopping
+    async with stack.components.database.reader() as reader:
+        edit = await ProjectReads(reader).find_by_request_id(uuid.UUID(project.id), request_id)
+    assert edit is not None
+    assert edit.status is EditStatus.SUCCEEDED
+    assert stack.quota.charged(user_id) == 1
+    assert stack.quota.open(user_id) == []
 
 
 async def test_two_concurrent_edits_one_runs_the_other_is_aborted(stack: Stack) -> None:
