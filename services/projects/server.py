@@ -205,9 +205,13 @@ async def start(
         await components.close()
         raise
     running.on_close.append(components.close)
+
     # Run before the pools close (on_close runs last first): an edit whose caller went
     # away is no open call, so the server's own grace does not wait for it.
-    running.on_close.append(lambda: components.workflows.drain(settings.shutdown_grace_seconds))
+    async def drain_edits() -> None:
+        await components.workflows.drain(settings.shutdown_grace_seconds)
+
+    running.on_close.append(drain_edits)
     follower = build_follower(components, running.metrics)
     running.background.append(asyncio.create_task(follower.run(), name="projects-events"))
     running.background.append(asyncio.create_task(tombstones.run(), name="projects-tombstones"))
