@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime
 import enum
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -532,7 +533,12 @@ class Project:
 
     @classmethod
     def from_row(cls, row: Any, head: Edit | None = None) -> Project:
-        m = row._mapping
+        return cls.from_mapping(row._mapping, head)
+
+    @classmethod
+    def from_mapping(cls, m: Mapping[str, Any], head: Edit | None = None) -> Project:
+        """A project from its columns by name (a result row's mapping, or the names and
+        values of a driver row read by position)."""
         return cls(
             id=m["id"],
             owner_id=m["owner_id"],

@@ -35,7 +35,6 @@ from services.projects.models import (
     EditAction,
     EditStatus,
     HeadPath,
-    Image,
     Project,
     edits,
     projects,
@@ -181,31 +180,7 @@ def _project(row: Any) -> Project:
     """A project from a driver row of `_project_with_head` (by position), with its head."""
     head_values = row[_project_width : _project_width + _edit_width]
     head = _edit(head_values) if head_values[0] is not None else None
-    m = dict(zip(_project_names, row[:_project_width], strict=True))
-    return Project(
-        id=m["id"],
-        owner_id=m["owner_id"],
-        name=m["name"],
-        original=Image(
-            m["original_asset_id"],
-            m["original_mime_type"],
-            m["original_width"],
-            m["original_height"],
-            m["original_bytes"],
-        ),
-        head_edit_id=m["head_edit_id"],
-        thumbnail_asset_id=m["thumbnail_asset_id"],
-        root_latest_child_id=m["root_latest_child_id"],
-        running_edit_id=m["running_edit_id"],
-        edit_count=m["edit_count"],
-        version=m["version"],
-        quota_reservation_id=m["quota_reservation_id"],
-        created_at=m["created_at"],
-        updated_at=m["updated_at"],
-        deleted_at=m["deleted_at"],
-        credited_at=m["credited_at"],
-        head=head,
-    )
+    return Project.from_mapping(dict(zip(_project_names, row[:_project_width], strict=True)), head)
 
 
 class ProjectReads:
