@@ -231,6 +231,46 @@ def test_the_benchmark_rule_catches_a_violation() -> None:
     assert len(hits) == 2  # its name and its import
 
 
+# The one wall clock (runtime/clock.py): everything else takes a `Clock` passed down.
+CLOCK_MODULE = ROOT / "runtime" / "clock.py"
+
+
+def wall_clock_reads(path: pathlib.Path) -> list[str]:
+    """Every `<something>.now(...)`, `.utcnow()` or `.today()` call on a name or attribute
+    spelled like a datetime (`datetime`, `dt`, `datetime.datetime`), as 'path:line'."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    hits = []
+    for node in ast.walk(tree):
+        if not (
+            isinstance(node, ast.Call)
+            and isinstance(node.func, ast.Attribute)
+            and node.func.attr in {"now", "utcnow", "today"}
+        ):
+            continue
+        owner = node.func.value
+        name = owner.id if isinstance(owner, ast.Name) else getattr(owner, "attr", "")
+        if name in {"datetime", "dt", "date"}:
+            hits.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    return hits
+
+
+def test_time_comes_from_the_runtime_clock() -> None:
+    runtime_sources = [
+        path
+        for path in (ROOT / "runtime").rglob("*.py")
+        if "tests" not in path.relative_to(ROOT).parts and path != CLOCK_MODULE
+    ]
+    offenders = [
+        hit for path in [*_service_sources(), *runtime_sources] for hit in wall_clock_reads(path)
+    ]
+    assert not offenders, "take a runtime.clock.Clock (default utc_now) instead"
+
+
+def test_the_clock_rule_catches_a_violation() -> None:
+    assert len(wall_clock_reads(FIXTURES / "reads_the_wall_clock.py")) == 2
+    assert wall_clock_reads(CLOCK_MODULE)  # the one place that may
+
+
 def _descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     data = (genproto.GEN_ROOT / genproto.DESCRIPTOR_NAME).read_bytes()
     return descriptor_pb2.FileDescriptorSet.FromString(data)
