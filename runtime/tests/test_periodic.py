@@ -4,9 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import uuid
+from collections.abc import Awaitable, Callable
 
 import pytest
+import sqlalchemy as sa
 
+from runtime.db import Database
 from runtime.periodic import every
 from runtime.workflow import SimulatedCrash
 
@@ -34,6 +38,14 @@ class Script:
         await asyncio.sleep(0)
 
 
+async def _until(event: asyncio.Event, task: asyncio.Task[object]) -> None:
+    """Waits for `event`; fails at once, with its error, if the loop ends first."""
+    waiting = asyncio.create_task(event.wait())
+    await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
+    waiting.cancel()
+    assert not task.done(), f"the loop ended: {task.exception()!r}"
+
+
 async def _cancelled(task: asyncio.Task[object]) -> None:
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -47,7 +59,7 @@ async def test_a_failed_round_is_logged_by_name_and_the_next_one_runs(
     script = Script([True, False, False, True])
     with caplog.at_level(logging.WARNING, logger="pixelshop.periodic"):
         task = asyncio.create_task(every(3.0, script.work, name="test sweep", pause=script.pause))
-        await script.waiting.wait()
+        await _until(script.waiting, task)
         # Cancelled in the middle of a round: the loop ends at once.
         await _cancelled(task)
     assert script.rounds == 5
@@ -66,7 +78,7 @@ async def test_back_off_doubles_after_failures_up_to_its_limit_and_resets_on_suc
     task = asyncio.create_task(
         every(1.0, script.work, name="follower", pause=script.pause, max_backoff=5.0)
     )
-    await script.waiting.wait()
+    await _until(script.waiting, task)
     await _cancelled(task)
     assert script.pauses == [2.0, 4.0, 5.0, 5.0, 1.0, 2.0, 1.0]
 
@@ -98,3 +110,54 @@ async def test_a_crash_is_not_a_failed_round_and_ends_the_loop() -> None:
     with pytest.raises(SimulatedCrash):
         await every(0.0, work, name="crashing", pause=lambda seconds: asyncio.sleep(0))
     assert rounds == 1
+
+
+async def test_a_round_that_fails_in_postgres_is_logged_and_the_next_one_reads_again(
+    migrated_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The shape of every sweeper and refresh: a round on a real database fails (the
+    table it reads is gone for a moment), is logged, and the next round reads again on
+    the same pool."""
+    schema = f"periodic_{uuid.uuid4().hex[:10]}"
+    database = Database.connect(migrated_db, schema, pool_size=1)
+    marks = f'"{schema}".marks'
+
+    async def ddl(statement: str) -> None:
+        async with database.engine.begin() as connection:
+            await connection.execute(sa.text(statement))
+
+    await ddl(f'CREATE SCHEMA "{schema}"')
+    await ddl(f"CREATE TABLE {marks} (n int)")
+    counts: list[int] = []
+
+    async def count_marks() -> None:
+        async with database.read() as session:
+            counts.append(int(await session.scalar(sa.text(f"SELECT count(*) FROM {marks}"))))
+
+    # Between rounds the test changes the database, one step a pause.
+    done = asyncio.Event()
+    steps: list[Callable[[], Awaitable[None]]] = [
+        lambda: ddl(f"ALTER TABLE {marks} RENAME TO gone"),
+        lambda: ddl(f'ALTER TABLE "{schema}".gone RENAME TO marks'),
+        lambda: ddl(f"INSERT INTO {marks} VALUES (1)"),
+    ]
+
+    async def pause(seconds: float) -> None:
+        if not steps:
+            done.set()
+            await asyncio.Event().wait()
+        await steps.pop(0)()
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="pixelshop.periodic"):
+            task = asyncio.create_task(every(60.0, count_marks, name="counting marks", pause=pause))
+            await _until(done, task)
+            await _cancelled(task)
+    finally:
+        await ddl(f'DROP SCHEMA "{schema}" CASCADE')
+        await database.close()
+    assert counts == [0, 0, 1]  # the second of four rounds failed
+    failed = [r for r in caplog.records if r.name == "pixelshop.periodic"]
+    assert [r.getMessage() for r in failed] == ["counting marks failed; retrying"]
+    assert failed[0].exc_info is not None
+    assert isinstance(failed[0].exc_info[1], sa.exc.DBAPIError)  # Postgres' own refusal
