@@ -1,8 +1,9 @@
 """The operator's commands over parked events, shared by every service that follows an outbox.
 
 A service adds them to its command line with `add_parked_commands(subcommands)` and runs
-them with `run_parked_command(follower, options)` on the `OutboxFollower` its composition
-root builds (the same handlers and `after_round` the leader uses; no server is started):
+them with `run_parked_command_from(build, build_follower, options)`: its composition root
+builds the components (no server is started) and the `OutboxFollower` on them, the same
+handlers and `after_round` the leader uses, and the components are closed after:
 
 - `parked` lists what is parked, one JSON object a line (source, type, event id, user id,
   position, attempts, last error, parked at): ids only, as the table holds them;
@@ -18,11 +19,19 @@ import argparse
 import json
 import sys
 import uuid
-from typing import Any, TextIO
+from collections.abc import Callable
+from typing import Any, Protocol, TextIO, TypeVar
 
 from runtime.events import OutboxFollower, ParkedEvent
 
 PARKED_COMMANDS = ("parked", "replay-parked")
+
+
+class Closable(Protocol):
+    async def close(self) -> None: ...
+
+
+Components = TypeVar("Components", bound=Closable)
 
 
 def add_parked_commands(commands: argparse._SubParsersAction[Any]) -> None:
@@ -72,3 +81,18 @@ async def run_parked_command(
         )
         return 1
     return 1 if report.failing else 0
+
+
+async def run_parked_command_from(
+    build: Callable[[], Components],
+    build_follower: Callable[[Components], OutboxFollower],
+    options: argparse.Namespace,
+    out: TextIO | None = None,
+) -> int:
+    """A service's `parked` / `replay-parked` command: builds its components, runs the
+    command on the follower built on them, closes them; answers the exit code."""
+    components = build()
+    try:
+        return await run_parked_command(build_follower(components), options, out)
+    finally:
+        await components.close()

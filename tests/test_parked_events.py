@@ -6,7 +6,9 @@ failing is parked; once the cause is fixed an operator replays it (runtime.event
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import io
 import json
 import os
 import random
@@ -30,6 +32,7 @@ from runtime.events import (
     replay_parked,
 )
 from runtime.metrics import Metrics
+from runtime.parked import add_parked_commands, run_parked_command_from
 from services.presets import models as presets_models
 from tests import test_event_pipeline as pipeline
 from tests.support.settings import INTERNAL_SECRET, runtime_url
@@ -243,6 +246,58 @@ async def test_one_event_is_replayed_by_its_id(identity_db: Database, consumer: 
     report = await follower.replay_parked(uuid.uuid4())  # not parked
     assert (report.replayed, report.failing, report.claimed) == (0, 0, False)
     assert [event.event_id for event in await follower.parked()] == events[:1]
+
+
+class Components:
+    """What a composition root builds for the command: counted when closed."""
+
+    def __init__(self) -> None:
+        self.closed = 0
+
+    async def close(self) -> None:
+        self.closed += 1
+
+
+def parked_options(*args: str) -> argparse.Namespace:
+    parser = argparse.ArgumentParser()
+    add_parked_commands(parser.add_subparsers(dest="command"))
+    return parser.parse_args(args)
+
+
+async def test_a_services_command_builds_its_components_runs_and_closes_them(
+    identity_db: Database, consumer: Consumer
+) -> None:
+    """runtime.parked.run_parked_command_from, as every service's main() calls it."""
+    handler = Handler(consumer)
+    follower = make_follower(identity_db, consumer, handler)
+    events = await park(identity_db, follower, handler, [uuid.uuid4()])
+    handler.broken.clear()
+    built: list[Components] = []
+
+    def build() -> Components:
+        built.append(Components())
+        return built[-1]
+
+    listed = io.StringIO()
+    code = await run_parked_command_from(
+        build, lambda _: follower, parked_options("parked"), listed
+    )
+    assert code == 0
+    assert [json.loads(line)["event_id"] for line in listed.getvalue().splitlines()] == [
+        str(events[0])
+    ]
+    replayed = io.StringIO()
+    options = parked_options("replay-parked")
+    assert await run_parked_command_from(build, lambda _: follower, options, replayed) == 0
+    assert json.loads(replayed.getvalue()) == {"replayed": 1, "failing": 0}
+    assert await follower.parked() == []
+
+    def no_follower(components: Components) -> OutboxFollower:
+        raise RuntimeError("the follower could not be built")
+
+    with pytest.raises(RuntimeError):
+        await run_parked_command_from(build, no_follower, parked_options("parked"))
+    assert [c.closed for c in built] == [1, 1, 1]  # closed every time, failing or not
 
 
 async def test_a_standby_exports_no_parked_gauge(

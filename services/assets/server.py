@@ -17,6 +17,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 
 from pixelshop.assets.v1 import assets_pb2, assets_pb2_grpc
 
@@ -28,7 +29,7 @@ from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
-from runtime.parked import add_parked_commands, run_parked_command
+from runtime.parked import PARKED_COMMANDS, add_parked_commands, run_parked_command_from
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
@@ -199,14 +200,6 @@ async def _sweep(settings: AssetsSettings) -> None:
     print(json.dumps(asdict(report)))
 
 
-async def _parked(settings: AssetsSettings, options: argparse.Namespace) -> int:
-    components = build(settings)
-    try:
-        return await run_parked_command(build_follower(components), options)
-    finally:
-        await components.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.assets",
@@ -221,8 +214,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     if options.command == "sweep":
         asyncio.run(_sweep(settings))
-    elif options.command in ("parked", "replay-parked"):
-        return asyncio.run(_parked(settings, options))
+    elif options.command in PARKED_COMMANDS:
+        command = run_parked_command_from(partial(build, settings), build_follower, options)
+        return asyncio.run(command)
     else:
         asyncio.run(_serve(settings))
     return 0

@@ -18,6 +18,7 @@ import sys
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any
 
 from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -30,7 +31,7 @@ from runtime.events import USER_DELETED, USER_TIER_CHANGED, CursorStore, OutboxF
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
-from runtime.parked import add_parked_commands, run_parked_command
+from runtime.parked import PARKED_COMMANDS, add_parked_commands, run_parked_command_from
 from runtime.peers.identity import CachedTierLookup, IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.settings import SettingsError
@@ -231,14 +232,6 @@ async def _set_tier(settings: BillingSettings, user_id: uuid.UUID, tier_code: st
         await components.close()
 
 
-async def _parked(settings: BillingSettings, options: argparse.Namespace) -> int:
-    components = build(settings)
-    try:
-        return await run_parked_command(build_follower(components), options)
-    finally:
-        await components.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.billing",
@@ -264,8 +257,9 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(_sweep(settings))
     elif options.command == "set-tier":
         asyncio.run(_set_tier(settings, uuid.UUID(options.user_id), options.tier))
-    elif options.command in ("parked", "replay-parked"):
-        return asyncio.run(_parked(settings, options))
+    elif options.command in PARKED_COMMANDS:
+        command = run_parked_command_from(partial(build, settings), build_follower, options)
+        return asyncio.run(command)
     else:
         asyncio.run(_serve(settings))
     return 0

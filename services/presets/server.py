@@ -16,6 +16,7 @@ import dataclasses
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 
@@ -27,7 +28,7 @@ from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
-from runtime.parked import add_parked_commands, run_parked_command
+from runtime.parked import PARKED_COMMANDS, add_parked_commands, run_parked_command_from
 from runtime.peers.identity import IdentityClient, TierLookup
 from runtime.server import Registration, RunningServer, jwks_verifier, serve, start_server
 from runtime.tombstones import Tombstones, deletion_follower
@@ -152,14 +153,6 @@ async def _serve(settings: PresetsSettings) -> None:
     await serve(running, settings.shutdown_grace_seconds)
 
 
-async def _parked(settings: PresetsSettings, options: argparse.Namespace) -> int:
-    components = build(settings)
-    try:
-        return await run_parked_command(build_follower(components), options)
-    finally:
-        await components.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.presets",
@@ -171,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
     options = parser.parse_args(argv)
     settings = load()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
-    if options.command in ("parked", "replay-parked"):
-        return asyncio.run(_parked(settings, options))
+    if options.command in PARKED_COMMANDS:
+        command = run_parked_command_from(partial(build, settings), build_follower, options)
+        return asyncio.run(command)
     asyncio.run(_serve(settings))
     return 0

@@ -16,6 +16,7 @@ import json
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
 
@@ -27,7 +28,7 @@ from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
-from runtime.parked import add_parked_commands, run_parked_command
+from runtime.parked import PARKED_COMMANDS, add_parked_commands, run_parked_command_from
 from runtime.peers.assets import AssetsClient
 from runtime.peers.billing import BillingQuota, Quota, UnlimitedQuota
 from runtime.peers.identity import IdentityClient
@@ -240,14 +241,6 @@ async def _sweep(settings: ProjectsSettings) -> None:
     print(json.dumps(report))
 
 
-async def _parked(settings: ProjectsSettings, options: argparse.Namespace) -> int:
-    components = build(settings)
-    try:
-        return await run_parked_command(build_follower(components), options)
-    finally:
-        await components.close()
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m services.projects",
@@ -262,8 +255,9 @@ def main(argv: list[str] | None = None) -> int:
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     if options.command == "sweep":
         asyncio.run(_sweep(settings))
-    elif options.command in ("parked", "replay-parked"):
-        return asyncio.run(_parked(settings, options))
+    elif options.command in PARKED_COMMANDS:
+        command = run_parked_command_from(partial(build, settings), build_follower, options)
+        return asyncio.run(command)
     else:
         asyncio.run(_serve(settings))
     return 0
