@@ -76,19 +76,26 @@ async def test_a_retry_of_a_failed_edit_answers_the_same_failure_without_a_call(
     assert done.edit.seq == 2
 
 
-async def test_a_client_that_cancels_still_gets_the_result_on_retry(stack: Stack) -> None:
-    user_id, auth = stack.user()
-    project = await stack.project(auth, user_id, photo())
+async def _cancelled_while_running(stack: Stack, auth: Any, project_id: str) -> str:
+    """An ApplyEdit whose client cancels while the engine runs (held at its gate, which
+    the caller opens); answers its request id."""
     stack.engine.gate = asyncio.Event()
     request_id = str(uuid.uuid4())
     call = stack.stub.ApplyEdit(
-        pb.ApplyEditRequest(project_id=project.id, request_id=request_id, filter=WARM),
+        pb.ApplyEditRequest(project_id=project_id, request_id=request_id, filter=WARM),
         metadata=auth,
     )
     await stack.engine.started.wait()
     call.cancel()
     with pytest.raises(asyncio.CancelledError):
         await call
+    return request_id
+
+
+async def test_a_client_that_cancels_still_gets_the_result_on_retry(stack: Stack) -> None:
+    user_id, auth = stack.user()
+    project = await stack.project(auth, user_id, photo())
+    request_id = await _cancelled_while_running(stack, auth, project.id)
     stack.engine.gate.set()
     retried = await stack.apply(auth, project.id, request_id, filter=WARM)
     assert retried.edit.status == pb.EDIT_STATUS_SUCCEEDED
@@ -103,16 +110,7 @@ async def test_a_shutdown_waits_for_an_edit_whose_client_went_away(
     stack: Stack = await stack_factory()
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
-    stack.engine.gate = asyncio.Event()
-    request_id = str(uuid.uuid4())
-    call = stack.stub.ApplyEdit(
-        pb.ApplyEditRequest(project_id=project.id, request_id=request_id, filter=WARM),
-        metadata=auth,
-    )
-    await stack.engine.started.wait()
-    call.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await call
+    request_id = await _cancelled_while_running(stack, auth, project.id)
     # No call is open any more, yet the edit runs: the shutdown waits for it before the
     # database pool closes, instead of leaving it to the sweeper half-done.
     stopping = asyncio.ensure_future(stack.server.stop(5))
