@@ -24,7 +24,6 @@ import pytest
 from pixelshop.billing.v1 import billing_pb2, billing_pb2_grpc
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
-from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
 from runtime.db import Database
 from runtime.events import USER_TIER_CHANGED
 from runtime.server import RunningServer
@@ -37,9 +36,7 @@ from services.identity.settings import IdentitySettings
 from services.identity.tests.cli import run_cli
 from services.identity.tests.conftest import AdjustableClock, identity_settings_for
 from services.identity.tests.support import PASSWORD, Account, bearer, sign_up, unique_name
-from tests.support.settings import INTERNAL_SECRET, service_settings
-
-BILLING_CREDENTIAL = ((SERVICE_TOKEN_METADATA, ServiceTokens(INTERNAL_SECRET, "billing").token()),)
+from tests.support.settings import service_credential, service_settings
 
 
 @dataclass
@@ -199,7 +196,7 @@ async def test_a_change_billing_relayed_itself_is_not_recorded_again(stack: Stac
     relayed = await sign_up(stack.identity, username=unique_name("relayed"))
     await stack.identity_internal.SetUserTier(
         identity_pb2.SetUserTierRequest(user_id=relayed.user_id, tier_code="pro"),
-        metadata=BILLING_CREDENTIAL,
+        metadata=service_credential("billing"),
     )
     later = await sign_up(stack.identity, username=unique_name("later"))
     await set_tier_as_an_operator(stack, later, "pro")

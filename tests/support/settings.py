@@ -6,6 +6,7 @@ from typing import Any, TypeVar
 
 from sqlalchemy.engine import make_url
 
+from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
 from runtime.config import ServiceSettings, runtime_role
 from runtime.settings import Secret
 
@@ -30,3 +31,10 @@ def service_settings(cls: type[S], admin_url: str, **overrides: Any) -> S:
     }
     values.update(overrides)
     return cls(**values)
+
+
+def service_credential(caller: str) -> tuple[tuple[str, str], ...]:
+    """The metadata `caller` sends to an internal RPC, made fresh at each call: a service
+    token lives 5 minutes, less than the suite (one made at import expires before the
+    last tests run)."""
+    return ((SERVICE_TOKEN_METADATA, ServiceTokens(INTERNAL_SECRET, caller).token()),)

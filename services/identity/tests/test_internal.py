@@ -14,9 +14,7 @@ from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
 from services.identity.settings import IdentitySettings
 from services.identity.tests.cli import run_cli
 from services.identity.tests.support import bearer, log_in, sign_up, unique_name
-from tests.support.settings import INTERNAL_SECRET
-
-BILLING = ((SERVICE_TOKEN_METADATA, ServiceTokens(INTERNAL_SECRET, "billing").token()),)
+from tests.support.settings import service_credential
 
 
 def internal_calls(user_id: str) -> list[tuple[str, Any]]:
@@ -44,7 +42,8 @@ async def test_internal_rpcs_need_a_service_credential(
                 await getattr(internal, method)(request, metadata=metadata)
             assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED, method
     tier = await internal.GetUserTier(
-        identity_pb2.GetUserTierRequest(user_id=account.user_id), metadata=BILLING
+        identity_pb2.GetUserTierRequest(user_id=account.user_id),
+        metadata=service_credential("billing"),
     )
     assert tier.tier.code == "free"
 
@@ -56,12 +55,14 @@ async def test_set_user_tier_changes_the_tier_and_writes_one_event(
     account = await sign_up(identity)
     cursor = await latest_position(internal)
     request = identity_pb2.SetUserTierRequest(user_id=account.user_id, tier_code="pro")
-    changed = await internal.SetUserTier(request, metadata=BILLING)
+    changed = await internal.SetUserTier(request, metadata=service_credential("billing"))
     assert changed.user.tier == "pro"
-    await internal.SetUserTier(request, metadata=BILLING)  # billing may deliver twice
+    # Billing may deliver twice.
+    await internal.SetUserTier(request, metadata=service_credential("billing"))
 
     tier = await internal.GetUserTier(
-        identity_pb2.GetUserTierRequest(user_id=account.user_id), metadata=BILLING
+        identity_pb2.GetUserTierRequest(user_id=account.user_id),
+        metadata=service_credential("billing"),
     )
     assert tier.tier.code == "pro"
     assert tier.tier.limits.ai_edits_per_month == 1000
@@ -69,7 +70,7 @@ async def test_set_user_tier_changes_the_tier_and_writes_one_event(
 
     events = await internal.ListEvents(
         identity_pb2.ListEventsRequest(after_xact_id=cursor[0], after_sequence=cursor[1]),
-        metadata=BILLING,
+        metadata=service_credential("billing"),
     )
     mine = [e for e in events.events if e.user_id == account.user_id]
     assert [e.type for e in mine] == ["user.tier_changed"]
@@ -93,7 +94,7 @@ async def test_unknown_user_or_tier_is_not_found(
         ),
     ):
         with pytest.raises(grpc.aio.AioRpcError) as missing:
-            await internal.SetUserTier(request, metadata=BILLING)
+            await internal.SetUserTier(request, metadata=service_credential("billing"))
         assert missing.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -107,7 +108,7 @@ async def latest_position(
             identity_pb2.ListEventsRequest(
                 after_xact_id=page.next_xact_id, after_sequence=page.next_sequence, page_size=500
             ),
-            metadata=BILLING,
+            metadata=service_credential("billing"),
         )
         if not page.events:
             return page.next_xact_id, page.next_sequence
@@ -122,19 +123,19 @@ async def test_list_events_pages_in_outbox_order_and_hands_out_only_cross_servic
     for account in accounts:
         await internal.SetUserTier(
             identity_pb2.SetUserTierRequest(user_id=account.user_id, tier_code="pro"),
-            metadata=BILLING,
+            metadata=service_credential("billing"),
         )
     first = await internal.ListEvents(
         identity_pb2.ListEventsRequest(
             after_xact_id=cursor[0], after_sequence=cursor[1], page_size=2
         ),
-        metadata=BILLING,
+        metadata=service_credential("billing"),
     )
     second = await internal.ListEvents(
         identity_pb2.ListEventsRequest(
             after_xact_id=first.next_xact_id, after_sequence=first.next_sequence, page_size=2
         ),
-        metadata=BILLING,
+        metadata=service_credential("billing"),
     )
     events = [*first.events, *second.events]
     positions = [(e.xact_id, e.sequence) for e in events]
@@ -153,7 +154,7 @@ async def test_list_events_pages_in_outbox_order_and_hands_out_only_cross_servic
         identity_pb2.ListEventsRequest(
             after_xact_id=cursor[0], after_sequence=cursor[1], types=["user.deleted"]
         ),
-        metadata=BILLING,
+        metadata=service_credential("billing"),
     )
     assert not [e for e in only_deleted.events if e.type != "user.deleted"]
     # Past the events of other types: the follower's cursor (and pruning) moves on.
@@ -161,7 +162,8 @@ async def test_list_events_pages_in_outbox_order_and_hands_out_only_cross_servic
 
     with pytest.raises(grpc.aio.AioRpcError) as unknown:
         await internal.ListEvents(
-            identity_pb2.ListEventsRequest(types=["mail.sent"]), metadata=BILLING
+            identity_pb2.ListEventsRequest(types=["mail.sent"]),
+            metadata=service_credential("billing"),
         )
     assert unknown.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
@@ -180,13 +182,14 @@ async def test_set_tier_cli(
         "billing follows through the outbox (user.tier_changed)"
     )
     tier = await internal.GetUserTier(
-        identity_pb2.GetUserTierRequest(user_id=account.user_id), metadata=BILLING
+        identity_pb2.GetUserTierRequest(user_id=account.user_id),
+        metadata=service_credential("billing"),
     )
     assert tier.tier.code == "pro"
     # The event is how billing learns of it (ADR 0021): marked as the operator's change.
     events = await internal.ListEvents(
         identity_pb2.ListEventsRequest(after_xact_id=cursor[0], after_sequence=cursor[1]),
-        metadata=BILLING,
+        metadata=service_credential("billing"),
     )
     mine = [e for e in events.events if e.user_id == account.user_id]
     assert [(e.type, e.payload["to"], e.payload["set_by"]) for e in mine] == [

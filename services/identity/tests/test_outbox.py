@@ -12,17 +12,15 @@ import asyncpg
 import pytest
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 
-from runtime.auth import SERVICE_TOKEN_METADATA, ServiceTokens
+from runtime.auth import ServiceTokens
 from runtime.clients import PeerChannel
 from runtime.db import Database
 from runtime.events import USER_TIER_CHANGED, CursorStore, Event, OutboxFollower
 from runtime.peers.identity import IdentityClient
 from runtime.server import RunningServer
 from services.identity.tests.support import sign_up
-from tests.support.settings import INTERNAL_SECRET
+from tests.support.settings import INTERNAL_SECRET, service_credential
 from tests.test_event_pipeline import Consumer
-
-BILLING = ((SERVICE_TOKEN_METADATA, ServiceTokens(INTERNAL_SECRET, "billing").token()),)
 
 
 @pytest.fixture
@@ -73,7 +71,7 @@ async def test_fifty_concurrent_tier_changes_reach_a_follower_once_each_in_outbo
         async def upgrade(user_id: str) -> None:
             await internal.SetUserTier(
                 identity_pb2.SetUserTierRequest(user_id=user_id, tier_code="pro"),
-                metadata=BILLING,
+                metadata=service_credential("billing"),
             )
 
         writers = asyncio.gather(*(upgrade(a.user_id) for a in accounts))
