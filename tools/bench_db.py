@@ -1072,6 +1072,10 @@ async def replay_statement(
 
         def put(number: int, value: Any) -> None:
             if 0 < number <= len(values):
+                recorded_value = values[number - 1]
+                # `= ANY ($n::T[])`: the drawn value, as many times as the sample held.
+                if isinstance(recorded_value, list) and not isinstance(value, list):
+                    value = [value] * max(1, len(recorded_value))
                 values[number - 1] = value
 
         for table, items in by_table.items():
