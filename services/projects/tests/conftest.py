@@ -13,13 +13,22 @@ import pytest
 from pixelshop.projects.v1 import projects_pb2, projects_pb2_grpc
 
 from runtime.server import RunningServer
+from services.projects.models import Edit, EditAction
+from services.projects.repository import ProjectReads
 from services.projects.server import ProjectsComponents, build, build_engine, start
 from services.projects.settings import ProjectsSettings
 from services.projects.tests.fakes import CountingEngine, FakeAssets, FakePresets, RecordingQuota
+from services.projects.workflows import EditRequest
 from tests.support.fake_identity import FakeIdentity
 from tests.support.settings import service_settings
 
 Metadata = tuple[tuple[str, str], ...]
+
+
+def warm() -> EditRequest:
+    """A local-engine filter request with a fresh request id (for calling the workflows
+    directly, e.g. under `crash_at`)."""
+    return EditRequest(request_id=str(uuid.uuid4()), action=EditAction.FILTER, prompt="warmer")
 
 
 @pytest.fixture(scope="session")
@@ -80,6 +89,13 @@ class Stack:
             ),
             metadata=metadata,
         )
+
+    async def stored_edit(self, project_id: uuid.UUID, request_id: str) -> Edit:
+        """The edit as the database holds it, by its request id."""
+        async with self.components.database.reader() as reader:
+            edit = await ProjectReads(reader).find_by_request_id(project_id, request_id)
+        assert edit is not None
+        return edit
 
 
 @pytest.fixture

@@ -14,7 +14,6 @@ from pixelshop.projects.v1 import projects_pb2 as pb
 from runtime.errors import Unavailable
 from runtime.peers.billing import Metric
 from services.projects.models import EditStatus
-from services.projects.repository import ProjectReads
 from services.projects.tests.conftest import Stack
 from services.projects.tests.fakes import photo
 
@@ -118,9 +117,7 @@ async def test_a_shutdown_waits_for_an_edit_whose_client_went_away(
     assert not stopping.done()
     stack.engine.gate.set()
     await stopping
-    async with stack.components.database.reader() as reader:
-        edit = await ProjectReads(reader).find_by_request_id(uuid.UUID(project.id), request_id)
-    assert edit is not None
+    edit = await stack.stored_edit(uuid.UUID(project.id), request_id)
     assert edit.status is EditStatus.SUCCEEDED
     assert stack.quota.charged(user_id) == 1
     assert stack.quota.open(user_id) == []

@@ -13,25 +13,20 @@ from pixelshop.projects.v1 import projects_pb2 as pb
 from runtime.errors import QuotaExceeded
 from runtime.peers.billing import Metric
 from runtime.workflow import SimulatedCrash, crash_at
-from services.projects.models import EditAction, EditStatus
+from services.projects.models import Edit, EditStatus, Project
 from services.projects.repository import ProjectReads
-from services.projects.tests.conftest import Stack
+from services.projects.tests.conftest import Stack, warm
 from services.projects.tests.fakes import photo
-from services.projects.workflows import EditRequest, storage_key
+from services.projects.workflows import storage_key
 
 LATER = datetime.timedelta(hours=1)
 
 
-def warm() -> EditRequest:
-    return EditRequest(request_id=str(uuid.uuid4()), action=EditAction.FILTER, prompt="warmer")
-
-
-async def _edit(stack: Stack, project_id: uuid.UUID, request_id: str):  # type: ignore[no-untyped-def]
+async def _edit(stack: Stack, project_id: uuid.UUID, request_id: str) -> tuple[Edit, Project]:
+    """The edit and its project, as the database holds them."""
+    edit = await stack.stored_edit(project_id, request_id)
     async with stack.components.database.reader() as reader:
-        reads = ProjectReads(reader)
-        edit = await reads.find_by_request_id(project_id, request_id)
-        project = await reads.get_project_any(project_id)
-    assert edit is not None
+        project = await ProjectReads(reader).get_project_any(project_id)
     assert project is not None
     return edit, project
 

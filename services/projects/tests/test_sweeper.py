@@ -15,18 +15,14 @@ import pytest
 from pixelshop.projects.v1 import projects_pb2 as pb
 
 from runtime.workflow import SimulatedCrash, crash_at
-from services.projects.models import Edit, EditAction, EditStatus, Project
+from services.projects.models import Edit, EditStatus, Project
 from services.projects.repository import ProjectReads, ProjectRepository
-from services.projects.tests.conftest import Metadata, Stack
+from services.projects.tests.conftest import Metadata, Stack, warm
 from services.projects.tests.fakes import photo
-from services.projects.workflows import EditRequest, ProjectSweeper, ai_key
+from services.projects.workflows import ProjectSweeper, ai_key
 
 # Past every deadline the request path has (pending timeout, grace, purge delay).
 LATER = datetime.timedelta(hours=2)
-
-
-def warm() -> EditRequest:
-    return EditRequest(request_id=str(uuid.uuid4()), action=EditAction.FILTER, prompt="warmer")
 
 
 def after(now: datetime.datetime, seconds: float) -> datetime.datetime:
@@ -99,10 +95,7 @@ class Held:
 
 
 async def _edit(stack: Stack, project_id: uuid.UUID, request_id: str) -> Edit:
-    async with stack.components.database.reader() as reader:
-        edit = await ProjectReads(reader).find_by_request_id(project_id, request_id)
-    assert edit is not None
-    return edit
+    return await stack.stored_edit(project_id, request_id)
 
 
 async def _project(stack: Stack, project_id: uuid.UUID) -> Project | None:
