@@ -146,7 +146,6 @@ def fill_edit(
 # and `Edit.on_head_path` field 21, both as protoc numbers them.
 _EDITS_TAG = b"\x0a"
 _ON_HEAD_PATH = b"\xa8\x01\x01"
-_FINISHED = (EditStatus.SUCCEEDED, EditStatus.FAILED)
 if (
     projects_pb2.ListEditsResponse.EDITS_FIELD_NUMBER != 1
     or projects_pb2.Edit.ON_HEAD_PATH_FIELD_NUMBER != 21
@@ -198,7 +197,7 @@ class EncodedEdits:
     def remember(self, edit: Edit) -> bytes:
         """The edit's encoding without `on_head_path`; kept when the edit has finished."""
         body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
-        if edit.status in _FINISHED and self._capacity:
+        if edit.status is not EditStatus.PENDING and self._capacity:
             self._bodies[edit.id] = body
             if len(self._bodies) > self._capacity:
                 self._bodies.popitem(last=False)
