@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections import OrderedDict
-from typing import Any, TypeAlias
+from typing import Any, NamedTuple, TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -24,7 +24,7 @@ from services.projects.engines import Point
 from services.projects.engines.crop import ASPECT_RATIOS, CropBox
 from services.projects.models import NAME_MAX, Edit, EditAction, EditStatus, Project
 from services.projects.repository import ProjectReads
-from services.projects.service import EditsPage, ProjectService
+from services.projects.service import EditsPage, HeldEdit, ProjectService
 from services.projects.workflows import EditRequest, EditWorkflows, ProjectSweeper
 
 Context: TypeAlias = grpc.aio.ServicerContext[Any, Any]
@@ -162,46 +162,69 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
+class Framed(NamedTuple):
+    """An edit as one entry of `ListEditsResponse.edits`, `on_head_path` left out: the
+    body, and the two ways to frame it (off head's path, and on it, with the flag)."""
+
+    off_path: bytes
+    on_path: bytes
+    body: bytes
+
+    @classmethod
+    def of(cls, edit: Edit) -> Framed:
+        body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
+        size = len(body)
+        return cls(
+            _EDITS_TAG + _varint(size), _EDITS_TAG + _varint(size + len(_ON_HEAD_PATH)), body
+        )
+
+
 class EncodedEdits:
-    """Finished edits as a history page sends them, by id, least recently used dropped
-    first. A finished edit never changes (ADR 0023) except whether it lies on head's path,
-    which is left out of the encoding and added per page, so a page of edits held here is
-    framed bytes joined, parsed once by protobuf's C code, instead of 100 messages filled
-    field by field from rows decoded for them."""
+    """Finished edits as a history page sends them, by project and seq (an edit's place
+    for good), least recently used dropped first. A finished edit never changes (ADR 0023,
+    0025) except whether it lies on head's path, which is left out of the encoding and
+    added per page, so a page of edits held here is framed bytes joined, parsed once by
+    protobuf's C code, instead of 100 messages filled field by field from rows decoded
+    for them."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._bodies: OrderedDict[uuid.UUID, bytes] = OrderedDict()
+        self._held: OrderedDict[tuple[uuid.UUID, int], HeldEdit] = OrderedDict()
 
-    def get(self, edit_id: uuid.UUID) -> bytes | None:
-        body = self._bodies.get(edit_id)
-        if body is not None:
-            self._bodies.move_to_end(edit_id)
-        return body
+    def get(self, project_id: uuid.UUID, seq: int) -> HeldEdit | None:
+        key = (project_id, seq)
+        found = self._held.get(key)
+        if found is not None:
+            self._held.move_to_end(key)
+        return found
 
     def response(self, page: EditsPage, next_page_token: str) -> projects_pb2.ListEditsResponse:
         parts: list[bytes] = []
         for entry in page.entries:
             if entry.held is not None:
-                body = entry.held
+                framed: Framed = entry.held.encoded
             else:
                 assert entry.edit is not None, "a page entry not held is read in full"
-                body = self.remember(entry.edit)
+                framed = self.remember(entry.edit)
             if entry.on_head_path:
-                body += _ON_HEAD_PATH
-            parts += (_EDITS_TAG, _varint(len(body)), body)
+                parts += (framed.on_path, framed.body, _ON_HEAD_PATH)
+            else:
+                parts += (framed.off_path, framed.body)
         response = projects_pb2.ListEditsResponse.FromString(b"".join(parts))
         response.next_page_token = next_page_token
         return response
 
-    def remember(self, edit: Edit) -> bytes:
-        """The edit's encoding without `on_head_path`; kept when the edit has finished."""
-        body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
-        if edit.status is not EditStatus.PENDING and self._capacity:
-            self._bodies[edit.id] = body
-            if len(self._bodies) > self._capacity:
-                self._bodies.popitem(last=False)
-        return body
+    def remember(self, edit: Edit) -> Framed:
+        """The edit framed; kept when it has finished and its branch's first seq is
+        known (every read and write a page or ApplyEdit answers joins it)."""
+        framed = Framed.of(edit)
+        finished = edit.status is not EditStatus.PENDING
+        if finished and edit.branch_seq is not None and self._capacity:
+            key = (edit.project_id, edit.seq)
+            self._held[key] = HeldEdit(edit.id, edit.depth, edit.branch_seq, framed)
+            if len(self._held) > self._capacity:
+                self._held.popitem(last=False)
+        return framed
 
 
 def project_message(project: Project) -> projects_pb2.Project:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime
 import uuid
-from typing import Any, NamedTuple
+from typing import Any
 
 from sqlalchemy import (
     Integer,
@@ -56,6 +56,17 @@ def _edits_with_branch_seq() -> Any:
     return select(*_edit_columns, _branch_start.c.seq.label("branch_seq")).select_from(
         edits.join(_branch_start, _branch_start.c.id == edits.c.branch_id)
     )
+
+
+# What a finished edit is answered with: its columns and its branch's first seq, so that
+# the caller can keep it for history pages (ADR 0025).
+_finished_columns = [
+    *_edit_columns,
+    select(_branch_start.c.seq)
+    .where(_branch_start.c.id == edits.c.branch_id)
+    .scalar_subquery()
+    .label("branch_seq"),
+]
 
 
 def _project_with_head() -> Any:
@@ -122,29 +133,9 @@ _EDIT_BY_REQUEST = Query.of(
 _BRANCH_START = Query.of(
     select(edits.c.seq, edits.c.branch_path).where(edits.c.id == bindparam("branch_id"))
 )
-# A history page's outline first (the (project_id, seq) index, LIMIT), then one primary-key
-# probe per row for its branch's first seq: the plan cannot join the whole history. A
-# finished edit never changes (ADR 0023): the page reads in full only the edits its caller
-# does not already hold encoded (`_EDITS_AT`, by seq: the same index, not 100 probes of
-# the primary key's random UUIDs).
-_outline = (
-    select(edits.c.id, edits.c.seq, edits.c.status, edits.c.depth, edits.c.branch_id)
-    .where(edits.c.project_id == bindparam("project_id"), edits.c.seq > bindparam("after_seq"))
-    .order_by(edits.c.seq)
-    .limit(bindparam("limit", type_=Integer))
-    .subquery("page")
-)
-_PAGE_OUTLINE = Query.of(
-    select(
-        _outline.c.id,
-        _outline.c.seq,
-        _outline.c.status,
-        _outline.c.depth,
-        _branch_start.c.seq.label("branch_seq"),
-    )
-    .select_from(_outline.join(_branch_start, _branch_start.c.id == _outline.c.branch_id))
-    .order_by(_outline.c.seq)
-)
+# A history page reads in full only the edits its caller does not already hold (ADR 0025):
+# by seq, on the (project_id, seq) index, rather than 100 probes of the primary key's
+# random UUIDs.
 _EDITS_AT = Query.of(
     _edits_with_branch_seq().where(
         edits.c.project_id == bindparam("project_id"),
@@ -254,32 +245,13 @@ class ProjectReads:
         assert row is not None, "every edit's branch starts at an edit of its project"
         return int(row[0]), list(row[1] or [])
 
-    async def page_outline(
-        self, project_id: uuid.UUID, *, after_seq: int, limit: int
-    ) -> list[OutlineRow]:
-        """The edits after `after_seq`, in seq order: (id, seq, status, depth, branch_seq)."""
-        rows = await self._reader.fetch(
-            _PAGE_OUTLINE, project_id=project_id, after_seq=after_seq, limit=limit
-        )
-        return [OutlineRow(row[0], row[1], _statuses[row[2]], row[3], row[4]) for row in rows]
-
     async def edits_at(
         self, project_id: uuid.UUID, seqs: list[int], path: HeadPath
-    ) -> dict[uuid.UUID, Edit]:
-        """The project's edits at these seqs, by id."""
+    ) -> dict[int, Edit]:
+        """The project's edits at these seqs, by seq."""
         rows = await self._reader.fetch(_EDITS_AT, project_id=project_id, seqs=seqs)
         found = (_edit(row[:_edit_width], branch_seq=row[_edit_width], path=path) for row in rows)
-        return {edit.id: edit for edit in found}
-
-
-class OutlineRow(NamedTuple):
-    """Where one edit of a history page lies, without the rest of it."""
-
-    id: uuid.UUID
-    seq: int
-    status: EditStatus
-    depth: int
-    branch_seq: int
+        return {edit.seq: edit for edit in found}
 
 
 class ProjectRepository:
@@ -465,7 +437,7 @@ class ProjectRepository:
                 update(edits)
                 .where(edits.c.id == edit_id, text(PENDING))
                 .values(**values, finished_at=func.now())
-                .returning(*_edit_columns)
+                .returning(*_finished_columns)
             )
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None

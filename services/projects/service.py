@@ -39,14 +39,23 @@ from services.projects.models import (
 from services.projects.repository import ProjectReads, ProjectRepository
 
 
+class HeldEdit(NamedTuple):
+    """A finished edit as a caller keeps it (ADR 0023): where it lies in the tree, which
+    is all a page needs to place it against head's path, and its encoding, opaque here."""
+
+    id: uuid.UUID
+    depth: int
+    branch_seq: int
+    encoded: Any
+
+
 class PageEntry(NamedTuple):
     """One edit of a history page: read in full (`edit`), or a finished edit the caller
-    already holds encoded (`held`, whatever its lookup answered). A page makes 100."""
+    already holds (`held`). A page makes 100."""
 
-    edit_id: uuid.UUID
     on_head_path: bool
     edit: Edit | None = None
-    held: bytes | None = None
+    held: HeldEdit | None = None
 
 
 @dataclass(frozen=True)
@@ -222,32 +231,26 @@ class ProjectService:
         *,
         after_seq: int,
         page_size: int,
-        held: Callable[[uuid.UUID], bytes | None] = lambda edit_id: None,
+        held: Callable[[uuid.UUID, int], HeldEdit | None] = lambda project_id, seq: None,
     ) -> EditsPage:
-        """A page in seq order. A finished edit never changes (ADR 0023): `held` answers
-        what the caller keeps of one (its encoding), and only the others are read."""
+        """A page in seq order. An edit's seq is its place for good (1 to the project's
+        `edit_count`, none ever removed but with the project) and a finished edit never
+        changes (ADR 0025): the project's row says which seqs the page spans, `held`
+        answers what the caller keeps of each, and only the others are read."""
         project = await self.get(reads, owner_id, project_id)
         path = await self.head_path(reads, project)
-        outline = await reads.page_outline(
-            project_id, after_seq=after_seq, limit=fetch_limit(page_size)
-        )
-        more = len(outline) > page_size
-        outline = outline[:page_size]
-        kept = {
-            row.id: found
-            for row in outline
-            if row.status is not EditStatus.PENDING and (found := held(row.id)) is not None
-        }
-        missing = [row.seq for row in outline if row.id not in kept]
+        last = min(after_seq + page_size, project.edit_count)
+        seqs = range(after_seq + 1, last + 1)
+        kept = {seq: found for seq in seqs if (found := held(project_id, seq)) is not None}
+        missing = [seq for seq in seqs if seq not in kept]
         read = await reads.edits_at(project_id, missing, path) if missing else {}
         entries = []
-        for row in outline:
-            on_path = path.holds(row.branch_seq, row.depth)
-            if row.id in kept:
-                entries.append(PageEntry(row.id, on_path, held=kept[row.id]))
-            elif (edit := read.get(row.id)) is not None:  # absent: purged meanwhile
-                entries.append(PageEntry(row.id, on_path, edit=edit))
-        return EditsPage(entries, outline[-1].seq if more and outline else None)
+        for seq in seqs:
+            if (found := kept.get(seq)) is not None:
+                entries.append(PageEntry(path.holds(found.branch_seq, found.depth), held=found))
+            elif (edit := read.get(seq)) is not None:  # absent: purged meanwhile
+                entries.append(PageEntry(edit.on_head_path, edit=edit))
+        return EditsPage(entries, last if last < project.edit_count else None)
 
     async def get_edit(
         self, reads: ProjectReads, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID

@@ -104,10 +104,15 @@ async def stack_factory(
 ) -> AsyncIterator[Callable[..., Any]]:
     started: list[tuple[RunningServer, grpc.aio.Channel, ProjectsComponents]] = []
 
-    async def make(**overrides: Any) -> Stack:
+    async def make(*, peers_of: Stack | None = None, **overrides: Any) -> Stack:
+        """A server on the same database; with `peers_of`, a replica beside that stack's
+        server: the same assets, presets and billing."""
         chosen = settings if not overrides else _with(settings, **overrides)
-        quota = RecordingQuota()
-        assets, presets = FakeAssets(quota=quota), FakePresets()
+        if peers_of is None:
+            quota = RecordingQuota()
+            assets, presets = FakeAssets(quota=quota), FakePresets()
+        else:
+            quota, assets, presets = peers_of.quota, peers_of.assets, peers_of.presets
         engine = CountingEngine(build_engine(chosen))
         server = await start(
             chosen, port=0, quota=quota, engine=engine, assets=assets, presets=presets

@@ -1,5 +1,6 @@
-"""History pages served from encoded finished edits (ADR 0023) answer exactly what pages
-built from fresh reads answer, whatever head does afterwards."""
+"""History pages served from encoded finished edits (ADR 0023, 0025) answer exactly what
+pages built from fresh reads answer, whatever head does afterwards and whichever replica
+made the edits."""
 
 from __future__ import annotations
 
@@ -83,9 +84,29 @@ async def test_cached_pages_equal_fresh_reads_as_head_moves(
     assert [e.status for e in alone].count(pb.EDIT_STATUS_FAILED) == 1
 
 
-async def test_edits_this_replica_made_are_paged_from_the_outline_alone(stack: Stack) -> None:
+async def test_a_replica_pages_the_edits_another_made_after_it_cached_the_history(
+    stack_factory: Callable[..., Any],
+) -> None:
+    cached: Stack = await stack_factory()
+    other: Stack = await stack_factory(peers_of=cached)  # another replica
+    uncached: Stack = await stack_factory(edit_cache_size=0)
+    user_id, auth = cached.user()
+    project = await cached.project(auth, user_id, photo("JPEG", (96, 64)))
+    await cached.apply(auth, project.id, filter=GRAY)
+    assert len(await _pages(cached, auth, project.id, 2)) == 1  # cached, as it stood
+    await other.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=40, height=40))
+    await other.stub.Undo(pb.UndoRequest(project_id=project.id), metadata=auth)
+    await other.apply(auth, project.id, filter=pb.FilterParams(prompt="make it warmer"))
+    for _ in range(2):  # the second read from what the first encoded
+        listed = await _pages(cached, auth, project.id, 2)
+        assert listed == await _pages(uncached, auth, project.id, 2)
+        assert [e.seq for e in listed] == [1, 2, 3]
+        assert [e.on_head_path for e in listed] == [True, False, True]
+
+
+async def test_edits_this_replica_made_are_paged_from_the_project_alone(stack: Stack) -> None:
     from runtime import db
-    from services.projects.repository import _EDITS_AT, _PAGE_OUTLINE
+    from services.projects.repository import _BRANCH_START, _EDITS_AT, _GET_PROJECT
 
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
@@ -111,8 +132,10 @@ async def test_edits_this_replica_made_are_paged_from_the_outline_alone(stack: S
             assert len(listed) == 2
     finally:
         db.statement_observers.pop()
-    assert _PAGE_OUTLINE.sql in seen
-    assert _EDITS_AT.sql not in seen  # nothing read in full: ApplyEdit and Reapply kept them
+    # Nothing read in full (ApplyEdit and Reapply kept them), not even an outline: the
+    # project's row says which seqs a page spans.
+    assert _EDITS_AT.sql not in seen
+    assert set(seen) <= {_GET_PROJECT.sql, _BRANCH_START.sql}
 
 
 async def test_a_pending_edit_is_read_again_until_it_finishes(stack: Stack) -> None:
@@ -150,16 +173,13 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
 
     encoded = EncodedEdits(2)
     first = encoded.response(page, "")
-    ids = [uuid.UUID(a.edit.id) for a in applied]
+    project_id = uuid.UUID(project.id)
     # The oldest of three is dropped; the two kept answer what the page encoded.
-    assert encoded.get(ids[0]) is None
-    assert encoded.get(ids[1]) is not None
-    assert encoded.get(ids[2]) is not None
+    assert encoded.get(project_id, 1) is None
+    kept = [encoded.get(project_id, seq) for seq in (2, 3)]
+    assert [k.id if k else None for k in kept] == [uuid.UUID(a.edit.id) for a in applied[1:]]
     held = EditsPage(
-        [
-            PageEntry(e.edit_id, e.on_head_path, held=encoded.get(e.edit_id))
-            for e in page.entries[1:]
-        ],
+        [PageEntry(e.on_head_path, held=k) for e, k in zip(page.entries[1:], kept, strict=True)],
         None,
     )
     assert list(encoded.response(held, "").edits) == list(first.edits)[1:]
@@ -167,4 +187,4 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
 
     nothing = EncodedEdits(0)
     nothing.response(page, "")
-    assert all(nothing.get(i) is None for i in ids)
+    assert all(nothing.get(project_id, seq) is None for seq in (1, 2, 3))
