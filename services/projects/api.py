@@ -181,22 +181,24 @@ class Framed(NamedTuple):
 
 class EncodedEdits:
     """Finished edits as a history page sends them, by project and seq (an edit's place
-    for good), least recently used dropped first. A finished edit never changes (ADR 0023,
-    0025) except whether it lies on head's path, which is left out of the encoding and
-    added per page, so a page of edits held here is framed bytes joined, parsed once by
-    protobuf's C code, instead of 100 messages filled field by field from rows decoded
-    for them."""
+    for good), the least recently paged project dropped first. A finished edit never
+    changes (ADR 0023, 0025) except whether it lies on head's path, which is left out of
+    the encoding and added per page, so a page of edits held here is framed bytes joined,
+    parsed once by protobuf's C code, instead of 100 messages filled field by field from
+    rows decoded for them."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
-        self._held: OrderedDict[tuple[uuid.UUID, int], HeldEdit] = OrderedDict()
+        self._size = 0
+        self._projects: OrderedDict[uuid.UUID, dict[int, HeldEdit]] = OrderedDict()
 
-    def get(self, project_id: uuid.UUID, seq: int) -> HeldEdit | None:
-        key = (project_id, seq)
-        found = self._held.get(key)
-        if found is not None:
-            self._held.move_to_end(key)
-        return found
+    def get(self, project_id: uuid.UUID, seqs: range) -> list[HeldEdit | None]:
+        """What is held of each seq, in order (None: not held)."""
+        held = self._projects.get(project_id)
+        if held is None:
+            return [None] * len(seqs)
+        self._projects.move_to_end(project_id)
+        return [held.get(seq) for seq in seqs]
 
     def response(self, page: EditsPage, next_page_token: str) -> projects_pb2.ListEditsResponse:
         parts: list[bytes] = []
@@ -220,11 +222,27 @@ class EncodedEdits:
         framed = Framed.of(edit)
         finished = edit.status is not EditStatus.PENDING
         if finished and edit.branch_seq is not None and self._capacity:
-            key = (edit.project_id, edit.seq)
-            self._held[key] = HeldEdit(edit.id, edit.depth, edit.branch_seq, framed)
-            if len(self._held) > self._capacity:
-                self._held.popitem(last=False)
+            held = self._projects.get(edit.project_id)
+            if held is None:
+                held = self._projects[edit.project_id] = {}
+            self._projects.move_to_end(edit.project_id)
+            if edit.seq not in held:
+                self._size += 1
+            held[edit.seq] = HeldEdit(edit.id, edit.depth, edit.branch_seq, framed)
+            self._evict(keep=edit.project_id)
         return framed
+
+    def _evict(self, keep: uuid.UUID) -> None:
+        """Drops the least recently paged projects while over capacity; the project being
+        paged loses its oldest entries only if it alone is over."""
+        while self._size > self._capacity:
+            oldest, held = next(iter(self._projects.items()))
+            if oldest != keep:
+                del self._projects[oldest]
+                self._size -= len(held)
+            else:
+                del held[next(iter(held))]
+                self._size -= 1
 
 
 def project_message(project: Project) -> projects_pb2.Project:

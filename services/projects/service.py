@@ -11,7 +11,7 @@ from __future__ import annotations
 import dataclasses
 import uuid
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -231,7 +231,7 @@ class ProjectService:
         *,
         after_seq: int,
         page_size: int,
-        held: Callable[[uuid.UUID, int], HeldEdit | None] = lambda project_id, seq: None,
+        held: Callable[[uuid.UUID, range], Sequence[HeldEdit | None]] | None = None,
     ) -> EditsPage:
         """A page in seq order. An edit's seq is its place for good (1 to the project's
         `edit_count`, none ever removed but with the project) and a finished edit never
@@ -241,12 +241,12 @@ class ProjectService:
         path = await self.head_path(reads, project)
         last = min(after_seq + page_size, project.edit_count)
         seqs = range(after_seq + 1, last + 1)
-        kept = {seq: found for seq in seqs if (found := held(project_id, seq)) is not None}
-        missing = [seq for seq in seqs if seq not in kept]
+        kept: Sequence[HeldEdit | None] = held(project_id, seqs) if held else [None] * len(seqs)
+        missing = [seq for seq, found in zip(seqs, kept, strict=True) if found is None]
         read = await reads.edits_at(project_id, missing, path) if missing else {}
         entries = []
-        for seq in seqs:
-            if (found := kept.get(seq)) is not None:
+        for seq, found in zip(seqs, kept, strict=True):
+            if found is not None:
                 entries.append(PageEntry(path.holds(found.branch_seq, found.depth), held=found))
             elif (edit := read.get(seq)) is not None:  # absent: purged meanwhile
                 entries.append(PageEntry(edit.on_head_path, edit=edit))

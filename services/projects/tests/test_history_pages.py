@@ -155,6 +155,19 @@ async def test_a_pending_edit_is_read_again_until_it_finishes(stack: Stack) -> N
     assert listed.edits[0].HasField("finish_time")
 
 
+async def _read_in_full(stack: Stack, user_id: Any, project_id: str) -> EditsPage:
+    async with stack.components.database.reader() as reader:
+        from services.projects.repository import ProjectReads
+
+        return await stack.components.service.list_edits(
+            ProjectReads(reader),
+            uuid.UUID(str(user_id)),
+            uuid.UUID(project_id),
+            after_seq=0,
+            page_size=10,
+        )
+
+
 async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -> None:
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
@@ -162,21 +175,18 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
         (await stack.apply(auth, project.id, crop=pb.CropParams(x=0, y=0, width=w, height=w)))
         for w in (30, 20, 10)
     ]
-    async with stack.components.database.reader() as reader:
-        from services.projects.repository import ProjectReads
-
-        reads = ProjectReads(reader)
-        page = await stack.components.service.list_edits(
-            reads, uuid.UUID(str(user_id)), uuid.UUID(project.id), after_seq=0, page_size=10
-        )
+    other = await stack.project(auth, user_id, photo())
+    await stack.apply(auth, other.id, filter=GRAY)
+    page = await _read_in_full(stack, user_id, project.id)
     assert [entry.edit is not None for entry in page.entries] == [True] * 3
 
     encoded = EncodedEdits(2)
     first = encoded.response(page, "")
     project_id = uuid.UUID(project.id)
-    # The oldest of three is dropped; the two kept answer what the page encoded.
-    assert encoded.get(project_id, 1) is None
-    kept = [encoded.get(project_id, seq) for seq in (2, 3)]
+    # Alone over the capacity, the project keeps its two newest; they answer what the
+    # page encoded.
+    one, *kept = encoded.get(project_id, range(1, 4))
+    assert one is None
     assert [k.id if k else None for k in kept] == [uuid.UUID(a.edit.id) for a in applied[1:]]
     held = EditsPage(
         [PageEntry(e.on_head_path, held=k) for e, k in zip(page.entries[1:], kept, strict=True)],
@@ -185,6 +195,11 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
     assert list(encoded.response(held, "").edits) == list(first.edits)[1:]
     assert [e.on_head_path for e in first.edits] == [True, True, True]
 
+    # Another project paged: the least recently paged one goes first, all of it.
+    encoded.response(await _read_in_full(stack, user_id, other.id), "")
+    assert encoded.get(project_id, range(1, 4)) == [None] * 3
+    assert encoded.get(uuid.UUID(other.id), range(1, 2))[0] is not None
+
     nothing = EncodedEdits(0)
     nothing.response(page, "")
-    assert all(nothing.get(project_id, seq) is None for seq in (1, 2, 3))
+    assert nothing.get(project_id, range(1, 4)) == [None] * 3
