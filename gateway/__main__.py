@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 
@@ -12,6 +11,7 @@ from gateway.routes import RouteError
 from gateway.server import serve
 from gateway.settings import GatewaySettings, SettingsError
 from runtime.logs import configure_logging
+from runtime.loop import run
 
 logger = logging.getLogger("gateway")
 
@@ -21,7 +21,7 @@ def main() -> int:
     try:
         settings = GatewaySettings.from_env()
         configure_logging("gateway", settings.log_level, settings.log_json)
-        asyncio.run(serve(settings))
+        run(serve(settings))
     except (SettingsError, RouteError) as error:
         logger.error("cannot start: %s", error)
         return 2

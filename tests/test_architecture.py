@@ -271,6 +271,31 @@ def test_the_clock_rule_catches_a_violation() -> None:
     assert wall_clock_reads(CLOCK_MODULE)  # the one place that may
 
 
+def own_event_loops(path: pathlib.Path) -> list[str]:
+    """Every `asyncio.run(...)` call, as 'path:line': processes start through
+    `runtime.loop.run`, on uvloop (ADR 0026)."""
+    tree = ast.parse(path.read_text(), filename=str(path))
+    return [
+        f"{path.relative_to(ROOT)}:{node.lineno}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "run"
+        and isinstance(node.func.value, ast.Name)
+        and node.func.value.id == "asyncio"
+    ]
+
+
+def test_services_and_the_gateway_run_on_the_runtime_loop() -> None:
+    gateway = [p for p in (ROOT / "gateway").rglob("*.py") if "tests" not in p.parts]
+    offenders = [hit for path in [*_service_sources(), *gateway] for hit in own_event_loops(path)]
+    assert not offenders, "start a process with runtime.loop.run (uvloop), not asyncio.run"
+
+
+def test_the_event_loop_rule_catches_a_violation() -> None:
+    assert len(own_event_loops(FIXTURES / "runs_its_own_loop.py")) == 1
+
+
 def _descriptor_set() -> descriptor_pb2.FileDescriptorSet:
     data = (genproto.GEN_ROOT / genproto.DESCRIPTOR_NAME).read_bytes()
     return descriptor_pb2.FileDescriptorSet.FromString(data)

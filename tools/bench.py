@@ -34,6 +34,7 @@ import httpx
 from pixelshop.identity.v1 import identity_pb2, identity_pb2_grpc
 from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 
+from runtime.loop import run
 from tools.pgcluster import free_port, throwaway_cluster
 from tools.provision import ALL_SERVICES, provision
 from tools.run import runnable_services, start_suite, stop_children
@@ -108,7 +109,8 @@ async def interleaved_load(
 
 
 def serve_echo(port: int) -> None:
-    """A bare grpc.aio service: the ceiling any real RPC is compared with."""
+    """A bare grpc.aio service: the ceiling any real RPC is compared with, on the event
+    loop the services run on."""
 
     async def echo(request: bytes, context: grpc.aio.ServicerContext[bytes, bytes]) -> bytes:
         return request
@@ -123,7 +125,7 @@ def serve_echo(port: int) -> None:
         await server.start()
         await server.wait_for_termination()
 
-    asyncio.run(main())
+    run(main())
 
 
 async def sign_up(base_url: str) -> str:
@@ -372,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
         serve_echo(options.echo_server)
         return 0
     only = frozenset(options.only or GROUPS)
-    report = asyncio.run(main_async(options.seconds, only))
+    report = run(main_async(options.seconds, only))  # the clients on the services' loop
     print("\n".join(report))
     return 0
 

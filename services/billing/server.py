@@ -30,6 +30,7 @@ from runtime.db import Database
 from runtime.events import USER_DELETED, USER_TIER_CHANGED, CursorStore, OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
+from runtime.loop import run
 from runtime.metrics import Metrics
 from runtime.parked import PARKED_COMMANDS, add_parked_commands, run_parked_command_from
 from runtime.peers.identity import CachedTierLookup, IdentityClient
@@ -254,12 +255,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     if options.command == "sweep":
-        asyncio.run(_sweep(settings))
+        run(_sweep(settings))
     elif options.command == "set-tier":
-        asyncio.run(_set_tier(settings, uuid.UUID(options.user_id), options.tier))
+        run(_set_tier(settings, uuid.UUID(options.user_id), options.tier))
     elif options.command in PARKED_COMMANDS:
         command = run_parked_command_from(partial(build, settings), build_follower, options)
-        return asyncio.run(command)
+        return run(command)
     else:
-        asyncio.run(_serve(settings))
+        run(_serve(settings))
     return 0

@@ -31,6 +31,7 @@ from runtime.clock import Clock, utc_now
 from runtime.db import Database
 from runtime.errors import DomainError
 from runtime.logs import configure_logging
+from runtime.loop import run
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
 from runtime.periodic import every
@@ -410,16 +411,16 @@ def main(argv: list[str] | None = None) -> int:
     if options.command in (None, "serve"):
         configure_logging(settings.service_name, settings.log_level, settings.log_json)
         with contextlib.suppress(KeyboardInterrupt):
-            asyncio.run(_serve(settings))
+            run(_serve(settings))
         return 0
     configure_logging(settings.service_name, "WARNING", json_lines=False)
     try:
         if options.command == "set-tier":
-            message = asyncio.run(set_tier(settings, options.login, options.tier))
+            message = run(set_tier(settings, options.login, options.tier))
         elif options.command == "rotate-signing-key":
-            message = asyncio.run(rotate_signing_key(settings, now=options.now))
+            message = run(rotate_signing_key(settings, now=options.now))
         else:
-            message = asyncio.run(send_mail(settings))
+            message = run(send_mail(settings))
     except DomainError as error:
         print(f"identity: {error.message}", file=sys.stderr)
         return 1

@@ -26,6 +26,7 @@ from runtime.db import Database
 from runtime.events import OutboxFollower
 from runtime.interceptors import AuthPolicy
 from runtime.logs import configure_logging
+from runtime.loop import run
 from runtime.metrics import Metrics
 from runtime.pagination import PageTokens
 from runtime.parked import PARKED_COMMANDS, add_parked_commands, run_parked_command_from
@@ -254,10 +255,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = load()
     configure_logging(settings.service_name, settings.log_level, settings.log_json)
     if options.command == "sweep":
-        asyncio.run(_sweep(settings))
+        run(_sweep(settings))
     elif options.command in PARKED_COMMANDS:
         command = run_parked_command_from(partial(build, settings), build_follower, options)
-        return asyncio.run(command)
+        return run(command)
     else:
-        asyncio.run(_serve(settings))
+        run(_serve(settings))
     return 0
