@@ -9,7 +9,7 @@ from __future__ import annotations
 import datetime
 import uuid
 from collections import OrderedDict
-from typing import Any, NamedTuple, TypeAlias
+from typing import Any, TypeAlias
 
 import grpc
 from google.protobuf import timestamp_pb2
@@ -162,21 +162,16 @@ def _varint(value: int) -> bytes:
     return bytes(out)
 
 
-class Framed(NamedTuple):
-    """An edit as one entry of `ListEditsResponse.edits`, `on_head_path` left out: the
-    body, and the two ways to frame it (off head's path, and on it, with the flag)."""
+# An edit as one entry of `ListEditsResponse.edits`, `on_head_path` left out: the two
+# ways to frame it (off head's path; on it, with the flag after the body) and the body.
+# A plain tuple of bytes, which the garbage collector stops tracking (see HeldEdit).
+Framed: TypeAlias = tuple[bytes, bytes, bytes]
 
-    off_path: bytes
-    on_path: bytes
-    body: bytes
 
-    @classmethod
-    def of(cls, edit: Edit) -> Framed:
-        body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
-        size = len(body)
-        return cls(
-            _EDITS_TAG + _varint(size), _EDITS_TAG + _varint(size + len(_ON_HEAD_PATH)), body
-        )
+def _framed(edit: Edit) -> Framed:
+    body = fill_edit(projects_pb2.Edit(), edit, on_head_path=False).SerializeToString()
+    size = len(body)
+    return (_EDITS_TAG + _varint(size), _EDITS_TAG + _varint(size + len(_ON_HEAD_PATH)), body)
 
 
 class EncodedEdits:
@@ -204,14 +199,14 @@ class EncodedEdits:
         parts: list[bytes] = []
         for entry in page.entries:
             if entry.held is not None:
-                framed: Framed = entry.held.encoded
+                off_path, on_path, body = entry.held[2]
             else:
                 assert entry.edit is not None, "a page entry not held is read in full"
-                framed = self.remember(entry.edit)
+                off_path, on_path, body = self.remember(entry.edit)
             if entry.on_head_path:
-                parts += (framed.on_path, framed.body, _ON_HEAD_PATH)
+                parts += (on_path, body, _ON_HEAD_PATH)
             else:
-                parts += (framed.off_path, framed.body)
+                parts += (off_path, body)
         response = projects_pb2.ListEditsResponse.FromString(b"".join(parts))
         response.next_page_token = next_page_token
         return response
@@ -219,7 +214,7 @@ class EncodedEdits:
     def remember(self, edit: Edit) -> Framed:
         """The edit framed; kept when it has finished and its branch's first seq is
         known (every read and write a page or ApplyEdit answers joins it)."""
-        framed = Framed.of(edit)
+        framed = _framed(edit)
         finished = edit.status is not EditStatus.PENDING
         if finished and edit.branch_seq is not None and self._capacity:
             held = self._projects.get(edit.project_id)
@@ -228,7 +223,7 @@ class EncodedEdits:
             self._projects.move_to_end(edit.project_id)
             if edit.seq not in held:
                 self._size += 1
-            held[edit.seq] = HeldEdit(edit.id, edit.depth, edit.branch_seq, framed)
+            held[edit.seq] = (edit.depth, edit.branch_seq, framed)
             self._evict(keep=edit.project_id)
         return framed
 

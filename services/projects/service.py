@@ -13,7 +13,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeAlias
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,15 +38,12 @@ from services.projects.models import (
 )
 from services.projects.repository import ProjectReads, ProjectRepository
 
-
-class HeldEdit(NamedTuple):
-    """A finished edit as a caller keeps it (ADR 0023): where it lies in the tree, which
-    is all a page needs to place it against head's path, and its encoding, opaque here."""
-
-    id: uuid.UUID
-    depth: int
-    branch_seq: int
-    encoded: Any
+# A finished edit as a caller keeps it (ADR 0023, 0025): (depth, branch seq, encoding),
+# where it lies in the tree, which is all a page needs to place it against head's path,
+# and its encoding, opaque here. A plain tuple of immutable values on purpose: the
+# garbage collector stops tracking such tuples, so a cache of 50,000 of them adds
+# nothing to the full collections that pause every request (a named tuple stays tracked).
+HeldEdit: TypeAlias = tuple[int, int, Any]
 
 
 class PageEntry(NamedTuple):
@@ -247,7 +244,8 @@ class ProjectService:
         entries = []
         for seq, found in zip(seqs, kept, strict=True):
             if found is not None:
-                entries.append(PageEntry(path.holds(found.branch_seq, found.depth), held=found))
+                depth, branch_seq, _ = found
+                entries.append(PageEntry(path.holds(branch_seq, depth), held=found))
             elif (edit := read.get(seq)) is not None:  # absent: purged meanwhile
                 entries.append(PageEntry(edit.on_head_path, edit=edit))
         return EditsPage(entries, last if last < project.edit_count else None)
