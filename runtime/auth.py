@@ -15,7 +15,7 @@ import time
 import uuid
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import jwt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -98,6 +98,24 @@ class JwksKeySource:
             return self._keys.get(kid)
 
 
+# A verified token as the cache keeps it: (user id, session id, tier, token id, expiry),
+# strings and an int. A plain tuple of such values is one the garbage collector stops
+# tracking, so 10,000 remembered tokens add nothing to its full collections (ADR 0025);
+# a Principal and its two UUIDs would be three tracked objects each.
+_Verified: TypeAlias = tuple[str, str, str, str, int]
+
+
+def _principal(verified: _Verified) -> Principal:
+    user_id, session_id, tier, token_id, expires_at = verified
+    return Principal(
+        user_id=uuid.UUID(user_id),
+        session_id=uuid.UUID(session_id),
+        tier=tier,
+        token_id=token_id,
+        expires_at=expires_at,
+    )
+
+
 class AccessTokenVerifier:
     """Verifies access tokens locally; verified tokens are remembered until they expire."""
 
@@ -107,23 +125,23 @@ class AccessTokenVerifier:
         self._keys = keys
         self._issuer = issuer
         self._audience = audience
-        self._cache: OrderedDict[str, Principal] = OrderedDict()
+        self._cache: OrderedDict[str, _Verified] = OrderedDict()
         self._cache_size = cache_size
 
     async def verify(self, token: str) -> Principal:
         cached = self._cache.get(token)
         if cached is not None:
-            if cached.expires_at > time.time():
+            if cached[4] > time.time():
                 self._cache.move_to_end(token)
-                return cached
+                return _principal(cached)
             del self._cache[token]
-        principal = await self._verify(token)
-        self._cache[token] = principal
+        verified = await self._verify(token)
+        self._cache[token] = verified
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return principal
+        return _principal(verified)
 
-    async def _verify(self, token: str) -> Principal:
+    async def _verify(self, token: str) -> _Verified:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.PyJWTError as error:
@@ -145,12 +163,13 @@ class AccessTokenVerifier:
                 issuer=self._issuer,
                 options={"require": REQUIRED_CLAIMS},
             )
-            return Principal(
-                user_id=uuid.UUID(str(claims["sub"])),
-                session_id=uuid.UUID(str(claims["sid"])),
-                tier=str(claims["tier"]),
-                token_id=str(claims["jti"]),
-                expires_at=int(claims["exp"]),
+            # The ids are checked here (a ValueError is an invalid token), kept as text.
+            return (
+                str(uuid.UUID(str(claims["sub"]))),
+                str(uuid.UUID(str(claims["sid"]))),
+                str(claims["tier"]),
+                str(claims["jti"]),
+                int(claims["exp"]),
             )
         except jwt.ExpiredSignatureError as error:
             raise Unauthenticated("access token expired", reason="TOKEN_EXPIRED") from error

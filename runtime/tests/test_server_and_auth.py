@@ -292,3 +292,26 @@ async def test_metrics_count_rpcs_per_method_and_code(
     await _stub(demo).ListTiers(identity_pb2.ListTiersRequest())
     text = running.metrics.render()
     assert f'code="OK",method="/{PUBLIC}/ListTiers"' in text
+
+
+async def test_remembered_tokens_are_plain_values_the_collector_does_not_track(
+    fake_identity: FakeIdentity,
+) -> None:
+    import gc
+
+    from runtime.auth import AccessTokenVerifier
+
+    class Keys:
+        async def public_key(self, kid: str) -> Any:
+            return fake_identity.key.public_key() if kid == fake_identity.kid else None
+
+    verifier = AccessTokenVerifier(Keys(), issuer="pixelshop", audience="pixelshop")
+    user_id, token = fake_identity.new_user("pro")
+    first = await verifier.verify(token)
+    again = await verifier.verify(token)  # from the cache
+    assert first == again
+    assert (again.user_id, again.tier) == (user_id, "pro")
+    gc.collect()
+    assert not any(gc.is_tracked(value) for value in verifier._cache.values())
+    with pytest.raises(Exception, match="invalid access token"):
+        await verifier.verify(_forged(fake_identity, claims={"sub": "not-a-uuid"}))
