@@ -195,6 +195,11 @@ class EncodedEdits:
         self._projects.move_to_end(project_id)
         return [held.get(seq) for seq in seqs]
 
+    def forget(self, project_id: uuid.UUID) -> None:
+        held = self._projects.pop(project_id, None)
+        if held is not None:
+            self._size -= len(held)
+
     def response(self, page: EditsPage, next_page_token: str) -> projects_pb2.ListEditsResponse:
         parts: list[bytes] = []
         for entry in page.entries:
@@ -411,7 +416,9 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
         self, request: projects_pb2.DeleteProjectRequest, context: Context
     ) -> projects_pb2.DeleteProjectResponse:
         owner_id = current_principal().user_id
-        await self._workflows.delete_project(owner_id, _project_id(request.project_id))
+        project_id = _project_id(request.project_id)
+        await self._workflows.delete_project(owner_id, project_id)
+        self._encoded.forget(project_id)  # never served again; no need to hold it
         return projects_pb2.DeleteProjectResponse()
 
     async def ApplyEdit(

@@ -210,6 +210,12 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
     gc.collect()
     assert not any(gc.is_tracked(k) or gc.is_tracked(k[2]) for k in kept if k)
 
+    # A deleted project's edits are let go of at once, and count no more.
+    encoded.forget(uuid.UUID(other.id))
+    assert encoded.get(uuid.UUID(other.id), range(1, 2)) == [None]
+    encoded.response(page, "")
+    assert encoded.get(project_id, range(1, 4))[1:] == kept  # two fit again
+
     nothing = EncodedEdits(0)
     nothing.response(page, "")
     assert nothing.get(project_id, range(1, 4)) == [None] * 3
