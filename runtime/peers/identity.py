@@ -75,7 +75,11 @@ class IdentityClient:
         self._peer = peer
         self._public = identity_pb2_grpc.IdentityServiceStub(peer.channel)
         self._internal = identity_pb2_grpc.IdentityInternalServiceStub(peer.channel)
-        self._tier_cache: dict[uuid.UUID, tuple[float, TierInfo]] = {}
+        # By the user id's int: (when it was read, the tier's code). Only ints, floats and
+        # strings, which the collector stops tracking (docs/service-conventions.md); the
+        # tiers themselves, a handful, are kept once each, as last answered.
+        self._tier_cache: dict[int, tuple[float, str]] = {}
+        self._tiers: dict[str, TierInfo] = {}
         self._tier_cache_seconds = tier_cache_seconds
 
     async def jwks(self) -> list[dict[str, str]]:
@@ -92,9 +96,9 @@ class IdentityClient:
         """The user's tier (`TierLookup`), cached briefly: a tier change shows within the
         cache time."""
         now = time.monotonic()
-        cached = self._tier_cache.get(user_id)
+        cached = self._tier_cache.get(user_id.int)
         if cached and now - cached[0] < self._tier_cache_seconds:
-            return cached[1]
+            return self._tiers[cached[1]]
         try:
             response = await self._internal.GetUserTier(
                 identity_pb2.GetUserTierRequest(user_id=str(user_id)),
@@ -110,13 +114,14 @@ class IdentityClient:
                 verdicts={grpc.StatusCode.NOT_FOUND: lambda _: NotFound("user", str(user_id))},
             ) from error
         tier = TierInfo.from_proto(response.tier)
-        self._tier_cache[user_id] = (now, tier)
+        self._tiers[tier.code] = tier
+        self._tier_cache[user_id.int] = (now, tier.code)
         if len(self._tier_cache) > 10_000:
             self._tier_cache.clear()
         return tier
 
     def forget_tier(self, user_id: uuid.UUID) -> None:
-        self._tier_cache.pop(user_id, None)
+        self._tier_cache.pop(user_id.int, None)
 
     async def set_user_tier(self, user_id: uuid.UUID, tier_code: str) -> None:
         """NotFound when identity knows no such (live) user or tier; Unavailable otherwise."""
@@ -137,7 +142,7 @@ class IdentityClient:
                     )
                 },
             ) from error
-        self._tier_cache.pop(user_id, None)
+        self.forget_tier(user_id)
 
     async def events(
         self, after: Position, limit: int = 100, types: Sequence[str] = ()

@@ -315,3 +315,28 @@ async def test_remembered_tokens_are_plain_values_the_collector_does_not_track(
     assert not any(gc.is_tracked(value) for value in verifier._cache.values())
     with pytest.raises(Exception, match="invalid access token"):
         await verifier.verify(_forged(fake_identity, claims={"sub": "not-a-uuid"}))
+
+
+async def test_the_tier_cache_answers_until_forgotten_and_holds_untracked_values(
+    fake_identity: FakeIdentity,
+) -> None:
+    import gc
+
+    peer = PeerChannel(fake_identity.address, ServiceTokens(INTERNAL_SECRET, "demo"))
+    client = IdentityClient(peer)
+    try:
+        user_id, _ = fake_identity.new_user("free")
+        assert (await client.tier(user_id)).code == "free"
+        fake_identity.user_tiers[str(user_id)] = "pro"  # changed behind the cache's back
+        assert (await client.tier(user_id)).code == "free"
+        client.forget_tier(user_id)
+        assert (await client.tier(user_id)).code == "pro"
+        await client.set_user_tier(user_id, "free")  # a change of its own is forgotten
+        assert (await client.tier(user_id)).code == "free"
+        # Ints, floats and strings only: after two full collections (inner values first)
+        # the collector tracks none of it.
+        gc.collect()
+        gc.collect()
+        assert not gc.is_tracked(client._tier_cache)
+    finally:
+        await peer.close()

@@ -185,7 +185,8 @@ class EncodedEdits:
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
         self._size = 0
-        self._projects: OrderedDict[uuid.UUID, dict[int, HeldEdit]] = OrderedDict()
+        # Per project, by seq in the order first held: its oldest go first in O(1).
+        self._projects: OrderedDict[uuid.UUID, OrderedDict[int, HeldEdit]] = OrderedDict()
 
     def get(self, project_id: uuid.UUID, seqs: range) -> list[HeldEdit | None]:
         """What is held of each seq, in order (None: not held)."""
@@ -218,13 +219,13 @@ class EncodedEdits:
 
     def remember(self, edit: Edit) -> Framed:
         """The edit framed; kept when it has finished and its branch's first seq is
-        known (every read and write a page or ApplyEdit answers joins it)."""
+        known (the reads a page, GetEdit, ApplyEdit and Reapply answer join it)."""
         framed = _framed(edit)
         finished = edit.status is not EditStatus.PENDING
         if finished and edit.branch_seq is not None and self._capacity:
             held = self._projects.get(edit.project_id)
             if held is None:
-                held = self._projects[edit.project_id] = {}
+                held = self._projects[edit.project_id] = OrderedDict()
             self._projects.move_to_end(edit.project_id)
             if edit.seq not in held:
                 self._size += 1
@@ -241,7 +242,7 @@ class EncodedEdits:
                 del self._projects[oldest]
                 self._size -= len(held)
             else:
-                del held[next(iter(held))]
+                held.popitem(last=False)
                 self._size -= 1
 
 

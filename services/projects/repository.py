@@ -58,17 +58,6 @@ def _edits_with_branch_seq() -> Any:
     )
 
 
-# What a finished edit is answered with: its columns and its branch's first seq, so that
-# the caller can keep it for history pages (ADR 0025).
-_finished_columns = [
-    *_edit_columns,
-    select(_branch_start.c.seq)
-    .where(_branch_start.c.id == edits.c.branch_id)
-    .scalar_subquery()
-    .label("branch_seq"),
-]
-
-
 def _project_with_head() -> Any:
     return select(projects, *_head_columns).select_from(
         projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id)
@@ -437,7 +426,7 @@ class ProjectRepository:
                 update(edits)
                 .where(edits.c.id == edit_id, text(PENDING))
                 .values(**values, finished_at=func.now())
-                .returning(*_finished_columns)
+                .returning(*_edit_columns)
             )
         ).one_or_none()
         return Edit.from_row(row) if row is not None else None
