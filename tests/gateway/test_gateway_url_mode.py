@@ -19,8 +19,9 @@ from tools.pgcluster import free_port
 TABLES = ("tests/gateway/test_gateway_conformance.py", "tests/gateway/test_gateway_errors.py")
 
 
-@pytest.mark.skipif(bool(GATEWAY_URL), reason="already running against GATEWAY_URL")
-def test_the_conformance_tables_run_against_a_gateway_at_gateway_url() -> None:
+def _against_a_gateway_process(*paths: str) -> subprocess.CompletedProcess[str]:
+    """`paths` run by pytest against `python -m gateway` in its own process (on uvloop,
+    as in production, ADR 0026), every upstream being the suite's fake."""
     gateway_port, upstream_port = free_port(), free_port()
     upstream = f"127.0.0.1:{upstream_port}"
     env = {
@@ -40,7 +41,7 @@ def test_the_conformance_tables_run_against_a_gateway_at_gateway_url() -> None:
             lambda: answering(health, gateway, "the gateway"), "the gateway to answer /healthz"
         )
         run = subprocess.run(
-            [sys.executable, "-m", "pytest", "-q", "-rs", *TABLES],
+            [sys.executable, "-m", "pytest", "-q", "-rs", *paths],
             cwd=REPO,
             env={
                 **os.environ,
@@ -55,11 +56,32 @@ def test_the_conformance_tables_run_against_a_gateway_at_gateway_url() -> None:
     finally:
         gateway.terminate()
         gateway.wait(30)
-
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     assert " passed" in run.stdout.strip().splitlines()[-1]
+    return run
+
+
+def _skipped(run: subprocess.CompletedProcess[str]) -> list[str]:
+    """The skips: only cases that configure or look inside the in-process gateway."""
+    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
+    reasons = ("configures the in-process Python gateway", "looks inside the Python gateway")
+    assert all(any(reason in line for reason in reasons) for line in skipped), skipped
+    return skipped
+
+
+@pytest.mark.skipif(bool(GATEWAY_URL), reason="already running against GATEWAY_URL")
+def test_the_conformance_tables_run_against_a_gateway_at_gateway_url() -> None:
+    run = _against_a_gateway_process(*TABLES)
     # Only the cases that reconfigure the Python gateway (a dead upstream, a tiny deadline)
     # are skipped; every table case ran against the other gateway.
-    skipped = [line for line in run.stdout.splitlines() if line.startswith("SKIPPED")]
-    assert len(skipped) <= 2, skipped
-    assert all("configures the in-process Python gateway" in line for line in skipped)
+    assert len(_skipped(run)) <= 2, run.stdout[-3000:]
+
+
+@pytest.mark.skipif(bool(GATEWAY_URL), reason="already running against GATEWAY_URL")
+def test_the_hostile_clients_meet_the_gateway_as_it_runs_in_production() -> None:
+    """The other tests run the gateway in process, on pytest's asyncio loop; its own
+    connection handling (gateway/protocol.py) meets the hostile clients here on uvloop."""
+    run = _against_a_gateway_process("tests/gateway/test_gateway_hostile.py")
+    _skipped(run)
+    passed = int(run.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])
+    assert passed >= 10, run.stdout[-3000:]
