@@ -98,18 +98,23 @@ def offenders_in_services(
     return [hit for path in _service_sources() if path.name not in allowed_in for hit in rule(path)]
 
 
-def commit_calls(path: pathlib.Path) -> list[str]:
-    """Every `<anything>.commit()` call without arguments (a session's or a connection's;
-    a quota reservation's `commit(reservation_id)` is billing's verb) as 'path:line'."""
+def method_calls(path: pathlib.Path, method: str) -> list[tuple[ast.Call, ast.Attribute, str]]:
+    """Every `<something>.<method>(...)` call in the file: the call, its `.method`
+    attribute and where it is ('path:line')."""
     tree = ast.parse(path.read_text(), filename=str(path))
     return [
-        f"{path.relative_to(ROOT)}:{node.lineno}"
+        (node, node.func, f"{path.relative_to(ROOT)}:{node.lineno}")
         for node in ast.walk(tree)
         if isinstance(node, ast.Call)
         and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "commit"
-        and not node.args
+        and node.func.attr == method
     ]
+
+
+def commit_calls(path: pathlib.Path) -> list[str]:
+    """Every `<anything>.commit()` call without arguments (a session's or a connection's;
+    a quota reservation's `commit(reservation_id)` is billing's verb) as 'path:line'."""
+    return [where for call, _, where in method_calls(path, "commit") if not call.args]
 
 
 def unit_of_work_openings(path: pathlib.Path) -> list[str]:
@@ -274,15 +279,10 @@ def test_the_clock_rule_catches_a_violation() -> None:
 def own_event_loops(path: pathlib.Path) -> list[str]:
     """Every `asyncio.run(...)` call, as 'path:line': processes start through
     `runtime.loop.run`, on uvloop (ADR 0026)."""
-    tree = ast.parse(path.read_text(), filename=str(path))
     return [
-        f"{path.relative_to(ROOT)}:{node.lineno}"
-        for node in ast.walk(tree)
-        if isinstance(node, ast.Call)
-        and isinstance(node.func, ast.Attribute)
-        and node.func.attr == "run"
-        and isinstance(node.func.value, ast.Name)
-        and node.func.value.id == "asyncio"
+        where
+        for _, attribute, where in method_calls(path, "run")
+        if isinstance(attribute.value, ast.Name) and attribute.value.id == "asyncio"
     ]
 
 
