@@ -8,10 +8,11 @@ Tests isolate themselves by creating their own users and data.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pathlib
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -24,6 +25,16 @@ if os.environ.get("PIXELSHOP_RECORD_STATEMENTS"):
     from tools import hot_statements
 
     hot_statements.install(os.environ["PIXELSHOP_RECORD_STATEMENTS"])
+
+
+def pytest_asyncio_loop_factories(
+    config: pytest.Config, item: pytest.Item
+) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+    """Async tests and fixtures run on uvloop, as every process of the suite does in
+    production (ADR 0026): in-process servers meet the loop they will run on."""
+    from runtime.loop import new_event_loop
+
+    return {"uvloop": new_event_loop}
 
 
 @pytest.fixture(scope="session")

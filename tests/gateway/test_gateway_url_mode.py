@@ -20,8 +20,8 @@ TABLES = ("tests/gateway/test_gateway_conformance.py", "tests/gateway/test_gatew
 
 
 def _against_a_gateway_process(*paths: str) -> subprocess.CompletedProcess[str]:
-    """`paths` run by pytest against `python -m gateway` in its own process (on uvloop,
-    as in production, ADR 0026), every upstream being the suite's fake."""
+    """`paths` run by pytest against `python -m gateway` in its own process (as in
+    production, ADR 0026), every upstream being the suite's fake."""
     gateway_port, upstream_port = free_port(), free_port()
     upstream = f"127.0.0.1:{upstream_port}"
     env = {
@@ -79,8 +79,8 @@ def test_the_conformance_tables_run_against_a_gateway_at_gateway_url() -> None:
 
 @pytest.mark.skipif(bool(GATEWAY_URL), reason="already running against GATEWAY_URL")
 def test_the_hostile_clients_meet_the_gateway_as_it_runs_in_production() -> None:
-    """The other tests run the gateway in process, on pytest's asyncio loop; its own
-    connection handling (gateway/protocol.py) meets the hostile clients here on uvloop."""
+    """The other tests run the gateway in process; here its own connection handling
+    (gateway/protocol.py) meets the hostile clients as `python -m gateway` runs it."""
     run = _against_a_gateway_process("tests/gateway/test_gateway_hostile.py")
     _skipped(run)
     passed = int(run.stdout.strip().splitlines()[-1].split(" passed")[0].split()[-1])
