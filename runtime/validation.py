@@ -12,6 +12,7 @@ from __future__ import annotations
 import unicodedata
 import uuid
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import TypeVar
 
 from runtime.errors import InvalidArgument
@@ -99,7 +100,9 @@ def page_size(value: int, *, default: int = 50, maximum: int = 100) -> int:
     return min(value, maximum)
 
 
-def enum_value(value: int, field: str, valid: set[int], *, allow_unspecified: bool = True) -> int:
+def enum_value(
+    value: int, field: str, valid: AbstractSet[int], *, allow_unspecified: bool = True
+) -> int:
     """Rejects numbers a proto3 enum field can carry but the enum does not define."""
     if value == 0 and allow_unspecified:
         return value

@@ -43,9 +43,11 @@ def _timestamp(moment: datetime.datetime | None) -> Any:
     return to_timestamp(moment) if moment is not None else None
 
 
+_METRIC_VALUES = frozenset(int(number) for number in METRIC_NUMBERS.values())
+
+
 def _metric(value: int, field: str = "metric") -> Metric:
-    known = {int(number) for number in METRIC_NUMBERS.values()}
-    validation.enum_value(value, field, known, allow_unspecified=False)
+    validation.enum_value(value, field, _METRIC_VALUES, allow_unspecified=False)
     return metric_of(value)
 
 

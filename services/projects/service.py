@@ -231,9 +231,9 @@ class ProjectService:
         held: Callable[[uuid.UUID, range], Sequence[HeldEdit | None]] | None = None,
     ) -> EditsPage:
         """A page in seq order. An edit's seq is its place for good (1 to the project's
-        `edit_count`, none ever removed but with the project) and a finished edit never
-        changes (ADR 0025): the project's row says which seqs the page spans, `held`
-        answers what the caller keeps of each, and only the others are read."""
+        `edit_count`, none ever removed but with the project) and what a finished edit's
+        message shows never changes (ADR 0025): the project's row says which seqs the page
+        spans, `held` answers what the caller keeps of each, and only the others are read."""
         project = await self.get(reads, owner_id, project_id)
         path = await self.head_path(reads, project)
         last = min(after_seq + page_size, project.edit_count)
