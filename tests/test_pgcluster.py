@@ -16,3 +16,9 @@ def test_missing_binaries_say_how_to_get_them(monkeypatch: pytest.MonkeyPatch) -
     message = str(error.value)
     assert "apt-get install postgresql" in message
     assert "PIXELSHOP_DATABASE_URL" in message
+
+
+def test_free_ports_are_all_different() -> None:
+    from tools.pgcluster import free_ports
+
+    assert len(set(free_ports(50))) == 50

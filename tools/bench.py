@@ -38,7 +38,7 @@ from pixelshop.presets.v1 import presets_pb2, presets_pb2_grpc
 from runtime.loop import run
 from tools.pgcluster import free_port, throwaway_cluster
 from tools.provision import ALL_SERVICES, provision
-from tools.run import runnable_services, start_suite, stop_children
+from tools.run import runnable_services, start_suite, stop_children, suite_ports
 
 CONCURRENCY = 16
 ECHO_METHOD = "/pixelshop.bench.Echo/Echo"
@@ -333,15 +333,13 @@ async def main_async(seconds: float, only: frozenset[str] = frozenset(GROUPS)) -
             env = dict(os.environ)
             env.update(
                 {
-                    "PIXELSHOP_GATEWAY_PORT": str(free_port()),
                     "PIXELSHOP_ASSETS_STORAGE_DIR": str(root / "objects"),
                     "PIXELSHOP_IDENTITY_MAILBOX_DIR": str(root / "mailbox"),
                     "PIXELSHOP_LOG_LEVEL": "WARNING",
                     "PIXELSHOP_GATEWAY_LOG_LEVEL": "WARNING",
                 }
             )
-            for service in ALL_SERVICES:
-                env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
+            env.update(suite_ports(ALL_SERVICES))
             children, port = await asyncio.to_thread(start_suite, admin_url, env)
             try:
                 base_url = f"http://127.0.0.1:{port}"

@@ -18,7 +18,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -26,7 +26,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from runtime.config import EMBEDDED_PG_DATABASE, runtime_role
-from tools.pgcluster import PostgresCluster, PostgresUnavailable
+from tools.pgcluster import PostgresCluster, PostgresUnavailable, free_ports
 from tools.provision import ALL_SERVICES, EMBEDDED_PORT, ROOT, STATE_DIR, provision
 
 SERVICE_PORTS = {
@@ -145,6 +145,14 @@ def stop_children(children: list[Child]) -> None:
         except subprocess.TimeoutExpired:
             child.process.kill()
             child.process.wait()
+
+
+def suite_ports(services: Sequence[str], *extra: str) -> dict[str, str]:
+    """`PIXELSHOP_<SERVICE>_PORT` for each service, `PIXELSHOP_GATEWAY_PORT` and each of
+    `extra` (variable names), all free and all different, for a suite beside others."""
+    names = [f"PIXELSHOP_{service.upper()}_PORT" for service in services]
+    names += ["PIXELSHOP_GATEWAY_PORT", *extra]
+    return {name: str(port) for name, port in zip(names, free_ports(len(names)), strict=True)}
 
 
 def start_suite(

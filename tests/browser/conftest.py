@@ -20,9 +20,16 @@ from sqlalchemy.engine import make_url
 
 from tests.support.images import image_bytes
 from tests.support.settings import INTERNAL_SECRET
-from tools.pgcluster import free_port
+from tools.pgcluster import free_ports
 from tools.provision import provision
-from tools.run import Child, child_environment, stop_children, wait_gateway, wait_serving
+from tools.run import (
+    Child,
+    child_environment,
+    stop_children,
+    suite_ports,
+    wait_gateway,
+    wait_serving,
+)
 
 CHROMIUM = "/usr/bin/chromium"
 # No sandbox as root; nothing in the background that would call out of the machine.
@@ -57,7 +64,8 @@ def browser_db(pg_admin_url: str) -> str:
 
 @pytest.fixture(scope="package")
 def page_ports() -> tuple[int, int]:
-    return free_port(), free_port()
+    first, second = free_ports(2)
+    return first, second
 
 
 @pytest.fixture(scope="package")
@@ -76,12 +84,10 @@ def gateway_url(
             "PIXELSHOP_IDENTITY_MAILBOX_DIR": str(state / "mailbox"),
             "PIXELSHOP_ASSETS_STORAGE_DIR": str(state / "objects"),
             "PIXELSHOP_ASSETS_QUOTA": "unlimited",
-            "PIXELSHOP_GATEWAY_PORT": str(free_port()),
             "PIXELSHOP_GATEWAY_CORS_ORIGINS": f"http://127.0.0.1:{page_ports[0]}",
         }
     )
-    for service in SERVICES:
-        base[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
+    base.update(suite_ports(SERVICES))
     env = child_environment(browser_db, list(SERVICES), base)
     children: list[Child] = []
     try:

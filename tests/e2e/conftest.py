@@ -27,9 +27,8 @@ from tests.support import fake_stripe as stripe_fake
 from tests.support.fake_stripe import FakeStripe
 from tests.support.holding_proxy import HoldingProxy
 from tests.support.settings import INTERNAL_SECRET
-from tools.pgcluster import free_port
 from tools.provision import ALL_SERVICES, provision
-from tools.run import start_suite, stop_children
+from tools.run import start_suite, stop_children, suite_ports
 
 # Small limits so throttling can be shown with a handful of requests.
 LOGIN_FAILURES_PER_ACCOUNT = 4
@@ -119,7 +118,6 @@ def suite(
     env.update(
         {
             "PIXELSHOP_INTERNAL_SECRET": INTERNAL_SECRET,
-            "PIXELSHOP_GATEWAY_PORT": str(free_port()),
             "PIXELSHOP_LOG_JSON": "true",
             "PIXELSHOP_IDENTITY_ARGON2_MEMORY_KIB": "1024",
             "PIXELSHOP_IDENTITY_ARGON2_TIME_COST": "1",
@@ -142,8 +140,7 @@ def suite(
             "PIXELSHOP_BILLING_SWEEP_INTERVAL_SECONDS": "0.5",
         }
     )
-    for service in ALL_SERVICES:
-        env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
+    env.update(suite_ports(ALL_SERVICES))
     children, port = start_suite(e2e_db, env)
     try:
         yield Suite(f"http://127.0.0.1:{port}", state, env, fake_stripe, e2e_db, s3)

@@ -14,8 +14,8 @@ import httpx
 
 from tests.support.images import image_bytes
 from tests.support.waiting import answering, eventually_sync
-from tools.pgcluster import free_port
 from tools.provision import ALL_SERVICES
+from tools.run import suite_ports
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
 
@@ -29,14 +29,11 @@ def _environment(state: pathlib.Path) -> dict[str, str]:
     env.update(
         {
             "PIXELSHOP_STATE_DIR": str(state),
-            "PIXELSHOP_PG_PORT": str(free_port()),
-            "PIXELSHOP_GATEWAY_PORT": str(free_port()),
             "PIXELSHOP_IDENTITY_ARGON2_MEMORY_KIB": "1024",
             "PIXELSHOP_IDENTITY_ARGON2_TIME_COST": "1",
         }
     )
-    for service in ALL_SERVICES:
-        env[f"PIXELSHOP_{service.upper()}_PORT"] = str(free_port())
+    env.update(suite_ports(ALL_SERVICES, "PIXELSHOP_PG_PORT"))
     return env
 
 
