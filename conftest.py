@@ -16,6 +16,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+import runtime.grpc_io  # noqa: F401  (before any test loads grpc: ADR 0027)
 from tests.support.settings import INTERNAL_SECRET
 
 os.environ.setdefault("PIXELSHOP_INTERNAL_SECRET", INTERNAL_SECRET)
