@@ -6,10 +6,11 @@ commits. A workflow (workflows.py) opens one short transaction per step instead 
 its remote calls between them. Reads that need no snapshot across statements use
 `database.read()`, which runs in autocommit and saves the BEGIN and COMMIT round trips.
 The hottest reads (a page of history, a project, a preset) skip the session too:
-`database.reader()` lends a connection of a small asyncpg pool of its own (SQLAlchemy's
-checkout alone costs more than such a read), and a `Query` compiled once from a Core
-statement runs on it with no ORM or result processing (ADR 0020); inside a transaction
-`await reader(session)` runs the same queries on the session's connection.
+`database.reader()` lends a driver connection of a small pool of its own (`DriverPool`:
+SQLAlchemy's checkout, and asyncpg's pool's release, cost more than such a read), and a
+`Query` compiled once from a Core statement runs on it with no ORM or result processing
+(ADR 0020); inside a transaction `await reader(session)` runs the same queries on the
+session's connection.
 While any of these is open, `refuse_remote_call` (used by runtime/clients.py and every
 adapter of an outside system) raises: no remote call ever waits with a transaction, a row
 lock or a pooled connection held (ADR 0011).
@@ -30,7 +31,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections import deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from contextvars import ContextVar
 from dataclasses import dataclass
@@ -218,10 +220,6 @@ _ADAPTER_OPTIONS = (
 )
 
 
-async def _keep_session_state(connection: asyncpg.Connection) -> None:
-    """A pool `reset` that sends nothing."""
-
-
 async def _json_codecs(connection: asyncpg.Connection) -> None:
     """json and jsonb decoded to Python values, as SQLAlchemy's dialect does on its own
     connections (jsonb's binary form is a version byte, then the text)."""
@@ -235,6 +233,110 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
         schema="pg_catalog",
         format="binary",
     )
+
+
+class DriverPool:
+    """The driver connections `Database.reader()` lends: opened on demand up to `size`,
+    the most recently returned lent first, a caller over `size` waiting its turn (first
+    come, first served).
+
+    Lending and taking back cost no round trip and no task: a reader runs no transaction
+    and changes no session state (no SET, LISTEN or advisory lock), so a connection comes
+    back as it went out. (asyncpg's own pool resets it and shields the release in a task
+    of its own: a tenth of a history page's CPU.) One that may not have (closed, in a
+    transaction, or its caller cancelled mid-statement) is terminated instead, and its
+    place opens a new one when next needed."""
+
+    def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int) -> None:
+        if size < 1:
+            raise ValueError("a driver pool holds at least one connection")
+        self._connect = connect
+        self._size = size
+        self._idle: list[asyncpg.Connection] = []
+        self._open = 0  # lent, idle or being opened
+        self._waiters: deque[asyncio.Future[None]] = deque()
+        self._generation = 0
+        self._closed = False
+
+    @property
+    def idle(self) -> int:
+        return len(self._idle)
+
+    async def acquire(self) -> tuple[asyncpg.Connection, int]:
+        """A connection and the generation to hand back with it."""
+        while True:
+            if self._closed:
+                raise asyncpg.exceptions.InterfaceError("the driver pool is closed")
+            while self._idle:
+                connection = self._idle.pop()
+                if not connection.is_closed():
+                    return connection, self._generation
+                self._open -= 1  # its socket died while idle
+            if self._open < self._size:
+                self._open += 1
+                try:
+                    return await self._connect(), self._generation
+                except BaseException:
+                    self._open -= 1
+                    self._wake_one()
+                    raise
+            await self._wait_turn()
+
+    async def _wait_turn(self) -> None:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        try:
+            await waiter
+        except BaseException:
+            if waiter.done() and not waiter.cancelled():
+                self._wake_one()  # woken, then cancelled: the turn passes on
+            else:
+                self._waiters.remove(waiter)
+            raise
+
+    def release(self, connection: asyncpg.Connection, generation: int, *, reusable: bool) -> None:
+        if (
+            reusable
+            and not self._closed
+            and generation == self._generation
+            and not connection.is_closed()
+            and not connection.is_in_transaction()
+        ):
+            self._idle.append(connection)
+        else:
+            connection.terminate()
+            self._open -= 1
+        self._wake_one()
+
+    def _wake_one(self) -> None:
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)
+                return
+
+    def expire(self) -> None:
+        """Every connection open now is replaced: the idle ones at once, the lent ones
+        when they come back."""
+        self._generation += 1
+        idle, self._idle = self._idle, []
+        for connection in idle:
+            connection.terminate()
+        self._open -= len(idle)
+        for _ in idle:
+            self._wake_one()
+
+    async def close(self) -> None:
+        """Closes the idle connections; lent ones are terminated as they come back, and
+        waiting callers fail."""
+        self._closed = True
+        idle, self._idle = self._idle, []
+        self._open -= len(idle)
+        await asyncio.gather(*(connection.close() for connection in idle), return_exceptions=True)
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(None)  # it wakes to find the pool closed
 
 
 class Database:
@@ -256,9 +358,7 @@ class Database:
             autoflush=False,
         )
         self._reader_settings = server_settings(schema) if schema else {}
-        self._reader_pool_size = reader_pool_size or 10
-        self._reader_pool: asyncpg.Pool | None = None
-        self._reader_pool_lock = asyncio.Lock()
+        self._drivers = DriverPool(self._connect_driver, reader_pool_size or 10)
 
     @classmethod
     def connect(cls, url: str, schema: str, pool_size: int = 10) -> Database:
@@ -289,42 +389,39 @@ class Database:
         """A driver connection in autocommit, for the hot reads of one or two statements,
         where a session's (and SQLAlchemy's pool's) own bookkeeping is most of the cost."""
         async with _counted():
-            pool = self._reader_pool or await self._open_reader_pool()
-            async with pool.acquire() as driver:
-                try:
-                    yield Reader(driver)
-                except CONNECTION_LOST:
-                    # The server restarted or the socket died: every pooled connection is
-                    # suspect and is replaced on its next use; this call fails retryably.
-                    await pool.expire_connections()
-                    raise
+            driver, generation = await self._drivers.acquire()
+            reusable = False
+            try:
+                yield Reader(driver)
+                reusable = True
+            except CONNECTION_LOST:
+                # The server restarted or the socket died: every pooled connection is
+                # suspect and is replaced on its next use; this call fails retryably.
+                self._drivers.expire()
+                raise
+            except Exception:
+                # A statement's own error (Postgres answered it) or the caller's: the
+                # connection is as it was. Not a cancellation: that may leave a statement
+                # running on it.
+                reusable = True
+                raise
+            finally:
+                self._drivers.release(driver, generation, reusable=reusable)
 
-    async def _open_reader_pool(self) -> asyncpg.Pool:
-        async with self._reader_pool_lock:
-            if self._reader_pool is None:
-                # Connected as SQLAlchemy connects (its reading of the URL, e.g. `?ssl=`),
-                # less the options only its adapter takes.
-                _, options = self.engine.dialect.create_connect_args(self.engine.url)
-                for adapter_only in _ADAPTER_OPTIONS:
-                    options.pop(adapter_only, None)
-                self._reader_pool = await asyncpg.create_pool(
-                    **options,
-                    min_size=0,
-                    max_size=self._reader_pool_size,
-                    # Readers change no session state (no transaction, SET, LISTEN or
-                    # advisory lock), so the default reset's round trip per release is
-                    # skipped.
-                    reset=_keep_session_state,
-                    # Idle connections stay, as SQLAlchemy's pool keeps its own: no timer
-                    # is re-armed on every release.
-                    max_inactive_connection_lifetime=0,
-                    init=_json_codecs,
-                    server_settings=self._reader_settings,
-                )
-            return self._reader_pool
+    async def _connect_driver(self) -> asyncpg.Connection:
+        # Connected as SQLAlchemy connects (its reading of the URL, e.g. `?ssl=`), less
+        # the options only its adapter takes.
+        _, options = self.engine.dialect.create_connect_args(self.engine.url)
+        for adapter_only in _ADAPTER_OPTIONS:
+            options.pop(adapter_only, None)
+        connection = await asyncpg.connect(**options, server_settings=self._reader_settings)
+        try:
+            await _json_codecs(connection)
+        except BaseException:
+            connection.terminate()
+            raise
+        return connection
 
     async def close(self) -> None:
-        if self._reader_pool is not None:
-            await self._reader_pool.close()
-            self._reader_pool = None
+        await self._drivers.close()
         await self.engine.dispose()

@@ -1,0 +1,150 @@
+"""`Database.reader()`'s own pool of driver connections (runtime.db.DriverPool), against
+a real Postgres: connections are reused as they were, never more than the pool's size
+are open, callers over it wait their turn, and a connection that may carry anything of
+its last caller (a transaction, a cancelled statement) is never lent again."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import asyncpg
+import pytest
+from sqlalchemy import Float, bindparam, func, literal_column, text
+from sqlalchemy import select as select_literal
+
+from runtime.db import Database, Query
+
+BACKEND = Query.of(select_literal(func.pg_backend_pid()))
+SLEEP = Query.of(select_literal(func.pg_sleep(bindparam("seconds", type_=Float))))
+
+
+@pytest.fixture
+async def database(migrated_db: str) -> AsyncIterator[Database]:
+    db = Database.connect(migrated_db, "public", pool_size=2)
+    try:
+        yield db
+    finally:
+        await db.close()
+
+
+async def backend(database: Database) -> int:
+    async with database.reader() as reader:
+        return int((await reader.fetch_one(BACKEND))[0])
+
+
+async def open_backends(observer: Database, schema: str) -> int:
+    """Backends connected for `schema` (runtime.db.server_settings names them)."""
+    async with observer.read() as session:
+        count = await session.scalar(
+            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
+            {"name": f"pixelshop-{schema}"},
+        )
+        return int(count or 0)
+
+
+async def test_a_connection_comes_back_and_is_lent_again(database: Database) -> None:
+    first = await backend(database)
+    assert await backend(database) == first
+    assert await backend(database) == first
+
+
+async def test_no_more_than_its_size_are_open_and_the_rest_wait_their_turn(
+    database: Database,
+) -> None:
+    seen: list[int] = []
+    order: list[int] = []
+
+    async def read(n: int) -> None:
+        async with database.reader() as reader:
+            seen.append(int((await reader.fetch_one(BACKEND))[0]))
+            await reader.fetch_one(SLEEP, seconds=0.05)
+            order.append(n)
+
+    await asyncio.gather(*(read(n) for n in range(6)))
+    assert len(seen) == 6
+    assert len(set(seen)) == 2  # the pool's size: two backends served all six
+    assert sorted(order) == list(range(6))
+
+
+async def test_a_caller_cancelled_mid_statement_does_not_hand_its_connection_on(
+    database: Database,
+) -> None:
+    started = asyncio.Event()
+    pids: list[int] = []
+
+    async def slow() -> None:
+        async with database.reader() as reader:
+            pids.append(int((await reader.fetch_one(BACKEND))[0]))
+            started.set()
+            await reader.fetch_one(SLEEP, seconds=30)
+
+    task = asyncio.create_task(slow())
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # The next caller gets a fresh backend, never the one still busy with the sleep.
+    assert await backend(database) != pids[0]
+
+
+async def test_a_waiter_cancelled_while_waiting_leaves_no_trace(database: Database) -> None:
+    hold = asyncio.Event()
+    both_lent = asyncio.Event()
+    lent = 0
+
+    async def holder() -> None:
+        nonlocal lent
+        async with database.reader() as reader:
+            await reader.fetch_one(BACKEND)
+            lent += 1
+            if lent == 2:
+                both_lent.set()
+            await hold.wait()
+
+    holders = [asyncio.create_task(holder()) for _ in range(2)]
+    await both_lent.wait()
+    waiter = asyncio.create_task(backend(database))
+    await asyncio.sleep(0.05)
+    waiter.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    hold.set()
+    await asyncio.gather(*holders)
+    # Both connections came back; a new caller is served at once by one of them.
+    assert await asyncio.wait_for(backend(database), timeout=10)
+
+
+async def test_a_connection_left_in_a_transaction_is_not_lent_again(database: Database) -> None:
+    async with database.reader() as reader:
+        driver = reader._driver
+        first = int((await reader.fetch_one(BACKEND))[0])
+        await driver.execute("BEGIN")  # no reader does this; the pool must not trust it
+    assert await backend(database) != first
+
+
+async def test_a_statement_error_keeps_the_connection(database: Database) -> None:
+    first = await backend(database)
+    with pytest.raises(asyncpg.exceptions.DivisionByZeroError):
+        async with database.reader() as reader:
+            await reader.fetch_one(Query.of(select_literal(literal_column("1 / 0"))))
+    assert await backend(database) == first
+
+
+async def test_closing_it_closes_its_connections(migrated_db: str) -> None:
+    schema = "driver_pool_close"  # a name of its own: no other test's backends count
+    db = Database.connect(migrated_db, schema, pool_size=2)
+    observer = Database.connect(migrated_db, "public", pool_size=1)
+    try:
+        await asyncio.gather(backend(db), backend(db))
+        assert await open_backends(observer, schema) == 2
+        await db.close()
+        for _ in range(100):  # a backend ends once it has read the client's goodbye
+            if await open_backends(observer, schema) == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await open_backends(observer, schema) == 0
+        with pytest.raises(asyncpg.exceptions.InterfaceError):
+            await backend(db)
+    finally:
+        await observer.close()
