@@ -19,6 +19,7 @@ from runtime import validation
 from runtime.context import current_principal, current_service_caller
 from runtime.db import Database
 from runtime.errors import InvalidArgument
+from runtime.interceptors import Encoded
 from runtime.pagination import PageTokens, query_fingerprint
 from services.projects.engines import Point
 from services.projects.engines.crop import ASPECT_RATIOS, CropBox
@@ -142,12 +143,14 @@ def fill_edit(
     return m
 
 
-# Wire framing of a history page, by hand (ADR 0023): `ListEditsResponse.edits` is field 1
-# and `Edit.on_head_path` field 21, both as protoc numbers them.
+# Wire framing of a history page, by hand (ADR 0023): `ListEditsResponse.edits` is field 1,
+# its `next_page_token` field 2, and `Edit.on_head_path` field 21, as protoc numbers them.
 _EDITS_TAG = b"\x0a"
+_NEXT_PAGE_TOKEN_TAG = b"\x12"
 _ON_HEAD_PATH = b"\xa8\x01\x01"
 if (
     projects_pb2.ListEditsResponse.EDITS_FIELD_NUMBER != 1
+    or projects_pb2.ListEditsResponse.NEXT_PAGE_TOKEN_FIELD_NUMBER != 2
     or projects_pb2.Edit.ON_HEAD_PATH_FIELD_NUMBER != 21
 ):
     raise RuntimeError("api.EncodedEdits frames fields the proto has renumbered")
@@ -194,14 +197,16 @@ class EncodedEdits:
         if held is None:
             return [None] * len(seqs)
         self._projects.move_to_end(project_id)
-        return [held.get(seq) for seq in seqs]
+        return list(map(held.get, seqs))
 
     def forget(self, project_id: uuid.UUID) -> None:
         held = self._projects.pop(project_id, None)
         if held is not None:
             self._size -= len(held)
 
-    def response(self, page: EditsPage, next_page_token: str) -> projects_pb2.ListEditsResponse:
+    def response(self, page: EditsPage, next_page_token: str) -> Encoded:
+        """The page's `ListEditsResponse`, serialized: framed from the held encodings
+        (and from those of the edits read in full, kept for next time), sent as it is."""
         parts: list[bytes] = []
         for entry in page.entries:
             if entry.held is not None:
@@ -213,9 +218,10 @@ class EncodedEdits:
                 parts += (on_path, body, _ON_HEAD_PATH)
             else:
                 parts += (off_path, body)
-        response = projects_pb2.ListEditsResponse.FromString(b"".join(parts))
-        response.next_page_token = next_page_token
-        return response
+        if next_page_token:
+            token = next_page_token.encode()
+            parts += (_NEXT_PAGE_TOKEN_TAG, _varint(len(token)), token)
+        return Encoded(b"".join(parts))
 
     def remember(self, edit: Edit) -> Framed:
         """The edit framed; kept when it has finished and its branch's first seq is
@@ -434,9 +440,7 @@ class ProjectApi(projects_pb2_grpc.ProjectServiceServicer):
             edit=edit_message(applied.edit), project=project_message(applied.project)
         )
 
-    async def ListEdits(
-        self, request: projects_pb2.ListEditsRequest, context: Context
-    ) -> projects_pb2.ListEditsResponse:
+    async def ListEdits(self, request: projects_pb2.ListEditsRequest, context: Context) -> Encoded:
         owner_id = current_principal().user_id
         project_id = _project_id(request.project_id)
         page_size = validation.page_size(

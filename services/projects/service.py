@@ -242,12 +242,13 @@ class ProjectService:
         missing = [seq for seq, found in zip(seqs, kept, strict=True) if found is None]
         read = await reads.edits_at(project_id, missing, path) if missing else {}
         entries = []
+        holds = path.holds  # 100 calls a page
         for seq, found in zip(seqs, kept, strict=True):
             if found is not None:
                 depth, branch_seq, _ = found
-                entries.append(PageEntry(path.holds(branch_seq, depth), held=found))
+                entries.append(PageEntry(holds(branch_seq, depth), None, found))
             elif (edit := read.get(seq)) is not None:  # absent: purged meanwhile
-                entries.append(PageEntry(edit.on_head_path, edit=edit))
+                entries.append(PageEntry(edit.on_head_path, edit))
         return EditsPage(entries, last if last < project.edit_count else None)
 
     async def get_edit(

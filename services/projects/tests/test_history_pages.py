@@ -182,7 +182,8 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
     assert [entry.edit is not None for entry in page.entries] == [True] * 3
 
     encoded = EncodedEdits(2)
-    first = encoded.response(page, "")
+    first = pb.ListEditsResponse.FromString(encoded.response(page, "next").data)
+    assert first.next_page_token == "next"
     project_id = uuid.UUID(project.id)
     # Alone over the capacity, the project keeps its two newest; they answer what the
     # page encoded.
@@ -195,7 +196,9 @@ async def test_the_cache_keeps_finished_edits_up_to_its_capacity(stack: Stack) -
         [PageEntry(e.on_head_path, held=k) for e, k in zip(page.entries[1:], kept, strict=True)],
         None,
     )
-    assert list(encoded.response(held, "").edits) == list(first.edits)[1:]
+    again = pb.ListEditsResponse.FromString(encoded.response(held, "").data)
+    assert list(again.edits) == list(first.edits)[1:]
+    assert again.next_page_token == ""
     assert [e.on_head_path for e in first.edits] == [True, True, True]
 
     # Another project paged: the least recently paged one goes first, all of it.
