@@ -25,7 +25,7 @@ from runtime.clients import PeerChannel
 from runtime.config import ServiceSettings
 from runtime.context import current_principal, current_request_id, current_service_caller
 from runtime.errors import InvalidArgument, NotFound
-from runtime.interceptors import AuthPolicy
+from runtime.interceptors import AuthPolicy, Encoded
 from runtime.peers.identity import IdentityClient
 from runtime.server import Registration, RunningServer, jwks_verifier, start_server
 from runtime.settings import Secret
@@ -33,6 +33,7 @@ from tests.support.fake_identity import FakeIdentity
 from tests.support.settings import INTERNAL_SECRET
 
 PUBLIC = "pixelshop.identity.v1.IdentityService"
+UNKNOWN_FIELD = b"\x98\x06\x07"  # field 99, varint 7
 INTERNAL = "pixelshop.identity.v1.IdentityInternalService"
 
 
@@ -57,6 +58,14 @@ class DemoPublic(identity_pb2_grpc.IdentityServiceServicer):
         if request.HasField("email"):
             raise NotFound("user")
         raise RuntimeError("SELECT secret FROM users -- must never reach a client")
+
+    async def ListSessions(self, request: Any, context: Any) -> Encoded:
+        # Serialized by the handler itself, with a field this proto does not know (99):
+        # what arrives is these bytes, not a message parsed and encoded again.
+        message = identity_pb2.ListSessionsResponse(
+            sessions=[identity_pb2.Session(id=str(current_principal().user_id))]
+        )
+        return Encoded(message.SerializeToString() + UNKNOWN_FIELD)
 
 
 class DemoInternal(identity_pb2_grpc.IdentityInternalServiceServicer):
@@ -130,6 +139,21 @@ async def test_user_method_with_a_valid_token(demo: Any, fake_identity: FakeIden
     )
     assert reply.user.id == str(user_id)
     assert reply.user.tier == "pro"
+
+
+async def test_an_answer_its_handler_serialized_is_sent_as_it_is(
+    demo: Any, fake_identity: FakeIdentity
+) -> None:
+    user_id, token = fake_identity.new_user("free")
+    call = demo[1].unary_unary(f"/{PUBLIC}/ListSessions")  # no deserializer: the raw bytes
+    raw = await call(b"", metadata=(("authorization", f"Bearer {token}"),))
+    assert raw.endswith(UNKNOWN_FIELD)
+    reply = identity_pb2.ListSessionsResponse.FromString(raw)
+    assert [session.id for session in reply.sessions] == [str(user_id)]
+    # The interceptor still authenticates it like any other user method.
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call(b"")
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
 
 def _forged(fake: FakeIdentity, **changes: Any) -> str:
