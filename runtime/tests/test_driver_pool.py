@@ -6,31 +6,27 @@ its last caller (a transaction, a cancelled statement) is never lent again."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 
 import asyncpg
 import pytest
 from sqlalchemy import Float, bindparam, func, literal_column, text
 from sqlalchemy import select as select_literal
 
-from runtime.db import Database, Query
+from runtime.db import Database, Query, Reader
 
 BACKEND = Query.of(select_literal(func.pg_backend_pid()))
 SLEEP = Query.of(select_literal(func.pg_sleep(bindparam("seconds", type_=Float))))
 
 
-@pytest.fixture
-async def database(migrated_db: str) -> AsyncIterator[Database]:
-    db = Database.connect(migrated_db, "public", pool_size=2)
-    try:
-        yield db
-    finally:
-        await db.close()
+async def pid(reader: Reader) -> int:
+    row = await reader.fetch_one(BACKEND)
+    assert row is not None
+    return int(row[0])
 
 
 async def backend(database: Database) -> int:
     async with database.reader() as reader:
-        return int((await reader.fetch_one(BACKEND))[0])
+        return await pid(reader)
 
 
 async def open_backends(observer: Database, schema: str) -> int:
@@ -57,7 +53,7 @@ async def test_no_more_than_its_size_are_open_and_the_rest_wait_their_turn(
 
     async def read(n: int) -> None:
         async with database.reader() as reader:
-            seen.append(int((await reader.fetch_one(BACKEND))[0]))
+            seen.append(await pid(reader))
             await reader.fetch_one(SLEEP, seconds=0.05)
             order.append(n)
 
@@ -75,7 +71,7 @@ async def test_a_caller_cancelled_mid_statement_does_not_hand_its_connection_on(
 
     async def slow() -> None:
         async with database.reader() as reader:
-            pids.append(int((await reader.fetch_one(BACKEND))[0]))
+            pids.append(await pid(reader))
             started.set()
             await reader.fetch_one(SLEEP, seconds=30)
 
@@ -118,7 +114,7 @@ async def test_a_waiter_cancelled_while_waiting_leaves_no_trace(database: Databa
 async def test_a_connection_left_in_a_transaction_is_not_lent_again(database: Database) -> None:
     async with database.reader() as reader:
         driver = reader._driver
-        first = int((await reader.fetch_one(BACKEND))[0])
+        first = await pid(reader)
         await driver.execute("BEGIN")  # no reader does this; the pool must not trust it
     assert await backend(database) != first
 

@@ -33,15 +33,6 @@ async def health_channel() -> AsyncIterator[PeerChannel]:
         await server.wait_for_termination()
 
 
-@pytest.fixture
-async def database(migrated_db: str) -> AsyncIterator[Database]:
-    db = Database.connect(migrated_db, "public", pool_size=2)
-    try:
-        yield db
-    finally:
-        await db.close()
-
-
 async def _check(peer: PeerChannel) -> None:
     stub = health_pb2_grpc.HealthStub(peer.channel)
     await stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=5)
