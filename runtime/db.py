@@ -30,6 +30,7 @@ UNAVAILABLE (safe to retry); the next call reconnects.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from collections import deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
@@ -140,6 +141,9 @@ def create_engine(url: str, schema: str, pool_size: int = 10) -> AsyncEngine:
 
 
 _DIALECT = PGDialect_asyncpg()
+# How long closing a driver connection may take (a cancel request, then goodbye) before
+# it is cut off.
+RETIRE_TIMEOUT_SECONDS = 5.0
 # What asyncpg raises when the server or the socket went away: retryable for the caller
 # (runtime/interceptors.py answers UNAVAILABLE); a Reader's pool is then dropped, as
 # SQLAlchemy drops it when a session meets a dead connection.
@@ -180,20 +184,49 @@ StatementObserver = Callable[[str, Sequence[Any], str], None]
 statement_observers: list[StatementObserver] = []
 
 
+# Errors after which a driver connection is as it was: Postgres answered the statement
+# (and is ready for the next), or asyncpg refused an argument before sending anything.
+_STATEMENT_ERRORS = (asyncpg.PostgresError, asyncpg.exceptions.DataError)
+
+
 class Reader:
     """Queries straight on a driver connection. Rows are asyncpg Records, read by position;
     values come as asyncpg decodes them (uuid.UUID, aware datetimes), json and jsonb as
-    Python values (the codecs of both pools agree)."""
+    Python values (the codecs of both pools agree).
+
+    `clean` says whether the connection is as a statement leaves it: none is running, and
+    none ended in anything but an answer from Postgres (a cancellation may leave one
+    running; a broken socket or protocol leaves nothing to trust)."""
 
     def __init__(self, driver: Any) -> None:
         self._driver = driver
+        self._running = 0
+        self._spoiled = False
+
+    @property
+    def clean(self) -> bool:
+        return not self._running and not self._spoiled
 
     async def fetch(self, query: Query, **parameters: Any) -> list[Any]:
-        arguments = self._arguments(query, parameters)
-        return list(await self._driver.fetch(query.sql, *arguments))
+        return list(await self._run(self._driver.fetch, query, parameters))
 
     async def fetch_one(self, query: Query, **parameters: Any) -> Any | None:
-        return await self._driver.fetchrow(query.sql, *self._arguments(query, parameters))
+        return await self._run(self._driver.fetchrow, query, parameters)
+
+    async def _run(
+        self, method: Callable[..., Awaitable[Any]], query: Query, parameters: Mapping[str, Any]
+    ) -> Any:
+        arguments = self._arguments(query, parameters)
+        self._running += 1
+        try:
+            return await method(query.sql, *arguments)
+        except _STATEMENT_ERRORS:
+            raise
+        except BaseException:
+            self._spoiled = True
+            raise
+        finally:
+            self._running -= 1
 
     def _arguments(self, query: Query, parameters: Mapping[str, Any]) -> list[Any]:
         arguments = query.arguments(parameters)
@@ -237,15 +270,18 @@ async def _json_codecs(connection: asyncpg.Connection) -> None:
 
 class DriverPool:
     """The driver connections `Database.reader()` lends: opened on demand up to `size`,
-    the most recently returned lent first, a caller over `size` waiting its turn (first
-    come, first served).
+    the most recently returned lent first. A caller over `size` waits; waiters are woken
+    in the order they came (one that arrives just as a connection comes back may take it
+    first, as with asyncpg's pool).
 
-    Lending and taking back cost no round trip and no task: a reader runs no transaction
-    and changes no session state (no SET, LISTEN or advisory lock), so a connection comes
-    back as it went out. (asyncpg's own pool resets it and shields the release in a task
-    of its own: a tenth of a history page's CPU.) One that may not have (closed, in a
-    transaction, or its caller cancelled mid-statement) is terminated instead, and its
-    place opens a new one when next needed."""
+    Lending and taking back a clean connection cost no round trip and no task: a reader
+    runs no transaction and changes no session state (no SET, LISTEN or advisory lock), so
+    it comes back as it went out. (asyncpg's own pool resets it and shields its release in
+    a task of its own: a tenth of a history page's CPU.) Any other connection (its reader
+    not clean, left in a transaction, from before `expire`, or the pool closing) is
+    retired: closed in the background, which first has Postgres cancel a statement its
+    caller abandoned, so none keeps running on the server; its place counts against
+    `size` until it has closed."""
 
     def __init__(self, connect: Callable[[], Awaitable[asyncpg.Connection]], size: int) -> None:
         if size < 1:
@@ -253,14 +289,11 @@ class DriverPool:
         self._connect = connect
         self._size = size
         self._idle: list[asyncpg.Connection] = []
-        self._open = 0  # lent, idle or being opened
+        self._open = 0  # lent, idle, being opened or being retired
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._retiring: set[asyncio.Task[None]] = set()
         self._generation = 0
         self._closed = False
-
-    @property
-    def idle(self) -> int:
-        return len(self._idle)
 
     async def acquire(self) -> tuple[asyncpg.Connection, int]:
         """A connection and the generation to hand back with it."""
@@ -271,11 +304,13 @@ class DriverPool:
                 connection = self._idle.pop()
                 if not connection.is_closed():
                     return connection, self._generation
-                self._open -= 1  # its socket died while idle
+                connection.terminate()  # its socket died while idle: asyncpg's cleanup
+                self._open -= 1
             if self._open < self._size:
                 self._open += 1
+                generation = self._generation  # an `expire` during the connect retires it
                 try:
-                    return await self._connect(), self._generation
+                    return await self._connect(), generation
                 except BaseException:
                     self._open -= 1
                     self._wake_one()
@@ -291,22 +326,41 @@ class DriverPool:
             if waiter.done() and not waiter.cancelled():
                 self._wake_one()  # woken, then cancelled: the turn passes on
             else:
-                self._waiters.remove(waiter)
+                # Still queued, unless a release already dropped it as cancelled.
+                with contextlib.suppress(ValueError):
+                    self._waiters.remove(waiter)
             raise
 
-    def release(self, connection: asyncpg.Connection, generation: int, *, reusable: bool) -> None:
+    def release(self, connection: asyncpg.Connection, generation: int, *, clean: bool) -> None:
         if (
-            reusable
+            clean
             and not self._closed
             and generation == self._generation
             and not connection.is_closed()
             and not connection.is_in_transaction()
         ):
             self._idle.append(connection)
-        else:
+            self._wake_one()
+        elif connection.is_closed():
             connection.terminate()
             self._open -= 1
-        self._wake_one()
+            self._wake_one()
+        else:
+            task = asyncio.get_running_loop().create_task(self._retire(connection))
+            self._retiring.add(task)
+            task.add_done_callback(self._retiring.discard)
+
+    async def _retire(self, connection: asyncpg.Connection) -> None:
+        try:
+            # asyncpg's close waits for the cancel request of a statement whose caller was
+            # cancelled to reach Postgres, then says goodbye.
+            await connection.close(timeout=RETIRE_TIMEOUT_SECONDS)
+        except BaseException:
+            connection.terminate()
+            raise
+        finally:
+            self._open -= 1
+            self._wake_one()
 
     def _wake_one(self) -> None:
         while self._waiters:
@@ -317,7 +371,7 @@ class DriverPool:
 
     def expire(self) -> None:
         """Every connection open now is replaced: the idle ones at once, the lent ones
-        when they come back."""
+        (and those being opened) when they come back."""
         self._generation += 1
         idle, self._idle = self._idle, []
         for connection in idle:
@@ -327,16 +381,21 @@ class DriverPool:
             self._wake_one()
 
     async def close(self) -> None:
-        """Closes the idle connections; lent ones are terminated as they come back, and
-        waiting callers fail."""
+        """Closes the idle connections and waits for those being retired; lent ones are
+        retired as they come back, and waiting callers fail."""
         self._closed = True
         idle, self._idle = self._idle, []
         self._open -= len(idle)
-        await asyncio.gather(*(connection.close() for connection in idle), return_exceptions=True)
+        await asyncio.gather(
+            *(connection.close(timeout=RETIRE_TIMEOUT_SECONDS) for connection in idle),
+            return_exceptions=True,
+        )
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)  # it wakes to find the pool closed
+        if self._retiring:
+            await asyncio.gather(*self._retiring, return_exceptions=True)
 
 
 class Database:
@@ -390,10 +449,13 @@ class Database:
         where a session's (and SQLAlchemy's pool's) own bookkeeping is most of the cost."""
         async with _counted():
             driver, generation = await self._drivers.acquire()
-            reusable = False
+            lent = Reader(driver)
+            clean = False
             try:
-                yield Reader(driver)
-                reusable = True
+                yield lent
+                clean = lent.clean
+            except TimeoutError:
+                raise  # this statement took too long (an OSError, but no lost connection)
             except CONNECTION_LOST:
                 # The server restarted or the socket died: every pooled connection is
                 # suspect and is replaced on its next use; this call fails retryably.
@@ -401,12 +463,12 @@ class Database:
                 raise
             except Exception:
                 # A statement's own error (Postgres answered it) or the caller's: the
-                # connection is as it was. Not a cancellation: that may leave a statement
-                # running on it.
-                reusable = True
+                # connection is as its reader left it. (A cancellation is not clean: it
+                # may leave a statement running.)
+                clean = lent.clean
                 raise
             finally:
-                self._drivers.release(driver, generation, reusable=reusable)
+                self._drivers.release(driver, generation, clean=clean)
 
     async def _connect_driver(self) -> asyncpg.Connection:
         # Connected as SQLAlchemy connects (its reading of the URL, e.g. `?ssl=`), less

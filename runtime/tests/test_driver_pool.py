@@ -6,13 +6,14 @@ its last caller (a transaction, a cancelled statement) is never lent again."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 import asyncpg
 import pytest
 from sqlalchemy import Float, bindparam, func, literal_column, text
 from sqlalchemy import select as select_literal
 
-from runtime.db import Database, Query, Reader
+from runtime.db import Database, DriverPool, Query, Reader
 
 BACKEND = Query.of(select_literal(func.pg_backend_pid()))
 SLEEP = Query.of(select_literal(func.pg_sleep(bindparam("seconds", type_=Float))))
@@ -29,12 +30,16 @@ async def backend(database: Database) -> int:
         return await pid(reader)
 
 
-async def open_backends(observer: Database, schema: str) -> int:
-    """Backends connected for `schema` (runtime.db.server_settings names them)."""
+async def open_backends(observer: Database, schema: str, state: str | None = None) -> int:
+    """Backends connected for `schema` (runtime.db.server_settings names them), in
+    `state` if given ("active": running a statement)."""
     async with observer.read() as session:
         count = await session.scalar(
-            text("SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"),
-            {"name": f"pixelshop-{schema}"},
+            text(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = :name"
+                " AND (CAST(:state AS text) IS NULL OR state = :state)"
+            ),
+            {"name": f"pixelshop-{schema}", "state": state},
         )
         return int(count or 0)
 
@@ -61,6 +66,78 @@ async def test_no_more_than_its_size_are_open_and_the_rest_wait_their_turn(
     assert len(seen) == 6
     assert len(set(seen)) == 2  # the pool's size: two backends served all six
     assert sorted(order) == list(range(6))
+
+
+async def test_a_statement_abandoned_by_its_cancelled_caller_stops_on_the_server(
+    migrated_db: str,
+) -> None:
+    # A deadline that fires mid-read must not leave the read running in Postgres, nor
+    # leave the service with more backends than its pool's size.
+    schema = "driver_pool_cancel"
+    db = Database.connect(migrated_db, schema, pool_size=2)
+    observer = Database.connect(migrated_db, "public", pool_size=1)
+    try:
+
+        async def slow(started: asyncio.Event) -> None:
+            async with db.reader() as reader:
+                started.set()
+                await reader.fetch_one(SLEEP, seconds=30)
+
+        for _ in range(4):
+            started = asyncio.Event()
+            task = asyncio.create_task(slow(started))
+            await started.wait()
+            await asyncio.sleep(0.05)  # the statement is running on the server
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+        for _ in range(100):
+            if await open_backends(observer, schema, state="active") == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert await open_backends(observer, schema, state="active") == 0
+        assert await open_backends(observer, schema) <= 2
+        assert await backend(db)  # and the pool serves on
+    finally:
+        await db.close()
+        await observer.close()
+
+
+async def test_a_reader_used_by_two_statements_at_once_is_not_lent_again(
+    database: Database,
+) -> None:
+    # A programming error (two statements on one reader); the next caller must not
+    # inherit the one still running.
+    with pytest.raises(asyncpg.exceptions.InterfaceError):
+        async with database.reader() as reader:
+            await asyncio.gather(
+                reader.fetch_one(SLEEP, seconds=0.5), reader.fetch_one(SLEEP, seconds=0)
+            )
+    assert await backend(database)
+
+
+async def test_a_statement_that_timed_out_costs_only_its_own_connection(
+    database: Database,
+) -> None:
+    async def hold_one() -> int:
+        async with database.reader() as reader:
+            number = await pid(reader)
+            await reader.fetch_one(SLEEP, seconds=0.05)
+            return number
+
+    both = set(await asyncio.gather(hold_one(), hold_one()))
+    assert len(both) == 2
+    timed_out: list[int] = []
+
+    async def too_slow() -> None:
+        async with database.reader() as reader:
+            timed_out.append(await pid(reader))
+            await asyncio.wait_for(reader.fetch_one(SLEEP, seconds=5), 0.1)
+
+    with pytest.raises(TimeoutError):
+        await too_slow()
+    # Not read as a lost connection: the other idle connection is still lent.
+    assert await backend(database) == (both - set(timed_out)).pop()
 
 
 async def test_a_caller_cancelled_mid_statement_does_not_hand_its_connection_on(
@@ -144,3 +221,35 @@ async def test_closing_it_closes_its_connections(migrated_db: str) -> None:
             await backend(db)
     finally:
         await observer.close()
+
+
+class FakeConnection:
+    """What DriverPool asks of a connection, for orderings Postgres cannot be made to
+    produce on cue."""
+
+    def is_closed(self) -> bool:
+        return False
+
+    def is_in_transaction(self) -> bool:
+        return False
+
+    def terminate(self) -> None:
+        pass
+
+    async def close(self, timeout: float | None = None) -> None:
+        pass
+
+
+async def test_a_waiter_cancelled_as_a_connection_comes_back_is_just_cancelled() -> None:
+    async def connect() -> Any:
+        return FakeConnection()
+
+    pool = DriverPool(connect, 1)
+    held, generation = await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)  # it waits its turn
+    waiter.cancel()
+    pool.release(held, generation, clean=True)  # before the waiter has run again
+    with pytest.raises(asyncio.CancelledError):
+        await waiter
+    assert (await pool.acquire())[0] is held
