@@ -181,9 +181,9 @@ class EncodedEdits:
     """Finished edits as a history page sends them, by project and seq (an edit's place
     for good), the least recently paged project dropped first. A finished edit never
     changes (ADR 0023, 0025) except whether it lies on head's path, which is left out of
-    the encoding and added per page, so a page of edits held here is framed bytes joined,
-    parsed once by protobuf's C code, instead of 100 messages filled field by field from
-    rows decoded for them."""
+    the encoding and added per page, so a page of edits held here is framed bytes joined
+    and sent as they are, instead of 100 messages filled field by field from rows decoded
+    for them."""
 
     def __init__(self, capacity: int) -> None:
         self._capacity = capacity
