@@ -23,7 +23,7 @@ import enum
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import (
     BigInteger,
@@ -565,6 +565,23 @@ class Project:
         )
 
 
+class HeadAt(NamedTuple):
+    """Where head stands in the tree: what a history page needs of it (an `Edit` has the
+    same three fields)."""
+
+    id: uuid.UUID
+    depth: int
+    branch_id: uuid.UUID
+
+
+class PageSpan(NamedTuple):
+    """What a history page reads of its live project: how many edits it has and where
+    head stands (None: at the original)."""
+
+    edit_count: int
+    head: HeadAt | None
+
+
 class HeadPath:
     """The path from the original to head, as {branch: deepest depth on the path}."""
 
@@ -573,7 +590,10 @@ class HeadPath:
 
     @classmethod
     def of(
-        cls, head: Edit | None, start_seq: int, head_branch_path: list[list[Any]] | None
+        cls,
+        head: Edit | HeadAt | None,
+        start_seq: int,
+        head_branch_path: list[list[Any]] | None,
     ) -> HeadPath:
         """`start_seq` and `head_branch_path`: seq and stored path of head's branch start."""
         if head is None:

@@ -34,7 +34,9 @@ from services.projects.models import (
     Edit,
     EditAction,
     EditStatus,
+    HeadAt,
     HeadPath,
+    PageSpan,
     Project,
     edits,
     projects,
@@ -77,6 +79,17 @@ _GET_PROJECT_STATEMENT = _project_with_head().where(
     text(f"projects.{LIVE}"),
 )
 _GET_PROJECT = Query.of(_GET_PROJECT_STATEMENT)
+# A history page's one read: the live project's edit count and where head stands, none
+# of head's other columns (its params' JSON decoded for nothing).
+_PAGE_SPAN = Query.of(
+    select(projects.c.edit_count, _head.c.id, _head.c.depth, _head.c.branch_id)
+    .select_from(projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id))
+    .where(
+        projects.c.id == bindparam("project_id"),
+        projects.c.owner_id == bindparam("owner_id"),
+        text(f"projects.{LIVE}"),
+    )
+)
 _GET_PROJECT_FOR_UPDATE = Query.of(_GET_PROJECT_STATEMENT.with_for_update(of=projects))
 # Undo reads head's parent with the locked project: one statement, however deep head is.
 _GET_PROJECT_AND_PARENT_FOR_UPDATE = Query.of(
@@ -180,6 +193,14 @@ class ProjectReads:
             owner_id=owner_id,
         )
         return _project(row) if row is not None else None
+
+    async def page_span(self, project_id: uuid.UUID, owner_id: uuid.UUID) -> PageSpan | None:
+        """What a history page needs of a live project of `owner_id`; None otherwise."""
+        row = await self._reader.fetch_one(_PAGE_SPAN, project_id=project_id, owner_id=owner_id)
+        if row is None:
+            return None
+        head = HeadAt(row[1], row[2], row[3]) if row[1] is not None else None
+        return PageSpan(row[0], head)
 
     async def lock_project_and_parent(
         self, project_id: uuid.UUID, owner_id: uuid.UUID

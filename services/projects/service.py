@@ -32,6 +32,7 @@ from services.projects.models import (
     Edit,
     EditAction,
     EditStatus,
+    HeadAt,
     HeadPath,
     Image,
     Project,
@@ -205,8 +206,7 @@ class ProjectService:
 
     # -- history ----------------------------------------------------------------------
 
-    async def head_path(self, reads: ProjectReads, project: Project) -> HeadPath:
-        head = project.head
+    async def head_path(self, reads: ProjectReads, head: Edit | HeadAt | None) -> HeadPath:
         if head is None:
             return HeadPath.of(None, 0, None)
         cached = self._head_paths.get(head.id)
@@ -234,9 +234,11 @@ class ProjectService:
         `edit_count`, none ever removed but with the project) and what a finished edit's
         message shows never changes (ADR 0025): the project's row says which seqs the page
         spans, `held` answers what the caller keeps of each, and only the others are read."""
-        project = await self.get(reads, owner_id, project_id)
-        path = await self.head_path(reads, project)
-        last = min(after_seq + page_size, project.edit_count)
+        span = await reads.page_span(project_id, owner_id)
+        if span is None:
+            raise ProjectNotFound(project_id)
+        path = await self.head_path(reads, span.head)
+        last = min(after_seq + page_size, span.edit_count)
         seqs = range(after_seq + 1, last + 1)
         kept: Sequence[HeldEdit | None] = held(project_id, seqs) if held else [None] * len(seqs)
         missing = [seq for seq, found in zip(seqs, kept, strict=True) if found is None]
@@ -249,7 +251,7 @@ class ProjectService:
                 entries.append(PageEntry(holds(branch_seq, depth), None, found))
             elif (edit := read.get(seq)) is not None:  # absent: purged meanwhile
                 entries.append(PageEntry(edit.on_head_path, edit))
-        return EditsPage(entries, last if last < project.edit_count else None)
+        return EditsPage(entries, last if last < span.edit_count else None)
 
     async def get_edit(
         self, reads: ProjectReads, owner_id: uuid.UUID, project_id: uuid.UUID, edit_id: uuid.UUID
@@ -260,7 +262,7 @@ class ProjectService:
             raise EditNotFound(edit_id)
         if edit.id == project.head_edit_id:  # e.g. the edit ApplyEdit just made head
             return dataclasses.replace(edit, on_head_path=True)
-        return _with_path(edit, await self.head_path(reads, project))
+        return _with_path(edit, await self.head_path(reads, project.head))
 
     # -- the steps ApplyEdit records -----------------------------------------------------
 

@@ -107,7 +107,7 @@ async def test_a_replica_pages_the_edits_another_made_after_it_cached_the_histor
 
 async def test_edits_this_replica_made_are_paged_from_the_project_alone(stack: Stack) -> None:
     from runtime import db
-    from services.projects.repository import _BRANCH_START, _EDITS_AT, _GET_PROJECT
+    from services.projects.repository import _BRANCH_START, _EDITS_AT, _PAGE_SPAN
 
     user_id, auth = stack.user()
     project = await stack.project(auth, user_id, photo())
@@ -133,10 +133,11 @@ async def test_edits_this_replica_made_are_paged_from_the_project_alone(stack: S
             assert len(listed) == 2
     finally:
         db.statement_observers.pop()
-    # Nothing read in full (ApplyEdit and Reapply kept them), not even an outline: the
-    # project's row says which seqs a page spans.
+    # Nothing read in full (ApplyEdit and Reapply kept them), not even an outline, nor
+    # head's own columns: the project's edit count says which seqs a page spans.
     assert _EDITS_AT.sql not in seen
-    assert set(seen) <= {_GET_PROJECT.sql, _BRANCH_START.sql}
+    assert _PAGE_SPAN.sql in seen
+    assert set(seen) <= {_PAGE_SPAN.sql, _BRANCH_START.sql}
 
 
 async def test_a_pending_edit_is_read_again_until_it_finishes(stack: Stack) -> None:
