@@ -3,10 +3,12 @@
 For each call it: takes the request id from metadata (or makes one), authenticates the
 caller as the method requires (anonymous, user access token, or service credential),
 refuses the token of an account deleted since it was issued (`AuthPolicy.refused_user`),
-runs the handler, turns a DomainError into a google.rpc.Status with details, turns any
-other exception into a bare INTERNAL (logged with its trace, never sent), and writes
-one structured log line with the method, code and duration. A handler may answer its
-message already serialized, as `Encoded` bytes, which are sent unchanged.
+runs the handler, turns a DomainError into a google.rpc.Status with details (and a lost
+database race into ABORTED, a timeout into DEADLINE_EXCEEDED, a lost database into
+UNAVAILABLE), turns any other exception into a bare INTERNAL (logged with its trace,
+never sent), and writes one structured log line and one metric with the method, the
+code answered and the duration. A handler may answer its message already serialized,
+as `Encoded` bytes, which are sent unchanged.
 """
 
 from __future__ import annotations
@@ -27,7 +29,14 @@ from sqlalchemy.exc import DBAPIError
 from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTokens, bearer_token
 from runtime.context import client_var, principal_var, request_id_var, service_caller_var
 from runtime.db import CONNECTION_LOST
-from runtime.errors import Aborted, DomainError, Unauthenticated, Unavailable, internal_status
+from runtime.errors import (
+    Aborted,
+    DeadlineExceeded,
+    DomainError,
+    Unauthenticated,
+    Unavailable,
+    internal_status,
+)
 from runtime.metrics import Metrics
 from runtime.tombstones import DELETED_MESSAGE
 
@@ -189,21 +198,23 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 raise Unauthenticated(DELETED_MESSAGE, reason="ACCOUNT_DELETED")
             principal_var.set(principal)
 
-    async def _fail(
-        self, context: grpc.aio.ServicerContext[Any, Any], error: BaseException, method: str
-    ) -> None:
+    def _failure(self, error: BaseException, method: str) -> Any:
+        """The status a failed call answers (a `grpc_status` Status: code, details and the
+        google.rpc.Status trailer), logged as the error deserves."""
         if isinstance(error, DomainError):
             status = error.to_status()
         elif _lost_race(error):
             status = Aborted("a concurrent change got in the way; retry").to_status()
+        elif isinstance(error, TimeoutError):  # an OSError, yet no connection was lost
+            log.warning("timed out in %s", method, exc_info=error)
+            status = DeadlineExceeded("the call took too long; retry").to_status()
         elif _lost_connection(error):
             log.warning("database unavailable in %s: %s", method, type(error).__name__)
             status = Unavailable("the database is unavailable; retry shortly").to_status()
         else:
             log.error("unhandled error in %s", method, exc_info=error)
             status = internal_status()
-        grpc_status = rpc_status.to_status(status)
-        await context.abort(grpc_status.code, grpc_status.details, grpc_status.trailing_metadata)
+        return rpc_status.to_status(status)
 
     def _finish(self, method: str, start: float, code: grpc.StatusCode) -> None:
         duration = time.perf_counter() - start
@@ -230,8 +241,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:
-                code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
-                await self._fail(context, error, method)
+                failure = self._failure(error, method)
+                code = failure.code
+                await context.abort(failure.code, failure.details, failure.trailing_metadata)
             finally:
                 self._finish(method, start, code)
 
@@ -251,8 +263,9 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
                 code = context.code() or grpc.StatusCode.CANCELLED
                 raise
             except Exception as error:
-                code = error.code if isinstance(error, DomainError) else grpc.StatusCode.INTERNAL
-                await self._fail(context, error, method)
+                failure = self._failure(error, method)
+                code = failure.code
+                await context.abort(failure.code, failure.details, failure.trailing_metadata)
             finally:
                 self._finish(method, start, code)
 

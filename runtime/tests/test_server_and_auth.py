@@ -59,6 +59,11 @@ class DemoPublic(identity_pb2_grpc.IdentityServiceServicer):
             raise NotFound("user")
         raise RuntimeError("SELECT secret FROM users -- must never reach a client")
 
+    async def RevokeSession(self, request: Any, context: Any) -> Any:
+        if request.session_id == "timeout":
+            raise TimeoutError  # an OSError, as a dead connection's errors are
+        raise ConnectionResetError("the database went away")
+
     async def ListSessions(self, request: Any, context: Any) -> Encoded:
         # Serialized by the handler itself, with a field this proto does not know (99):
         # what arrives is these bytes, not a message parsed and encoded again.
@@ -249,6 +254,24 @@ async def test_unexpected_errors_leak_nothing(demo: Any, fake_identity: FakeIden
         )
     assert error.value.code() == grpc.StatusCode.INTERNAL
     assert error.value.details() == "internal error"
+
+
+@pytest.mark.parametrize(
+    ("session_id", "code"),
+    [("timeout", grpc.StatusCode.DEADLINE_EXCEEDED), ("lost", grpc.StatusCode.UNAVAILABLE)],
+)
+async def test_a_timeout_is_not_a_lost_database_and_the_metric_says_what_was_answered(
+    demo: Any, fake_identity: FakeIdentity, session_id: str, code: grpc.StatusCode
+) -> None:
+    _, token = fake_identity.new_user()
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await _stub(demo).RevokeSession(
+            identity_pb2.RevokeSessionRequest(session_id=session_id),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+    assert error.value.code() == code
+    text = demo[0].metrics.render()
+    assert f'code="{code.name}",method="/{PUBLIC}/RevokeSession"' in text
 
 
 async def test_internal_methods_need_the_service_credential(
