@@ -157,6 +157,13 @@ CONNECTION_LOST = (
 )
 
 
+def connection_lost(error: BaseException) -> bool:
+    """Whether `error` says the server or the socket went away (`CONNECTION_LOST`). Not a
+    `TimeoutError`, though it is an `OSError`: a statement took too long, nothing was
+    lost."""
+    return isinstance(error, CONNECTION_LOST) and not isinstance(error, TimeoutError)
+
+
 @dataclass(frozen=True)
 class Query:
     """A Core statement compiled once for asyncpg: its SQL with $n placeholders (and the
@@ -454,18 +461,16 @@ class Database:
             try:
                 yield lent
                 clean = lent.clean
-            except TimeoutError:
-                raise  # this statement took too long (an OSError, but no lost connection)
-            except CONNECTION_LOST:
-                # The server restarted or the socket died: every pooled connection is
-                # suspect and is replaced on its next use; this call fails retryably.
-                self._drivers.expire()
-                raise
-            except Exception:
-                # A statement's own error (Postgres answered it) or the caller's: the
-                # connection is as its reader left it. (A cancellation is not clean: it
-                # may leave a statement running.)
-                clean = lent.clean
+            except Exception as error:
+                if connection_lost(error):
+                    # The server restarted or the socket died: every pooled connection is
+                    # suspect and is replaced on its next use; this call fails retryably.
+                    self._drivers.expire()
+                else:
+                    # A statement's own error (Postgres answered it), a timeout or the
+                    # caller's: the connection is as its reader left it. (A cancellation
+                    # is not clean: it may leave a statement running.)
+                    clean = lent.clean
                 raise
             finally:
                 self._drivers.release(driver, generation, clean=clean)

@@ -28,7 +28,7 @@ from sqlalchemy.exc import DBAPIError
 
 from runtime.auth import SERVICE_TOKEN_METADATA, AccessTokenVerifier, ServiceTokens, bearer_token
 from runtime.context import client_var, principal_var, request_id_var, service_caller_var
-from runtime.db import CONNECTION_LOST
+from runtime.db import connection_lost
 from runtime.errors import (
     Aborted,
     DeadlineExceeded,
@@ -110,7 +110,7 @@ def _lost_connection(error: BaseException) -> bool:
     if isinstance(error, DBAPIError) and error.connection_invalidated:
         return True
     cause = error.orig if isinstance(error, DBAPIError) else error
-    return isinstance(cause, CONNECTION_LOST)
+    return cause is not None and connection_lost(cause)
 
 
 class CallInterceptor(grpc.aio.ServerInterceptor):
@@ -205,7 +205,7 @@ class CallInterceptor(grpc.aio.ServerInterceptor):
             status = error.to_status()
         elif _lost_race(error):
             status = Aborted("a concurrent change got in the way; retry").to_status()
-        elif isinstance(error, TimeoutError):  # an OSError, yet no connection was lost
+        elif isinstance(error, TimeoutError):
             log.warning("timed out in %s", method, exc_info=error)
             status = DeadlineExceeded("the call took too long; retry").to_status()
         elif _lost_connection(error):

@@ -253,3 +253,35 @@ async def test_a_waiter_cancelled_as_a_connection_comes_back_is_just_cancelled()
     with pytest.raises(asyncio.CancelledError):
         await waiter
     assert (await pool.acquire())[0] is held
+
+
+async def test_a_connection_lent_before_expire_is_retired_when_it_comes_back() -> None:
+    closed: list[FakeConnection] = []
+
+    class Closing(FakeConnection):
+        async def close(self, timeout: float | None = None) -> None:
+            closed.append(self)
+
+    async def connect() -> Any:
+        return Closing()
+
+    pool = DriverPool(connect, 1)
+    lent, generation = await pool.acquire()
+    pool.expire()  # e.g. another reader met a dead socket meanwhile
+    pool.release(lent, generation, clean=True)
+    fresh, _ = await pool.acquire()
+    assert fresh is not lent
+    assert closed == [lent]
+
+
+async def test_callers_waiting_when_the_pool_closes_fail_instead_of_waiting() -> None:
+    async def connect() -> Any:
+        return FakeConnection()
+
+    pool = DriverPool(connect, 1)
+    await pool.acquire()
+    waiter = asyncio.create_task(pool.acquire())
+    await asyncio.sleep(0)
+    await pool.close()
+    with pytest.raises(asyncpg.exceptions.InterfaceError):
+        await asyncio.wait_for(waiter, timeout=5)

@@ -60,10 +60,14 @@ def _edits_with_branch_seq() -> Any:
     )
 
 
+_projects_and_head = projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id)
+# A live project of the caller's (the project's id and owner as bound parameters).
+_owned = (projects.c.owner_id == bindparam("owner_id"), text(f"projects.{LIVE}"))
+_this_owned = (projects.c.id == bindparam("project_id"), *_owned)
+
+
 def _project_with_head() -> Any:
-    return select(projects, *_head_columns).select_from(
-        projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id)
-    )
+    return select(projects, *_head_columns).select_from(_projects_and_head)
 
 
 _parent = edits.alias("parent")
@@ -73,43 +77,25 @@ _parent_columns = [_parent.c[name].label(f"parent_{name}") for name in _edit_nam
 # The reads every screen makes are compiled once and run on the driver connection itself
 # (runtime.db.Query, ADR 0020): no statement building, caching or result processing per
 # call, and rows are read by position.
-_GET_PROJECT_STATEMENT = _project_with_head().where(
-    projects.c.id == bindparam("project_id"),
-    projects.c.owner_id == bindparam("owner_id"),
-    text(f"projects.{LIVE}"),
-)
+_GET_PROJECT_STATEMENT = _project_with_head().where(*_this_owned)
 _GET_PROJECT = Query.of(_GET_PROJECT_STATEMENT)
+_GET_PROJECT_FOR_UPDATE = Query.of(_GET_PROJECT_STATEMENT.with_for_update(of=projects))
 # A history page's one read: the live project's edit count and where head stands, none
 # of head's other columns (its params' JSON decoded for nothing).
 _PAGE_SPAN = Query.of(
     select(projects.c.edit_count, _head.c.id, _head.c.depth, _head.c.branch_id)
-    .select_from(projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id))
-    .where(
-        projects.c.id == bindparam("project_id"),
-        projects.c.owner_id == bindparam("owner_id"),
-        text(f"projects.{LIVE}"),
-    )
+    .select_from(_projects_and_head)
+    .where(*_this_owned)
 )
-_GET_PROJECT_FOR_UPDATE = Query.of(_GET_PROJECT_STATEMENT.with_for_update(of=projects))
 # Undo reads head's parent with the locked project: one statement, however deep head is.
 _GET_PROJECT_AND_PARENT_FOR_UPDATE = Query.of(
     select(projects, *_head_columns, *_parent_columns)
-    .select_from(
-        projects.outerjoin(_head, _head.c.id == projects.c.head_edit_id).outerjoin(
-            _parent, _parent.c.id == _head.c.parent_id
-        )
-    )
-    .where(
-        projects.c.id == bindparam("project_id"),
-        projects.c.owner_id == bindparam("owner_id"),
-        text(f"projects.{LIVE}"),
-    )
+    .select_from(_projects_and_head.outerjoin(_parent, _parent.c.id == _head.c.parent_id))
+    .where(*_this_owned)
     .with_for_update(of=projects)
 )
 _GET_PROJECT_ANY = Query.of(_project_with_head().where(projects.c.id == bindparam("project_id")))
-_owned_live = _project_with_head().where(
-    projects.c.owner_id == bindparam("owner_id"), text(f"projects.{LIVE}")
-)
+_owned_live = _project_with_head().where(*_owned)
 _newest_first = (projects.c.created_at.desc(), projects.c.id.desc())
 _LIST_PROJECTS = Query.of(
     _owned_live.order_by(*_newest_first).limit(bindparam("limit", type_=Integer))

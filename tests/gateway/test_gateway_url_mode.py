@@ -14,7 +14,7 @@ import pytest
 from gateway_harness import GATEWAY_URL, REPO
 
 from tests.support.waiting import answering, eventually_sync
-from tools.pgcluster import free_port
+from tools.pgcluster import free_ports
 
 TABLES = ("tests/gateway/test_gateway_conformance.py", "tests/gateway/test_gateway_errors.py")
 
@@ -22,7 +22,7 @@ TABLES = ("tests/gateway/test_gateway_conformance.py", "tests/gateway/test_gatew
 def _against_a_gateway_process(*paths: str) -> subprocess.CompletedProcess[str]:
     """`paths` run by pytest against `python -m gateway` in its own process (as in
     production, ADR 0026), every upstream being the suite's fake."""
-    gateway_port, upstream_port = free_port(), free_port()
+    gateway_port, upstream_port = free_ports(2)
     upstream = f"127.0.0.1:{upstream_port}"
     env = {
         **os.environ,
